@@ -1,0 +1,887 @@
+"""The Raft core: a deterministic state machine in the manner of etcd-io/raft.
+
+Inputs: ``tick()``, ``step(message)``, and the client/operator calls (``propose``,
+``propose_change``, ``transfer_leadership``, ``read_index``, ``campaign``).
+Output: ``ready()`` returns one batch of work (see ``Ready`` for the contract); the caller
+persists, sends, applies, then calls ``advance(ready)``.
+
+No clock, no I/O, no global state: time is ticks, randomness is the injected ``rng``.
+Role behaviour is dispatched through ``self._step_role`` (one step function per role).
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from . import messages as m
+from .config import RaftConfig
+from .log import InvariantViolation, RaftLog
+from .progress import Progress, ProgressState
+from .storage import Compacted, LogStorage, SnapshotUnavailable, Unavailable
+from .types import (
+    NONE,
+    ChangeKind,
+    ConfigChange,
+    ConfigChangeRefused,
+    Entry,
+    EntryType,
+    HardState,
+    Membership,
+    NodeId,
+    NotLeader,
+    ProposalDropped,
+    Ready,
+    ReadState,
+    Role,
+    Snapshot,
+    SnapshotMeta,
+    TransferRefused,
+)
+
+
+def bootstrap_state(membership: Membership) -> tuple[HardState, list[Entry]]:
+    """What every initial member of a new cluster persists before its first start.
+
+    All of them hold the same configuration entry at index 1, term 1, already committed.
+    """
+    if not membership.voters:
+        raise ValueError("a new cluster needs at least one voter")
+    entry = Entry(term=1, index=1, type=EntryType.CONFIG, data=membership.encode())
+    return HardState(term=1, vote=NONE, commit=1), [entry]
+
+
+@dataclass(frozen=True, slots=True)
+class PeerStatus:
+    id: NodeId
+    match: int
+    next: int
+    state: str
+    learner: bool
+    recent_active: bool
+    ticks_since_contact: int | None
+    bytes_sent: int
+    inflight: int
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    id: NodeId
+    role: Role
+    term: int
+    vote: NodeId
+    leader: NodeId
+    commit: int
+    applied: int
+    first_index: int
+    last_index: int
+    membership: Membership
+    lead_transferee: NodeId
+    #: The leader's view of every member (empty on other roles).
+    peers: tuple[PeerStatus, ...] = ()
+
+
+class _PendingRead:
+    __slots__ = ("context", "index", "acks")
+
+    def __init__(self, context: bytes, index: int) -> None:
+        self.context = context
+        self.index = index
+        self.acks: set[NodeId] = set()
+
+
+class RaftCore:
+    def __init__(self, config: RaftConfig, storage: LogStorage, rng: random.Random) -> None:
+        config.validate()
+        self.config = config
+        self.id = config.id
+        self.rng = rng
+        self.log = RaftLog(storage, applied=config.applied)
+        hard_state, snap_meta = storage.initial_state()
+        self.term = hard_state.term
+        self.vote = hard_state.vote
+        # Configuration history: (index, membership) of every config entry in the log, the
+        # snapshot's at its base. The last one is in force (it takes effect when appended).
+        self._configs: list[tuple[int, Membership]] = [(snap_meta.index, snap_meta.membership)]
+        first, last = storage.first_index(), storage.last_index()
+        while first <= last:
+            batch = storage.entries(first, last + 1, 4 << 20)
+            self._track_configs(batch)
+            first = batch[-1].index + 1
+
+        self.role = Role.FOLLOWER
+        self.leader: NodeId = NONE
+        self.election_elapsed = 0
+        self.heartbeat_elapsed = 0
+        self.randomized_election_timeout = config.election_tick
+        self.lead_transferee: NodeId = NONE
+        self.progress: dict[NodeId, Progress] = {}
+        self.votes: dict[NodeId, bool] = {}
+        self.pending_config_index = 0
+        self._incoming_snapshot: tuple[SnapshotMeta, bytearray] | None = None
+        self._pending_reads: list[_PendingRead] = []
+        self._reads_before_commit: list[bytes] = []
+
+        # outboxes, emptied by ready()
+        self._msgs: list[m.Message] = []
+        self._read_states: list[ReadState] = []
+        self._dropped_reads: list[bytes] = []
+        self._prev_hard_state = hard_state
+        self._prev_soft_state: tuple[Role, NodeId, int] | None = None
+        self._last_snapshot_request = 0
+
+        self._become_follower(self.term, NONE)
+
+    # ======================================================================================
+    # Membership
+    # ======================================================================================
+    @property
+    def membership(self) -> Membership:
+        return self._configs[-1][1]
+
+    def _promotable(self) -> bool:
+        return self.id in self.membership.voters and self.log.pending_snapshot is None
+
+    def _track_configs(self, entries) -> None:
+        for entry in entries:
+            if entry.type is EntryType.CONFIG:
+                self._configs.append((entry.index, Membership.decode(entry.data)))
+
+    def _on_log_appended(self, entries, truncated_from: int) -> None:
+        """Keep the configuration history in step with the log; apply the newest config."""
+        before = self.membership
+        if truncated_from:
+            while len(self._configs) > 1 and self._configs[-1][0] >= truncated_from:
+                self._configs.pop()
+        self._track_configs(entries)
+        if self.membership != before:
+            self._apply_membership()
+
+    def _apply_membership(self) -> None:
+        config = self.membership
+        if self.role is not Role.LEADER:
+            if self.id not in config.voters and self.role in (Role.CANDIDATE, Role.PRE_CANDIDATE):
+                self._become_follower(self.term, NONE)
+            return
+        last = self.log.last_index()
+        for node in config.members:
+            pr = self.progress.get(node)
+            if pr is None:
+                pr = Progress(last + 1, self.config.max_inflight, node in config.learners)
+                self.progress[node] = pr
+            pr.learner = node in config.learners
+        for node in list(self.progress):
+            if node not in config.members and node != self.id:
+                del self.progress[node]
+        if self.lead_transferee and self.lead_transferee not in config.voters:
+            self.lead_transferee = NONE
+
+    # ======================================================================================
+    # Public API: inputs
+    # ======================================================================================
+    def tick(self) -> None:
+        if self.role is Role.LEADER:
+            self._tick_leader()
+        else:
+            self._tick_election()
+
+    def campaign(self) -> None:
+        """Start an election now (as a follower whose timer fired would)."""
+        if self.role is not Role.LEADER and self._promotable():
+            self._campaign(pre_vote=self.config.pre_vote, transfer=False)
+
+    def propose(self, data: bytes) -> tuple[int, int]:
+        """Append a command; returns its (term, index). It is committed when it shows up in
+        ``committed_entries`` with that term at that index; another entry there means lost."""
+        self._check_can_propose()
+        index = self.log.last_index() + 1
+        self._append_as_leader([Entry(self.term, index, EntryType.NORMAL, data)])
+        return self.term, index
+
+    def propose_batch(self, datas: list[bytes]) -> tuple[int, int]:
+        """Append several commands at once; returns (term, first index)."""
+        self._check_can_propose()
+        first = self.log.last_index() + 1
+        entries = [Entry(self.term, first + n, EntryType.NORMAL, d) for n, d in enumerate(datas)]
+        self._append_as_leader(entries)
+        return self.term, first
+
+    def propose_change(self, change: ConfigChange) -> tuple[int, int]:
+        """Propose a single-server membership change; returns its (term, index)."""
+        if self.role is not Role.LEADER:
+            raise NotLeader(self.leader)
+        if self.lead_transferee:
+            raise ConfigChangeRefused(f"leadership transfer to {self.lead_transferee} is in progress")
+        if not self._committed_in_current_term():
+            raise ConfigChangeRefused("the new leader has not committed an entry of its term yet; retry shortly")
+        if self.pending_config_index > self.log.committed:
+            raise ConfigChangeRefused(
+                f"a configuration change is already in progress (index {self.pending_config_index} not yet committed)"
+            )
+        new = _changed_membership(self.membership, change)
+        index = self.log.last_index() + 1
+        self.pending_config_index = index
+        self._append_as_leader([Entry(self.term, index, EntryType.CONFIG, new.encode())])
+        return self.term, index
+
+    def transfer_leadership(self, target: NodeId) -> None:
+        if self.role is not Role.LEADER:
+            raise NotLeader(self.leader)
+        if target == self.id:
+            return
+        config = self.membership
+        if target in config.learners:
+            raise TransferRefused(f"{target} is a learner; only a voter can become leader")
+        if target not in config.voters:
+            raise TransferRefused(f"{target} is not a voting member of the cluster")
+        if self.lead_transferee == target:
+            return
+        self.lead_transferee = target
+        # The transfer must complete within one election timeout, counted from now.
+        self.election_elapsed = 0
+        pr = self.progress[target]
+        if pr.match == self.log.last_index():
+            self._send(m.TimeoutNow(self.term, self.id, target))
+        else:
+            self._send_append(target)
+
+    def read_index(self, context: bytes) -> None:
+        """Ask for a linearizable read. A ``ReadState(context, index)`` comes out of a later
+        Ready once leadership is confirmed by a quorum; serve the read when ``index`` is
+        applied. If leadership is lost first, ``context`` shows up in ``dropped_reads``."""
+        if self.role is not Role.LEADER:
+            raise NotLeader(self.leader)
+        if not self._committed_in_current_term():
+            # The commit index of a new leader may lag behind; wait for its first commit.
+            self._reads_before_commit.append(context)
+            return
+        self._start_read(context)
+
+    def step(self, msg: m.Message) -> None:
+        """Feed a message from a peer. Malformed or stale messages are ignored."""
+        if msg.to != self.id or msg.frm == self.id or not _well_formed(msg):
+            return
+        if msg.term > self.term:
+            if isinstance(msg, m.RequestVote):
+                in_lease = (
+                    self.config.check_quorum
+                    and self.leader != NONE
+                    and self.election_elapsed < self.config.election_tick
+                )
+                if in_lease and not msg.transfer:
+                    return  # we heard from a live leader recently: don't let it be disrupted
+            if isinstance(msg, m.RequestVote) and msg.pre_vote:
+                pass  # a pre-vote never changes anyone's term
+            elif isinstance(msg, m.VoteResponse) and msg.pre_vote and msg.granted:
+                pass  # the term we asked about; we move to it only if the pre-vote wins
+            elif isinstance(msg, (m.AppendEntries, m.Heartbeat, m.InstallSnapshot)):
+                self._become_follower(msg.term, msg.frm)
+            else:
+                self._become_follower(msg.term, NONE)
+        elif msg.term < self.term:
+            if isinstance(msg, (m.AppendEntries, m.Heartbeat)):
+                # Tell a stale leader about the newer term so it steps down.
+                self._send(m.AppendResponse(self.term, self.id, msg.frm, index=0, reject=True))
+            elif isinstance(msg, m.RequestVote) and msg.pre_vote:
+                self._send(m.VoteResponse(self.term, self.id, msg.frm, granted=False, pre_vote=True))
+            return
+
+        if isinstance(msg, m.RequestVote):
+            self._handle_vote_request(msg)
+        else:
+            self._step_role(msg)
+
+    # ======================================================================================
+    # Public API: outputs
+    # ======================================================================================
+    def has_ready(self) -> bool:
+        return bool(
+            self._msgs
+            or self.log.unstable
+            or self.log.pending_snapshot is not None
+            or self.log.has_next_committed_entries()
+            or self._read_states
+            or self._dropped_reads
+            or self._hard_state() != self._prev_hard_state
+            or self._soft_state() != self._prev_soft_state
+        )
+
+    def ready(self) -> Ready:
+        hs = self._hard_state()
+        soft = self._soft_state()
+        rd = Ready(
+            hard_state=hs if hs != self._prev_hard_state else None,
+            entries=tuple(self.log.unstable),
+            snapshot=self.log.pending_snapshot,
+            messages=tuple(self._msgs),
+            committed_entries=tuple(self.log.next_committed_entries(self.config.max_apply_bytes)),
+            read_states=tuple(self._read_states),
+            dropped_reads=tuple(self._dropped_reads),
+            soft_state=soft if soft != self._prev_soft_state else None,
+            snapshot_request=self._snapshot_request(),
+        )
+        self._msgs = []
+        self._read_states = []
+        self._dropped_reads = []
+        self._prev_hard_state = hs
+        self._prev_soft_state = soft
+        return rd
+
+    def advance(self, rd: Ready) -> None:
+        """The Ready was persisted, sent and applied."""
+        if rd.snapshot is not None:
+            self.log.stable_snapshot_to(rd.snapshot.meta.index)
+            if rd.snapshot.meta.index > self.log.applied:
+                self.log.applied = rd.snapshot.meta.index
+        if rd.entries:
+            last = rd.entries[-1]
+            self.log.stable_to(last.index, last.term)
+        if rd.committed_entries:
+            self.log.applied_to(rd.committed_entries[-1].index)
+
+    def status(self) -> Status:
+        peers: tuple[PeerStatus, ...] = ()
+        if self.role is Role.LEADER:
+            peers = tuple(
+                PeerStatus(
+                    id=node,
+                    match=pr.match,
+                    next=pr.next,
+                    state=pr.state.value,
+                    learner=pr.learner,
+                    recent_active=pr.recent_active,
+                    ticks_since_contact=0 if node == self.id else pr.ticks_since_contact,
+                    bytes_sent=pr.bytes_sent,
+                    inflight=len(pr.inflights),
+                )
+                for node, pr in sorted(self.progress.items())
+            )
+        return Status(
+            id=self.id,
+            role=self.role,
+            term=self.term,
+            vote=self.vote,
+            leader=self.leader,
+            commit=self.log.committed,
+            applied=self.log.applied,
+            first_index=self.log.first_index(),
+            last_index=self.log.last_index(),
+            membership=self.membership,
+            lead_transferee=self.lead_transferee,
+            peers=peers,
+        )
+
+    def _hard_state(self) -> HardState:
+        return HardState(self.term, self.vote, self.log.committed)
+
+    def _soft_state(self) -> tuple[Role, NodeId, int]:
+        return (self.role, self.leader, self.term)
+
+    def _snapshot_request(self) -> int:
+        applied = self.log.applied
+        base = self.log.storage.snapshot_meta().index
+        if applied - base >= self.config.snapshot_threshold and applied != self._last_snapshot_request:
+            self._last_snapshot_request = applied
+            return applied
+        return 0
+
+    def _send(self, msg: m.Message) -> None:
+        self._msgs.append(msg)
+
+    # ======================================================================================
+    # Role transitions
+    # ======================================================================================
+    def _reset(self, term: int) -> None:
+        if term != self.term:
+            # Invariant: vote is cleared only when the term changes.
+            self.term = term
+            self.vote = NONE
+        self.leader = NONE
+        self.election_elapsed = 0
+        self.heartbeat_elapsed = 0
+        self.randomized_election_timeout = self.config.election_tick + self.rng.randrange(
+            self.config.election_tick
+        )
+        self.lead_transferee = NONE
+        self.votes = {}
+        self.progress = {}
+        self._drop_pending_reads()
+
+    def _drop_pending_reads(self) -> None:
+        self._dropped_reads.extend(self._reads_before_commit)
+        self._dropped_reads.extend(r.context for r in self._pending_reads)
+        self._reads_before_commit = []
+        self._pending_reads = []
+
+    def _become_follower(self, term: int, leader: NodeId) -> None:
+        self._reset(term)
+        self.leader = leader
+        self.role = Role.FOLLOWER
+        self._step_role = self._step_follower
+
+    def _become_pre_candidate(self) -> None:
+        # Neither term nor vote changes: a pre-candidate disturbs no one.
+        self.role = Role.PRE_CANDIDATE
+        self._step_role = self._step_candidate
+        self.votes = {}
+        self.leader = NONE
+
+    def _become_candidate(self) -> None:
+        self._reset(self.term + 1)
+        self.vote = self.id
+        self.role = Role.CANDIDATE
+        self._step_role = self._step_candidate
+
+    def _become_leader(self) -> None:
+        self._reset(self.term)
+        self.leader = self.id
+        self.role = Role.LEADER
+        self._step_role = self._step_leader
+        last = self.log.last_index()
+        for node in self.membership.members | {self.id}:
+            self.progress[node] = Progress(last + 1, self.config.max_inflight, node in self.membership.learners)
+        own = self.progress[self.id]
+        own.match = last
+        own.become_replicate()
+        # Conservatively treat any config entry we hold beyond commit as still in flight.
+        self.pending_config_index = self._configs[-1][0]
+        # The no-op commits everything before it and lets reads and config changes proceed.
+        self._append_as_leader([Entry(self.term, last + 1, EntryType.NORMAL, b"")])
+
+    def _campaign(self, *, pre_vote: bool, transfer: bool) -> None:
+        if pre_vote:
+            self._become_pre_candidate()
+            term = self.term + 1
+        else:
+            self._become_candidate()
+            term = self.term
+        voters = self.membership.voters
+        self.votes[self.id] = True
+        if self._poll() == "won":
+            if pre_vote:
+                self._campaign(pre_vote=False, transfer=transfer)
+            else:
+                self._become_leader()
+            return
+        last_index, last_term = self.log.last_index(), self.log.last_term()
+        for node in sorted(voters - {self.id}):
+            self._send(m.RequestVote(term, self.id, node, last_index, last_term, pre_vote, transfer))
+
+    def _poll(self) -> str:
+        voters = self.membership.voters
+        granted = sum(1 for n, g in self.votes.items() if g and n in voters)
+        rejected = sum(1 for n, g in self.votes.items() if not g and n in voters)
+        quorum = len(voters) // 2 + 1
+        if granted >= quorum:
+            return "won"
+        if rejected > len(voters) - quorum:
+            return "lost"
+        return "pending"
+
+    # ======================================================================================
+    # Ticks
+    # ======================================================================================
+    def _tick_election(self) -> None:
+        self.election_elapsed += 1
+        if self._promotable() and self.election_elapsed >= self.randomized_election_timeout:
+            self.election_elapsed = 0
+            self._campaign(pre_vote=self.config.pre_vote, transfer=False)
+
+    def _tick_leader(self) -> None:
+        self.election_elapsed += 1
+        self.heartbeat_elapsed += 1
+        for node, pr in self.progress.items():
+            if pr.ticks_since_contact is not None and node != self.id:
+                pr.ticks_since_contact += 1
+            if pr.state is ProgressState.SNAPSHOT:
+                pr.snapshot_ticks += 1
+        if self.election_elapsed >= self.config.election_tick:
+            self.election_elapsed = 0
+            if self.config.check_quorum and not self._quorum_active():
+                self._become_follower(self.term, NONE)
+                return
+            if self.lead_transferee:
+                self.lead_transferee = NONE  # the target did not win in time: resume proposals
+        if self.heartbeat_elapsed >= self.config.heartbeat_tick:
+            self.heartbeat_elapsed = 0
+            context = self._pending_reads[-1].context if self._pending_reads else b""
+            self._broadcast_heartbeat(context)
+
+    def _quorum_active(self) -> bool:
+        voters = self.membership.voters
+        active = sum(1 for n in voters if n == self.id or (n in self.progress and self.progress[n].recent_active))
+        for node, pr in self.progress.items():
+            if node != self.id:
+                pr.recent_active = False
+        return active >= len(voters) // 2 + 1
+
+    # ======================================================================================
+    # Votes
+    # ======================================================================================
+    def _handle_vote_request(self, msg: m.RequestVote) -> None:
+        can_vote = (
+            self.vote == msg.frm
+            or (self.vote == NONE and self.leader == NONE)
+            or (msg.pre_vote and msg.term > self.term)
+        )
+        if can_vote and self.log.is_up_to_date(msg.last_index, msg.last_term):
+            self._send(m.VoteResponse(msg.term, self.id, msg.frm, granted=True, pre_vote=msg.pre_vote))
+            if not msg.pre_vote:
+                self.election_elapsed = 0
+                self.vote = msg.frm
+        else:
+            self._send(m.VoteResponse(self.term, self.id, msg.frm, granted=False, pre_vote=msg.pre_vote))
+
+    # ======================================================================================
+    # Step functions, one per role
+    # ======================================================================================
+    def _step_follower(self, msg: m.Message) -> None:
+        if isinstance(msg, (m.AppendEntries, m.Heartbeat, m.InstallSnapshot)):
+            self.election_elapsed = 0
+            self.leader = msg.frm
+            if isinstance(msg, m.AppendEntries):
+                self._handle_append(msg)
+            elif isinstance(msg, m.Heartbeat):
+                self.log.commit_to(min(msg.commit, self.log.last_index()))
+                self._send(m.HeartbeatResponse(self.term, self.id, msg.frm, msg.context))
+            else:
+                self._handle_snapshot_chunk(msg)
+        elif isinstance(msg, m.TimeoutNow):
+            if self._promotable():
+                self._campaign(pre_vote=False, transfer=True)
+
+    def _step_candidate(self, msg: m.Message) -> None:
+        if isinstance(msg, (m.AppendEntries, m.Heartbeat, m.InstallSnapshot)):
+            # A leader of our term exists (pre-candidates: of a term >= ours).
+            self._become_follower(msg.term, msg.frm)
+            self._step_follower(msg)
+        elif isinstance(msg, m.VoteResponse):
+            if msg.pre_vote != (self.role is Role.PRE_CANDIDATE):
+                return
+            self.votes.setdefault(msg.frm, msg.granted)
+            result = self._poll()
+            if result == "won":
+                if self.role is Role.PRE_CANDIDATE:
+                    self._campaign(pre_vote=False, transfer=False)
+                else:
+                    self._become_leader()
+            elif result == "lost":
+                self._become_follower(self.term, NONE)
+
+    def _step_leader(self, msg: m.Message) -> None:
+        pr = self.progress.get(msg.frm)
+        if pr is None:
+            return
+        if isinstance(msg, (m.AppendResponse, m.HeartbeatResponse, m.SnapshotResponse)):
+            pr.recent_active = True
+            pr.ticks_since_contact = 0
+        if isinstance(msg, m.AppendResponse):
+            self._handle_append_response(msg, pr)
+        elif isinstance(msg, m.HeartbeatResponse):
+            self._handle_heartbeat_response(msg, pr)
+        elif isinstance(msg, m.SnapshotResponse):
+            self._handle_snapshot_response(msg, pr)
+
+    # ======================================================================================
+    # Follower: appends and snapshots
+    # ======================================================================================
+    def _handle_append(self, msg: m.AppendEntries) -> None:
+        if msg.prev_index < self.log.committed:
+            self._send(m.AppendResponse(self.term, self.id, msg.frm, index=self.log.committed))
+            return
+        result = self.log.maybe_append(msg.prev_index, msg.prev_term, msg.commit, msg.entries)
+        if result is not None:
+            last_new, conflict = result
+            if conflict:
+                self._on_log_appended(msg.entries[conflict - msg.prev_index - 1 :], conflict)
+            self._send(m.AppendResponse(self.term, self.id, msg.frm, index=last_new))
+            return
+        hint_index = self.log.find_conflict_by_term(min(msg.prev_index, self.log.last_index()), msg.prev_term)
+        hint_term = self.log.term_or_none(hint_index) or 0
+        self._send(
+            m.AppendResponse(
+                self.term, self.id, msg.frm, index=msg.prev_index, reject=True,
+                hint_index=hint_index, hint_term=hint_term,
+            )
+        )
+
+    def _handle_snapshot_chunk(self, msg: m.InstallSnapshot) -> None:
+        meta = msg.meta
+
+        def reply(offset: int, *, done: bool = False, reject: bool = False) -> None:
+            self._send(m.SnapshotResponse(self.term, self.id, msg.frm, meta.index, offset, done, reject))
+
+        if meta.index <= self.log.committed:
+            self._incoming_snapshot = None
+            reply(0, done=True)  # we already have everything it holds
+            return
+        incoming = self._incoming_snapshot
+        if msg.offset == 0:
+            incoming = self._incoming_snapshot = (meta, bytearray())
+        if incoming is None or incoming[0] != meta or msg.offset != len(incoming[1]):
+            reply(len(incoming[1]) if incoming is not None and incoming[0] == meta else 0, reject=True)
+            return
+        incoming[1].extend(msg.data)
+        if not msg.done:
+            reply(len(incoming[1]))
+            return
+        self._incoming_snapshot = None
+        self._restore(Snapshot(meta, bytes(incoming[1])))
+        reply(len(msg.data) + msg.offset, done=True)
+
+    def _restore(self, snapshot: Snapshot) -> None:
+        meta = snapshot.meta
+        if self.log.match_term(meta.index, meta.term):
+            # Our log already holds the snapshot's last entry: just move commit forward.
+            self.log.commit_to(meta.index)
+            return
+        self.log.restore(snapshot)
+        self._configs = [(meta.index, meta.membership)]
+        self._apply_membership()
+
+    # ======================================================================================
+    # Leader: replication, commit, reads
+    # ======================================================================================
+    def _check_can_propose(self) -> None:
+        if self.role is not Role.LEADER:
+            raise NotLeader(self.leader)
+        if self.lead_transferee:
+            raise ProposalDropped(f"leadership transfer to {self.lead_transferee} is in progress")
+        if self.id not in self.membership.members:
+            raise ProposalDropped("this leader is being removed from the cluster")
+
+    def _committed_in_current_term(self) -> bool:
+        return self.log.term_or_none(self.log.committed) == self.term
+
+    def _append_as_leader(self, entries: list[Entry]) -> None:
+        self.log.append(entries)
+        self._on_log_appended(entries, 0)
+        if self.role is not Role.LEADER:
+            return
+        own = self.progress.get(self.id)
+        if own is not None:
+            own.maybe_update(self.log.last_index())
+        self._maybe_commit()
+        self._broadcast_append()
+
+    def _maybe_commit(self) -> bool:
+        voters = self.membership.voters
+        matches = sorted(
+            (self.progress[n].match if n in self.progress else 0) for n in voters if n != self.id
+        )
+        if self.id in voters:
+            matches.append(self.log.last_index())
+            matches.sort()
+        if not matches:
+            return False
+        quorum_match = matches[len(matches) - (len(matches) // 2 + 1)]
+        # Only an entry of the current term is committed by counting replicas (§5.4.2).
+        if not self.log.maybe_commit(quorum_match, self.term):
+            return False
+        self._on_commit_advanced()
+        return True
+
+    def _on_commit_advanced(self) -> None:
+        if self._reads_before_commit and self._committed_in_current_term():
+            waiting, self._reads_before_commit = self._reads_before_commit, []
+            for context in waiting:
+                self._start_read(context)
+        if self.id not in self.membership.voters and self._configs[-1][0] <= self.log.committed:
+            # Our removal (or demotion) is committed: stop leading. Followers learn the commit
+            # from this last broadcast, then elect a leader among the remaining voters.
+            self._broadcast_append()
+            self._become_follower(self.term, NONE)
+
+    def _broadcast_append(self) -> None:
+        if self.role is not Role.LEADER:
+            return
+        for node in self.progress:
+            if node != self.id:
+                self._send_append(node)
+
+    def _send_append(self, to: NodeId, send_if_empty: bool = True) -> bool:
+        pr = self.progress[to]
+        if pr.is_paused():
+            return False
+        prev_index = pr.next - 1
+        try:
+            prev_term = self.log.term(prev_index)
+            hi = min(self.log.last_index() + 1, pr.next + self.config.max_entries_per_msg)
+            entries = self.log.slice(pr.next, hi, self.config.max_bytes_per_msg)
+        except Compacted:
+            return self._send_snapshot(to, pr)
+        except Unavailable:
+            pr.become_probe()  # next ran ahead of our log (after truncation): probe again
+            return False
+        if not entries and not send_if_empty:
+            return False
+        if entries:
+            pr.sent_entries(entries[-1].index)
+            pr.bytes_sent += sum(len(e.data) for e in entries)
+        elif pr.state is ProgressState.PROBE:
+            pr.probe_sent = True
+        self._send(m.AppendEntries(self.term, self.id, to, prev_index, prev_term, tuple(entries), self.log.committed))
+        return True
+
+    def _send_snapshot(self, to: NodeId, pr: Progress) -> bool:
+        if not pr.recent_active:
+            return False  # don't stream a snapshot at a peer that may be down
+        meta = self.log.storage.snapshot_meta()
+        pr.become_snapshot(meta.index)
+        return self._send_snapshot_chunk(to, pr)
+
+    def _send_snapshot_chunk(self, to: NodeId, pr: Progress) -> bool:
+        size = self.config.snapshot_chunk_size
+        try:
+            data = self.log.storage.snapshot_chunk(pr.pending_snapshot, pr.snapshot_offset, size)
+        except SnapshotUnavailable:
+            meta = self.log.storage.snapshot_meta()
+            pr.become_snapshot(meta.index)
+            data = self.log.storage.snapshot_chunk(meta.index, 0, size)
+        meta = self.log.storage.snapshot_meta()
+        pr.snapshot_ticks = 0
+        pr.bytes_sent += len(data)
+        done = len(data) < size
+        self._send(m.InstallSnapshot(self.term, self.id, to, meta, pr.snapshot_offset, data, done))
+        return True
+
+    def _handle_append_response(self, msg: m.AppendResponse, pr: Progress) -> None:
+        if msg.reject:
+            next_probe = msg.hint_index
+            if msg.hint_term > 0:
+                next_probe = self.log.find_conflict_by_term(msg.hint_index, msg.hint_term)
+            if pr.maybe_decrease_to(msg.index, next_probe):
+                if pr.state is ProgressState.REPLICATE:
+                    pr.become_probe()
+                self._send_append(msg.frm)
+            return
+        was_paused = pr.is_paused()
+        if not pr.maybe_update(msg.index):
+            return
+        if pr.state is ProgressState.PROBE:
+            pr.become_replicate()
+        elif pr.state is ProgressState.SNAPSHOT and pr.match >= pr.pending_snapshot:
+            pr.become_probe()
+            pr.become_replicate()
+        elif pr.state is ProgressState.REPLICATE:
+            pr.free_inflights_to(msg.index)
+        if self._maybe_commit():
+            self._broadcast_append()
+        elif was_paused:
+            self._send_append(msg.frm)
+        if self.role is not Role.LEADER:
+            return
+        while self._send_append(msg.frm, send_if_empty=False):
+            pass  # fill the pipeline window
+        if msg.frm == self.lead_transferee and pr.match == self.log.last_index():
+            self._send(m.TimeoutNow(self.term, self.id, msg.frm))
+
+    def _handle_heartbeat_response(self, msg: m.HeartbeatResponse, pr: Progress) -> None:
+        pr.probe_sent = False
+        if pr.state is ProgressState.REPLICATE and pr.is_paused():
+            pr.free_first_inflight()
+        if pr.state is ProgressState.SNAPSHOT:
+            if pr.snapshot_ticks >= 2 * self.config.heartbeat_tick:
+                self._send_snapshot_chunk(msg.frm, pr)  # the last chunk or its ack was lost
+        elif pr.match < self.log.last_index():
+            self._send_append(msg.frm)
+        if msg.context:
+            self._ack_read(msg.context, msg.frm)
+
+    def _handle_snapshot_response(self, msg: m.SnapshotResponse, pr: Progress) -> None:
+        if msg.done:
+            pr.maybe_update(msg.snapshot_index)
+            if pr.state is ProgressState.SNAPSHOT:
+                pr.become_probe()
+            self._send_append(msg.frm)
+            return
+        if pr.state is not ProgressState.SNAPSHOT or msg.snapshot_index != pr.pending_snapshot:
+            return
+        if msg.reject or msg.offset > pr.snapshot_offset:
+            pr.snapshot_offset = msg.offset
+            self._send_snapshot_chunk(msg.frm, pr)
+
+    def _broadcast_heartbeat(self, context: bytes) -> None:
+        for node, pr in self.progress.items():
+            if node != self.id:
+                commit = min(pr.match, self.log.committed)
+                self._send(m.Heartbeat(self.term, self.id, node, commit, context))
+
+    def _start_read(self, context: bytes) -> None:
+        voters = self.membership.voters
+        if voters == {self.id}:
+            self._read_states.append(ReadState(context, self.log.committed))
+            return
+        read = _PendingRead(context, self.log.committed)
+        if self.id in voters:
+            read.acks.add(self.id)
+        self._pending_reads.append(read)
+        self._broadcast_heartbeat(context)
+
+    def _ack_read(self, context: bytes, frm: NodeId) -> None:
+        voters = self.membership.voters
+        for n, read in enumerate(self._pending_reads):
+            if read.context != context:
+                continue
+            if frm in voters:
+                read.acks.add(frm)
+            if len(read.acks & voters) >= len(voters) // 2 + 1:
+                # Confirming this read confirms every earlier one too.
+                done, self._pending_reads = self._pending_reads[: n + 1], self._pending_reads[n + 1 :]
+                self._read_states.extend(ReadState(r.context, r.index) for r in done)
+            return
+
+
+def _changed_membership(current: Membership, change: ConfigChange) -> Membership:
+    node = change.node
+    if not node:
+        raise ConfigChangeRefused("a member id must not be empty")
+    if change.kind is ChangeKind.ADD_LEARNER:
+        if node in current.voters:
+            raise ConfigChangeRefused(f"{node} is already a voting member")
+        if node in current.learners:
+            raise ConfigChangeRefused(f"{node} is already a learner")
+        return Membership(current.voters, current.learners | {node}, current.addresses).with_address(
+            node, change.address
+        )
+    if change.kind is ChangeKind.PROMOTE:
+        if node in current.voters:
+            raise ConfigChangeRefused(f"{node} is already a voting member")
+        if node not in current.learners:
+            raise ConfigChangeRefused(f"{node} is not a member; add it as a learner first")
+        return Membership(current.voters | {node}, current.learners - {node}, current.addresses)
+    if change.kind is ChangeKind.REMOVE:
+        if node not in current.members:
+            raise ConfigChangeRefused(f"{node} is not a member of the cluster")
+        if current.voters == {node}:
+            raise ConfigChangeRefused(f"cannot remove {node}: it is the last voting member")
+        return current.without(node)
+    raise ConfigChangeRefused(f"unknown change {change.kind!r}")
+
+
+def _well_formed(msg: m.Message) -> bool:
+    """Cheap sanity checks so a confused or hostile peer cannot crash the core."""
+    if msg.term < 0:
+        return False
+    if isinstance(msg, m.AppendEntries):
+        if msg.prev_index < 0 or msg.prev_term < 0 or msg.commit < 0:
+            return False
+        expected = msg.prev_index + 1
+        last_term = msg.prev_term
+        for entry in msg.entries:
+            if entry.index != expected or entry.term < last_term or entry.term > msg.term:
+                return False
+            if entry.type is EntryType.CONFIG:
+                try:
+                    Membership.decode(entry.data)
+                except (ValueError, KeyError, TypeError):
+                    return False
+            expected += 1
+            last_term = entry.term
+    elif isinstance(msg, m.InstallSnapshot):
+        if msg.offset < 0 or msg.meta.index <= 0 or msg.meta.term <= 0 or msg.meta.term > msg.term:
+            return False
+    elif isinstance(msg, (m.AppendResponse, m.Heartbeat, m.RequestVote, m.SnapshotResponse)):
+        numbers = [v for v in (getattr(msg, f, 0) for f in ("index", "commit", "last_index", "offset")) if isinstance(v, int)]
+        if any(v < 0 for v in numbers):
+            return False
+    return True
