@@ -1,0 +1,122 @@
+"""The ``keyval`` command: the server and its offline tools.
+
+Exit codes: 0 success, 1 the operation failed, 2 bad usage (click's own and ours).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from keyval import __version__
+from keyval.config import NodeConfig, merge_settings, node_config
+from keyval.errors import KeyvalError
+from keyval.plugins import build_plugin_manager, choose_storage, choose_transport, list_plugins
+
+USAGE_ERROR = 2
+
+
+def fail(ctx: click.Context, message: str, code: int = 1) -> None:
+    """One line on stderr, prefixed by the command, then exit: no traceback, no usage dump."""
+    click.echo(f"{ctx.command_path}: {message}", err=True)
+    ctx.exit(code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="keyval", message="%(prog)s %(version)s")
+def cli() -> None:
+    """KeyVal: a strongly consistent key-value store replicated with Raft.
+
+    `keyval serve` runs one node; `kvctl` talks to a running cluster.
+    """
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def plugins(as_json: bool) -> None:
+    """List the storage and transport plugins found, built-in and third-party."""
+    # Failures are part of this command's output; don't repeat them as log warnings.
+    logging.getLogger("keyval.plugins").setLevel(logging.ERROR)
+    rows, failures = list_plugins(build_plugin_manager())
+    if as_json:
+        click.echo(json.dumps({"plugins": rows, "failures": failures}, indent=2))
+        return
+    columns = ("kind", "name", "package", "version", "description")
+    table = [[c.upper() for c in columns]] + [[row[c] for c in columns] for row in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(columns) - 1)]
+    for line in table:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(line, widths)) + "  " + line[-1])
+    if failures:
+        click.echo(f"\n{len(failures)} plugin(s) failed to load:")
+        for failure in failures:
+            click.echo(f"  {failure}")
+
+
+@cli.command()
+@click.option("--config", "config_file", metavar="FILE", help="YAML file with the same settings (underscored keys).")
+@click.option("--id", "id", metavar="ID", help="This node's id, e.g. node1.")
+@click.option("--peer-addr", metavar="HOST:PORT", help="Raft address other nodes reach this node on.")
+@click.option("--client-addr", metavar="HOST:PORT", help="Address kvctl and clients connect to.")
+@click.option("--data-dir", metavar="DIR", help="Where the log, snapshots and state live.")
+@click.option("--bootstrap", metavar="ID=HOST:PORT,...", help="Initial voters of a new cluster.")
+@click.option("--transport", metavar="NAME", help="Transport backend (default tcp; see `keyval plugins`).")
+@click.option("--storage", metavar="NAME", help="Storage backend (default segment; see `keyval plugins`).")
+@click.option("--catchup-threshold", type=click.IntRange(min=0), metavar="N",
+              help="Log entries a learner may lag and still count as caught up (default 100).")
+@click.option("--log-file", metavar="PATH", help="Log here instead of stderr.")
+@click.option("--log-level", metavar="LEVEL", help="DEBUG, INFO (default), WARNING, ERROR or CRITICAL.")
+@click.pass_context
+def serve(ctx: click.Context, config_file: str | None, **flags) -> None:
+    """Run one KeyVal node in the foreground (SIGTERM or SIGINT stops it cleanly)."""
+    try:
+        settings = merge_settings(config_file, flags)
+        loaded = build_plugin_manager()
+        # Backends first: a wrong name is the likeliest mistake and its message lists the choices.
+        choose_storage(loaded, str(settings.get("storage", NodeConfig.storage)))
+        choose_transport(loaded, str(settings.get("transport", NodeConfig.transport)))
+        node_config(settings)
+    except KeyvalError as exc:
+        fail(ctx, str(exc), USAGE_ERROR)
+    fail(ctx, "the node runtime is not implemented yet (issue #5)")
+
+
+@cli.command()
+@click.option("--data-dir", required=True, metavar="DIR", help="The data dir of the surviving node.")
+@click.option("--force-new-cluster", is_flag=True,
+              help="Rewrite the membership so this node alone is the voter, keeping its data.")
+@click.pass_context
+def recover(ctx: click.Context, data_dir: str, force_new_cluster: bool) -> None:
+    """Offline recovery when quorum is lost for good (the node must be stopped)."""
+    if not force_new_cluster:
+        fail(ctx, "nothing to do: pass --force-new-cluster to make this node the only voter", USAGE_ERROR)
+    if not Path(data_dir).is_dir():
+        fail(ctx, f"data dir {data_dir!r} does not exist")
+    fail(ctx, "offline recovery is not implemented yet (issue #5)")
+
+
+@cli.command(
+    add_help_option=False,  # `keyval simulate --help` is the simulator's help
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def simulate(ctx: click.Context, args: tuple[str, ...]) -> None:
+    """Run the deterministic cluster simulator (arguments go to it; try --help)."""
+    try:
+        from keyval.testing.simulator import main as simulator_main
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("keyval.testing", "keyval.testing.simulator"):
+            raise
+        fail(ctx, f"the simulator is not available ({exc})")
+    ctx.exit(simulator_main([*args, *ctx.args]) or 0)
+
+
+def main(argv: list[str] | None = None) -> None:
+    cli.main(args=argv, prog_name="keyval")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

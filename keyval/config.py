@@ -1,0 +1,146 @@
+"""A node's configuration: the YAML config file merged with ``keyval serve`` flags.
+
+The file takes the flags' names with underscores (``peer_addr``, ``data_dir``,
+``bootstrap`` as a mapping of id to address, ...); a flag given on the command line wins.
+Every problem is a ``ConfigError`` whose message names the offending key.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from keyval.errors import ConfigError
+
+NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    id: str
+    peer_addr: str
+    client_addr: str
+    data_dir: str | None = None
+    bootstrap: dict[str, str] = field(default_factory=dict)
+    transport: str = "tcp"
+    storage: str = "segment"
+    catchup_threshold: int = 100
+    log_file: str | None = None
+    log_level: str = "INFO"
+    # Handed to the chosen backend's factory; only settable in the config file.
+    storage_options: dict[str, Any] = field(default_factory=dict)
+    transport_options: dict[str, Any] = field(default_factory=dict)
+
+
+KEYS = tuple(NodeConfig.__dataclass_fields__)
+REQUIRED = ("id", "peer_addr", "client_addr")
+
+
+def parse_node_id(text: str, what: str = "id") -> str:
+    if not isinstance(text, str) or not NODE_ID.match(text):
+        raise ConfigError(f"{what}: {text!r} is not a valid node id (letters, digits, '.', '_', '-')")
+    return text
+
+
+def parse_address(text: str, what: str = "address") -> str:
+    """Check ``HOST:PORT`` (``[v6]:PORT`` for IPv6) and return it unchanged."""
+    if not isinstance(text, str):
+        raise ConfigError(f"{what}: expected HOST:PORT, got {text!r}")
+    host, sep, port = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"{what}: expected HOST:PORT, got {text!r}")
+    return text
+
+
+def parse_bootstrap(value: str | dict[str, str]) -> dict[str, str]:
+    """``ID=HOST:PORT,ID=HOST:PORT,...`` (or an already split mapping) to ``{id: address}``."""
+    if isinstance(value, dict):
+        pairs = [(str(k), v) for k, v in value.items()]
+    elif isinstance(value, str):
+        pairs = []
+        for item in value.split(","):
+            node_id, sep, address = item.strip().partition("=")
+            if not sep:
+                raise ConfigError(f"bootstrap: expected ID=HOST:PORT, got {item.strip()!r}")
+            pairs.append((node_id.strip(), address.strip()))
+    else:
+        raise ConfigError(f"bootstrap: expected ID=HOST:PORT,... or a mapping, got {value!r}")
+    members: dict[str, str] = {}
+    for node_id, address in pairs:
+        parse_node_id(node_id, "bootstrap")
+        if node_id in members:
+            raise ConfigError(f"bootstrap: node {node_id!r} is listed twice")
+        members[node_id] = parse_address(address, f"bootstrap {node_id}")
+    if not members:
+        raise ConfigError("bootstrap: no members given")
+    return members
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"config file {str(path)!r} cannot be read: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {' '.join(str(exc).split())}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a mapping of settings")
+    unknown = sorted(set(map(str, data)) - set(KEYS))
+    if unknown:
+        raise ConfigError(f"config file {str(path)!r}: unknown key(s) {', '.join(unknown)}; known: {', '.join(KEYS)}")
+    return data
+
+
+def merge_settings(config_file: str | Path | None, flags: dict[str, Any]) -> dict[str, Any]:
+    """The config file's settings (if any) overridden by ``flags``; a None flag was not given."""
+    values = read_config_file(config_file) if config_file else {}
+    values.update({k: v for k, v in flags.items() if v is not None})
+    return values
+
+
+def load_node_config(config_file: str | Path | None, flags: dict[str, Any]) -> NodeConfig:
+    return node_config(merge_settings(config_file, flags))
+
+
+def node_config(settings: dict[str, Any]) -> NodeConfig:
+    """Check merged settings and turn them into a ``NodeConfig``."""
+    values = dict(settings)
+    missing = [k for k in REQUIRED if values.get(k) in (None, "")]
+    if missing:
+        names = ", ".join("--" + k.replace("_", "-") for k in missing)
+        raise ConfigError(f"missing required setting(s): {names} (or set them in --config)")
+    values["id"] = parse_node_id(values["id"])
+    for key in ("peer_addr", "client_addr"):
+        values[key] = parse_address(values[key], key)
+    if values.get("bootstrap") not in (None, "", {}):
+        values["bootstrap"] = parse_bootstrap(values["bootstrap"])
+    else:
+        values.pop("bootstrap", None)
+    values["log_level"] = _log_level(values.get("log_level", "INFO"))
+    threshold = values.get("catchup_threshold", 100)
+    if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 0:
+        raise ConfigError(f"catchup_threshold: expected a whole number >= 0, got {threshold!r}")
+    for key in ("storage_options", "transport_options"):
+        if not isinstance(values.get(key, {}), dict):
+            raise ConfigError(f"{key}: expected a mapping")
+    for key in ("data_dir", "log_file", "transport", "storage"):
+        if key in values and values[key] is not None:
+            values[key] = str(values[key])
+    return NodeConfig(**values)
+
+
+def _log_level(level: Any) -> str:
+    name = str(level).upper()
+    if name not in LOG_LEVELS:
+        raise ConfigError(f"log_level: {level!r} is not one of {', '.join(LOG_LEVELS)}")
+    return name

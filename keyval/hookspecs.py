@@ -1,0 +1,66 @@
+"""The pluggy hook specifications of KeyVal: everything a plugin can implement.
+
+A plugin is a module (or object) with functions marked ``@keyval.hookimpl`` whose names are
+the hooks below. Third-party packages make theirs known through the entry-point groups
+``keyval.storage`` and ``keyval.transport``; the built-in backends in ``plugins/`` register
+the same way.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from keyval.backends import StorageBackend, TransportBackend
+
+PROJECT = "keyval"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def keyval_storage_backends() -> list[StorageBackend]:
+    """Return the storage backends this plugin provides, as ``StorageBackend`` descriptors.
+
+    Called once on every plugin; the operator picks one backend by name (``--storage``).
+    ``factory(data_dir, options)`` returns an open storage object: the read-only Raft log
+    view the core uses (``initial_state``, ``first_index``, ``last_index``, ``term``,
+    ``entries``, ``snapshot_meta``, ``snapshot_chunk``; see ``keyval/raft/storage.py``) plus
+    the writes the runtime performs after each Raft step (``append``, ``set_hard_state``,
+    ``apply_snapshot``, ``create_snapshot``, ``compact``, ``sync``, ``close``).
+    ``data_dir`` is None for backends that keep nothing on disk.
+    """
+
+
+@hookspec
+def keyval_transport_backends() -> list[TransportBackend]:
+    """Return the transport backends this plugin provides, as ``TransportBackend`` descriptors.
+
+    Called once on every plugin; the operator picks one backend by name (``--transport``).
+    ``factory(options)`` returns a transport object carrying Raft messages between nodes:
+    ``start(address, deliver)`` listens on ``address`` and hands every received message to
+    ``deliver``; ``send(peer_id, address, message)`` sends one message to a peer without
+    waiting for an answer (a lost message is Raft's to retry); ``close()`` stops it.
+    """
+
+
+@hookspec
+def keyval_node_started(node_id: str, config: Any) -> None:
+    """Tell the plugin a node has started, with its effective configuration."""
+
+
+@hookspec
+def keyval_node_stopping(node_id: str) -> None:
+    """Tell the plugin a node is about to shut down."""
+
+
+@hookspec
+def keyval_role_changed(node_id: str, term: int, role: str, leader: str | None) -> None:
+    """Tell the plugin a node's Raft role changed (e.g. to ``"leader"``), and who leads now."""
+
+
+@hookspec
+def keyval_membership_changed(node_id: str, term: int, membership: Any) -> None:
+    """Tell the plugin the cluster's membership (voters and learners) changed, as seen by a node."""

@@ -1,0 +1,1 @@
+"""kvctl: the control and client tool for KeyVal clusters."""

@@ -1,0 +1,1 @@
+"""Built-in storage backends (entry-point group ``keyval.storage``)."""

@@ -1,0 +1,19 @@
+"""The ``memory`` storage backend: keeps the Raft log in memory and loses it on exit."""
+from __future__ import annotations
+
+from typing import Any
+
+from keyval import hookimpl
+from keyval.backends import StorageBackend
+
+
+def open_memory(data_dir: str | None, options: dict[str, Any]):
+    # Imported here so that listing plugins never imports the Raft core.
+    from keyval.raft.storage import MemoryStorage
+
+    return MemoryStorage()
+
+
+@hookimpl
+def keyval_storage_backends() -> list[StorageBackend]:
+    return [StorageBackend("memory", open_memory, "in-memory log; everything is lost on exit (tests, demos)")]

@@ -1,0 +1,1 @@
+"""Built-in transport backends (entry-point group ``keyval.transport``)."""
