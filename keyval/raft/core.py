@@ -10,8 +10,8 @@ Role behaviour is dispatched through ``self._step_role`` (one step function per 
 """
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from . import messages as m
 from .config import RaftConfig
@@ -37,6 +37,9 @@ from .types import (
     SnapshotMeta,
     TransferRefused,
 )
+
+if TYPE_CHECKING:  # the core only ever uses the Random instance it is given
+    import random
 
 
 def bootstrap_state(membership: Membership) -> tuple[HardState, list[Entry]]:
