@@ -1,0 +1,75 @@
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from kvctl.cli import build_cli
+
+GROUPS = ("cluster", "snapshot", "local")
+# Every documented command, with example arguments.
+COMMANDS = [
+    ["put", "k", "v"], ["get", "k"], ["delete", "k"], ["scan", "--prefix", "a", "--limit", "5"],
+    ["cluster", "info"], ["cluster", "health"], ["cluster", "members"], ["cluster", "member", "node1"],
+    ["cluster", "leader"], ["cluster", "add", "node4", "localhost:7004"], ["cluster", "promote", "node4"],
+    ["cluster", "remove", "node3"], ["cluster", "replace", "node2", "node4", "localhost:7004"],
+    ["cluster", "transfer", "node2"], ["snapshot", "create"], ["snapshot", "list"], ["compact"],
+    ["backup", "/tmp/b.tar.gz"], ["restore", "/tmp/b.tar.gz", "--yes"],
+    ["local", "up", "--nodes", "5", "--dir", "x", "--base-port", "9000"], ["local", "start", "node4"],
+    ["local", "stop", "node1"], ["local", "status"], ["local", "down"],
+]
+
+
+def invoke(*args):
+    return CliRunner().invoke(build_cli(), list(args), prog_name="kvctl")
+
+
+def command_path(args):
+    return "kvctl " + " ".join(args[:2] if args[0] in GROUPS else args[:1])
+
+
+@pytest.mark.parametrize("args", COMMANDS, ids=" ".join)
+def test_every_command_exists_and_says_it_is_not_implemented(args):
+    result = invoke(*args)
+    assert result.exit_code == 1
+    assert result.output == f"{command_path(args)}: not implemented yet (arrives with the node runtime, issue #5)\n"
+
+
+@pytest.mark.parametrize("args", COMMANDS, ids=" ".join)
+def test_json_errors_are_one_document(args):
+    result = invoke("--json", *args)
+    assert result.exit_code == 1
+    error = json.loads(result.output)["error"]
+    assert error["code"] == "not_implemented" and error["message"].startswith(command_path(args))
+
+
+@pytest.mark.parametrize("args", [
+    ["--endpoints", "127.0.0.1:8001,[::1]:8002", "--timeout", "2.5", "--json", "get", "k"],
+    ["get", "k", "--endpoints", "127.0.0.1:8001", "--timeout", "2.5", "--json"],
+    ["cluster", "--json", "member", "node1"],
+    ["local", "status", "--json"],
+])
+def test_global_options_before_or_after_the_subcommand(args):
+    result = invoke(*args)
+    assert result.exit_code == 1
+    assert "error" in json.loads(result.output)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--endpoints", "nohost", "get", "k"], "expected HOST:PORT, got 'nohost'"),
+    (["get", "k", "--timeout", "0"], "--timeout"),
+    (["put", "k"], "Missing argument 'VALUE'"),
+    (["cluster", "replace", "a", "b"], "Missing argument 'ADDR'"),
+    (["local", "up", "--nodes", "0"], "--nodes"),
+    (["frobnicate"], "No such command"),
+])
+def test_usage_errors_exit_2(args, message):
+    result = invoke(*args)
+    assert result.exit_code == 2
+    assert message in result.output
+
+
+def test_help_lists_the_command_groups():
+    result = invoke("--help")
+    assert result.exit_code == 0
+    for name in ("put", "get", "delete", "scan", "cluster", "snapshot", "compact", "backup", "restore", "local"):
+        assert f"  {name} " in result.output

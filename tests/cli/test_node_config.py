@@ -1,0 +1,78 @@
+import pytest
+
+from keyval.config import NodeConfig, load_node_config, parse_address, parse_bootstrap
+from keyval.errors import ConfigError
+
+REQUIRED = {"id": "node1", "peer_addr": "127.0.0.1:7001", "client_addr": "127.0.0.1:8001"}
+
+
+def test_bootstrap_flag_and_mapping_forms():
+    expected = {"node1": "127.0.0.1:7001", "node2": "localhost:7002", "node3": "[::1]:7003"}
+    assert parse_bootstrap("node1=127.0.0.1:7001, node2=localhost:7002,node3=[::1]:7003") == expected
+    assert parse_bootstrap(expected) == expected
+
+
+@pytest.mark.parametrize("text,message", [
+    ("node1", "expected ID=HOST:PORT, got 'node1'"),
+    ("node1=127.0.0.1", "bootstrap node1: expected HOST:PORT"),
+    ("node1=h:1,node1=h:2", "node 'node1' is listed twice"),
+    ("=h:1", "is not a valid node id"),
+    ("node1=h:99999", "expected HOST:PORT"),
+])
+def test_bad_bootstrap(text, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_bootstrap(text)
+
+
+@pytest.mark.parametrize("text", ["127.0.0.1", ":80", "host:", "host:port", "[::1]"])
+def test_bad_address(text):
+    with pytest.raises(ConfigError, match="expected HOST:PORT"):
+        parse_address(text)
+
+
+def test_config_file_is_overridden_by_flags(tmp_path):
+    path = tmp_path / "node.yaml"
+    path.write_text(
+        "id: node1\npeer_addr: 127.0.0.1:7001\nclient_addr: 127.0.0.1:8001\ndata_dir: /var/lib/kv\n"
+        "storage: memory\nbootstrap:\n  node1: 127.0.0.1:7001\n  node2: 127.0.0.1:7002\n"
+        "storage_options: {fsync: false}\n"
+    )
+    config = load_node_config(path, {"peer_addr": "0.0.0.0:7001", "storage": None, "log_level": "debug"})
+    assert config == NodeConfig(
+        id="node1", peer_addr="0.0.0.0:7001", client_addr="127.0.0.1:8001", data_dir="/var/lib/kv",
+        bootstrap={"node1": "127.0.0.1:7001", "node2": "127.0.0.1:7002"}, storage="memory",
+        log_level="DEBUG", storage_options={"fsync": False},
+    )
+
+
+def test_defaults():
+    config = load_node_config(None, REQUIRED)
+    assert (config.storage, config.transport, config.catchup_threshold, config.bootstrap) == ("segment", "tcp", 100, {})
+
+
+@pytest.mark.parametrize("content,message", [
+    ("- a list\n", "must hold a mapping"),
+    ("peer-addr: x\n", r"unknown key\(s\) peer-addr; known: id, peer_addr"),
+    ("id: [unclosed\n", "is not valid YAML"),
+])
+def test_bad_config_file(tmp_path, content, message):
+    path = tmp_path / "node.yaml"
+    path.write_text(content)
+    with pytest.raises(ConfigError, match=message):
+        load_node_config(path, REQUIRED)
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="cannot be read: No such file"):
+        load_node_config(tmp_path / "absent.yaml", REQUIRED)
+
+
+@pytest.mark.parametrize("flags,message", [
+    ({}, "missing required setting.*--id, --peer-addr, --client-addr"),
+    ({**REQUIRED, "id": "node 1"}, "not a valid node id"),
+    ({**REQUIRED, "log_level": "loud"}, "log_level: 'loud' is not one of DEBUG"),
+    ({**REQUIRED, "catchup_threshold": -1}, "catchup_threshold: expected a whole number"),
+])
+def test_bad_settings(flags, message):
+    with pytest.raises(ConfigError, match=message):
+        load_node_config(None, flags)
