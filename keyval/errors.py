@@ -23,3 +23,28 @@ class UnknownBackend(PluginError):
         self.available = sorted(available)
         names = ", ".join(self.available) or "none"
         super().__init__(f"unknown {kind} backend {name!r}; available: {names}")
+
+
+class StorageError(KeyvalError):
+    """Persisted data cannot be used as it is."""
+
+
+class CorruptLog(StorageError):
+    """A log record before the tail fails its checksum: entries may have been acknowledged,
+    so the node refuses to start rather than silently drop them."""
+
+    def __init__(self, path: str, offset: int, reason: str) -> None:
+        self.path = path
+        self.offset = offset
+        super().__init__(
+            f"corrupt Raft log: {path} at byte {offset}: {reason}; refusing to start "
+            f"(restore this node from a backup or replace it with a new member)"
+        )
+
+
+class CorruptSnapshot(StorageError):
+    """A snapshot file fails its header or checksum check; it is never loaded."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        super().__init__(f"corrupt snapshot {path}: {reason}")

@@ -25,12 +25,16 @@ def keyval_storage_backends() -> list[StorageBackend]:
     """Return the storage backends this plugin provides, as ``StorageBackend`` descriptors.
 
     Called once on every plugin; the operator picks one backend by name (``--storage``).
-    ``factory(data_dir, options)`` returns an open storage object: the read-only Raft log
-    view the core uses (``initial_state``, ``first_index``, ``last_index``, ``term``,
+    ``factory(data_dir, options)`` returns an open ``keyval.storage.Storage``: the read-only
+    Raft log view the core uses (``initial_state``, ``first_index``, ``last_index``, ``term``,
     ``entries``, ``snapshot_meta``, ``snapshot_chunk``; see ``keyval/raft/storage.py``) plus
     the writes the runtime performs after each Raft step (``append``, ``set_hard_state``,
-    ``apply_snapshot``, ``create_snapshot``, ``compact``, ``sync``, ``close``).
-    ``data_dir`` is None for backends that keep nothing on disk.
+    ``sync``, ``apply_snapshot``, ``create_snapshot``, ``load_snapshot``, ``list_snapshots``,
+    ``compact``, ``close``). The durability promise of each call is written in
+    ``keyval/storage.py``; ``keyval.testing`` ships a conformance suite that checks them.
+    ``data_dir`` is None for backends that keep nothing on disk. Opening recovers from a
+    crash (a torn tail is cut off) and raises ``keyval.errors.CorruptLog`` naming the file
+    and byte offset if data that may have been acknowledged is damaged.
     """
 
 
