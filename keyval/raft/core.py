@@ -843,7 +843,7 @@ def _changed_membership(current: Membership, change: ConfigChange) -> Membership
             raise ConfigChangeRefused(f"{node} is already a voting member")
         if node in current.learners:
             raise ConfigChangeRefused(f"{node} is already a learner")
-        return Membership(current.voters, current.learners | {node}, current.addresses).with_address(
+        return Membership(current.voters, current.learners | {node}, current.addresses, current.cluster_id).with_address(
             node, change.address
         )
     if change.kind is ChangeKind.PROMOTE:
@@ -851,7 +851,7 @@ def _changed_membership(current: Membership, change: ConfigChange) -> Membership
             raise ConfigChangeRefused(f"{node} is already a voting member")
         if node not in current.learners:
             raise ConfigChangeRefused(f"{node} is not a member; add it as a learner first")
-        return Membership(current.voters | {node}, current.learners - {node}, current.addresses)
+        return Membership(current.voters | {node}, current.learners - {node}, current.addresses, current.cluster_id)
     if change.kind is ChangeKind.REMOVE:
         if node not in current.members:
             raise ConfigChangeRefused(f"{node} is not a member of the cluster")

@@ -52,13 +52,15 @@ class HardState:
 class Membership:
     """A cluster configuration: the voters and the learners.
 
-    ``addresses`` is opaque context (peer addresses by id) carried through the log for the
-    runtime; the core only looks at the ids.
+    ``addresses`` (peer addresses by id) and ``cluster_id`` are opaque context carried
+    through the log for the runtime — a node added later learns both from the first
+    configuration it receives; the core only looks at the ids.
     """
 
     voters: frozenset[NodeId] = frozenset()
     learners: frozenset[NodeId] = frozenset()
     addresses: tuple[tuple[NodeId, str], ...] = ()
+    cluster_id: str = ""
 
     def __post_init__(self) -> None:
         if self.voters & self.learners:
@@ -82,6 +84,8 @@ class Membership:
             "learners": sorted(self.learners),
             "addresses": dict(sorted(self.addresses)),
         }
+        if self.cluster_id:
+            doc["cluster_id"] = self.cluster_id
         return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
 
     @classmethod
@@ -91,6 +95,7 @@ class Membership:
             voters=frozenset(doc["voters"]),
             learners=frozenset(doc["learners"]),
             addresses=tuple(sorted(doc.get("addresses", {}).items())),
+            cluster_id=doc.get("cluster_id", ""),
         )
 
     def with_address(self, node: NodeId, address: str | None) -> "Membership":
@@ -98,11 +103,11 @@ class Membership:
             return self
         addrs = dict(self.addresses)
         addrs[node] = address
-        return Membership(self.voters, self.learners, tuple(sorted(addrs.items())))
+        return Membership(self.voters, self.learners, tuple(sorted(addrs.items())), self.cluster_id)
 
     def without(self, node: NodeId) -> "Membership":
         addrs = tuple((n, a) for n, a in self.addresses if n != node)
-        return Membership(self.voters - {node}, self.learners - {node}, addrs)
+        return Membership(self.voters - {node}, self.learners - {node}, addrs, self.cluster_id)
 
 
 class ChangeKind(Enum):
