@@ -758,7 +758,10 @@ class RaftCore:
                 self._send_append(msg.frm)
             return
         was_paused = pr.is_paused()
-        if not pr.maybe_update(msg.index):
+        updated = pr.maybe_update(msg.index)
+        # A probe answered at exactly the known match (e.g. right after a snapshot) also
+        # proves where the logs agree: leave PROBE, or the follower waits a heartbeat.
+        if not updated and not (pr.match == msg.index and pr.state is ProgressState.PROBE):
             return
         if pr.state is ProgressState.PROBE:
             pr.become_replicate()
