@@ -1,0 +1,165 @@
+"""Membership: learners, promotion, removals (including the leader's own)."""
+import pytest
+
+from keyval.raft import ChangeKind, ConfigChange, ConfigChangeRefused, NotLeader, ProposalDropped
+from keyval.raft import messages as m
+
+from .harness import FOLLOWER, LEADER, Cluster
+
+ADD_LEARNER, PROMOTE, REMOVE = ChangeKind.ADD_LEARNER, ChangeKind.PROMOTE, ChangeKind.REMOVE
+
+
+def _cluster_with_caught_up_learner():
+    """n1 leads n1..n3 with 50 commands; n4, a fresh process, is added as a learner."""
+    c = Cluster(3)
+    c.elect("n1")
+    c.replicate("n1", *[f"v{i}" for i in range(50)])
+    c.add_node("n4")
+    c.propose_change("n1", ConfigChange(ADD_LEARNER, "n4", address="10.0.0.4:7000"))
+    c.stabilize()
+    return c
+
+
+def test_learner_catches_up_never_campaigns_and_is_not_counted_in_quorum():
+    c = _cluster_with_caught_up_learner()
+    # The learner received the whole log, from the bootstrap entry on, and applied it.
+    assert c.log("n4") == c.log("n1")
+    assert len(c.applied("n4")) == 50 and c.applied("n4") == c.applied("n1")
+    for n in c.ids():
+        ms = c.membership(n)
+        assert ms.voters == {"n1", "n2", "n3"} and ms.learners == {"n4"}, n
+        assert ms.address_of("n4") == "10.0.0.4:7000"
+
+    # Cut off and left alone for twenty election timeouts, it never campaigns.
+    c.isolate("n4")
+    c.tick("n4", n=200)
+    assert not c.sent_messages(m.RequestVote, frm="n4")
+    assert c.role("n4") is FOLLOWER and c.term("n4") == 2
+    c.heal()
+    c.tick(n=3)
+
+    # An election among the voters does not even ask it.
+    before = len(c.sent)
+    c.transfer("n1", "n2")
+    c.stabilize()
+    assert c.leader() == "n2" and c.term("n2") == 3
+    assert {v.to for v in c.sent[before:] if isinstance(v, m.RequestVote)} == {"n1", "n3"}
+    assert c.status("n4").leader == "n2"
+
+    # With two of three voters down, the learner's acknowledgement does not make a quorum.
+    c.crash("n1")
+    c.crash("n3")
+    commit = c.commit("n2")
+    _, index = c.propose("n2", "w")
+    c.stabilize()
+    assert (index, 3) in c.log("n4")  # the learner has it...
+    assert c.commit("n2") == commit  # ...but it is not committed
+    assert "w" not in c.applied("n2") and "w" not in c.applied("n4")
+
+    # A voter back makes the quorum.
+    c.restart("n3")
+    c.tick(n=3)
+    assert c.commit("n2") >= index
+    assert c.applied("n2")[-1] == c.applied("n4")[-1] == c.applied("n3")[-1] == "w"
+
+
+def test_promoted_learner_votes_and_counts_in_quorum():
+    c = _cluster_with_caught_up_learner()
+    c.propose_change("n1", ConfigChange(PROMOTE, "n4"))
+    # One change at a time: a second one is refused until the first is committed.
+    with pytest.raises(ConfigChangeRefused, match="in progress"):
+        c.propose_change("n1", ConfigChange(ADD_LEARNER, "n5"))
+    c.stabilize()
+    for n in c.ids():
+        assert c.membership(n).voters == {"n1", "n2", "n3", "n4"} and not c.membership(n).learners, n
+    c.add_node("n5")
+    c.propose_change("n1", ConfigChange(ADD_LEARNER, "n5"))  # now accepted
+    c.stabilize()
+    assert c.membership("n1").learners == {"n5"}
+
+    # Four voters: a quorum is three. With n2 down, nothing commits without n4.
+    c.crash("n2")
+    c.hold(m.AppendResponse, frm="n4")
+    _, index = c.propose("n1", "needs-n4")
+    c.stabilize()
+    assert c.commit("n1") < index
+    c.release()
+    c.stabilize()
+    assert c.commit("n1") >= index
+    assert c.applied("n4")[-1] == "needs-n4"
+
+    # It now takes part in elections, and can win one.
+    c.transfer("n1", "n4")
+    c.stabilize()
+    assert c.leader() == "n4" and c.term("n4") == 3
+    assert c.sent_messages(m.RequestVote, frm="n4", where=lambda v: v.transfer)
+
+
+def test_leader_removes_itself_steps_down_and_never_campaigns():
+    c = Cluster(3)
+    c.elect("n1")
+    c.replicate("n1", "a")
+
+    # The leader proposes its own removal. The new configuration is in force as soon as it
+    # is appended: n1 refuses new commands but keeps replicating until the removal commits.
+    c.propose_change("n1", ConfigChange(REMOVE, "n1"))
+    removal = len(c.sent)
+    with pytest.raises(ProposalDropped):
+        c.propose("n1", "x")
+    c.stabilize()
+    # Committed: it steps down (same term), and everyone has the new configuration.
+    assert c.role("n1") is FOLLOWER and c.term("n1") == 2
+    for n in c.ids():
+        assert c.membership(n).voters == {"n2", "n3"}, n
+    assert c.commit("n2") == c.commit("n1")  # its last broadcast carried the commit index
+    with pytest.raises(NotLeader):
+        c.propose("n1", "x")
+
+    # The remaining voters elect a leader among themselves, and go on without n1.
+    c.tick_until(lambda: c.leader() in ("n2", "n3"))
+    new = c.leader()
+    c.replicate(new, "b")
+    other = "n3" if new == "n2" else "n2"
+    assert c.applied(new) == c.applied(other) == ["a", "b"]
+    assert c.applied("n1") == ["a"]
+
+    # However long it waits, n1 never campaigns (and nobody talks to it any more).
+    c.tick(n=200)
+    assert not [v for v in c.sent[removal:] if v.frm == "n1" and isinstance(v, m.RequestVote)]
+    assert not [msg for msg in c.sent[removal:] if msg.to == "n1" and msg.term > 2]
+    c.campaign("n1")
+    assert c.role("n1") is FOLLOWER and not c.pending(frm="n1")
+    assert c.leader() == new
+
+
+def test_removing_the_last_voter_is_refused():
+    c = Cluster(1, learners=["n2"])
+    c.elect("n1")
+    with pytest.raises(ConfigChangeRefused, match="last voting member"):
+        c.propose_change("n1", ConfigChange(REMOVE, "n1"))
+    # Removing the learner is fine, though.
+    c.propose_change("n1", ConfigChange(REMOVE, "n2"))
+    c.stabilize()
+    assert c.membership("n1").voters == {"n1"} and not c.membership("n1").learners
+
+
+def test_removing_a_learner():
+    c = Cluster(3, learners=["n4"])
+    c.elect("n1")
+    c.replicate("n1", "a")
+    assert c.applied("n4") == ["a"]
+
+    c.propose_change("n1", ConfigChange(REMOVE, "n4"))
+    removal = len(c.sent)
+    c.stabilize()
+    for n in ("n1", "n2", "n3"):
+        assert c.membership(n).members == {"n1", "n2", "n3"}, n
+    assert [p.id for p in c.status("n1").peers] == ["n1", "n2", "n3"]
+
+    # The leader no longer sends it anything.
+    c.replicate("n1", "b")
+    c.tick(n=20)
+    assert not [msg for msg in c.sent[removal:] if msg.to == "n4"]
+    assert c.applied("n4") == ["a"]
+    assert c.applied("n2") == ["a", "b"]
+    assert c.role("n1") is LEADER and c.term("n1") == 2
