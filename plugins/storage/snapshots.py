@@ -46,7 +46,7 @@ _FIELDS = struct.Struct("<QQQIdI")
 _CRC = struct.Struct("<I")
 # A membership of thousands of nodes is a few hundred KiB; anything past this is a bad header.
 _MAX_HEADER = 16 << 20
-_READ_CHUNK = 1 << 20
+_READ_CHUNK = 256 << 10
 
 _NAME = re.compile(r"^snapshot-(\d{20})-(\d{20})\.snap$")
 _TMP_PREFIX = ".tmp-snapshot-"
@@ -263,21 +263,28 @@ def _compress(chunks: Iterable[bytes], f, level: int) -> tuple[int, int]:
 
 def _decompress(f, size: int, path: str) -> bytes:
     parts, got = [], 0
+    inflater = zstandard.ZstdDecompressor().decompressobj()
     try:
-        reader = zstandard.ZstdDecompressor().stream_reader(f, closefd=False)
-        # Read one byte past the promised size so that a longer body is noticed, but a
-        # damaged header claiming a tiny size cannot make us inflate gigabytes.
-        while got <= size:
-            part = reader.read(min(_READ_CHUNK, size + 1 - got))
-            if not part:
+        # Fed a bounded slice at a time, so a damaged header claiming a tiny size cannot
+        # make us inflate gigabytes before noticing.
+        while got <= size and not inflater.eof:
+            compressed = f.read(_READ_CHUNK)
+            if not compressed:
                 break
+            part = inflater.decompress(compressed)
             parts.append(part)
             got += len(part)
     except zstandard.ZstdError as exc:
         raise CorruptSnapshot(path, f"compressed data damaged ({exc})") from None
+    if got > size:
+        raise CorruptSnapshot(path, f"data longer than its header says ({size} bytes)")
+    if not inflater.eof:
+        # Also catches a cut inside zstd's trailing checksum, after the last data byte.
+        raise CorruptSnapshot(path, f"truncated ({got} of {size} bytes readable)")
     if got != size:
-        reason = "truncated" if got < size else "longer than its header says"
-        raise CorruptSnapshot(path, f"data {reason} ({got} bytes, header says {size})")
+        raise CorruptSnapshot(path, f"data is {got} bytes, header says {size}")
+    if inflater.unused_data or f.read(1):
+        raise CorruptSnapshot(path, "trailing bytes after the compressed data")
     return b"".join(parts)
 
 
