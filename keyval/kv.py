@@ -24,6 +24,7 @@ MAX_SESSIONS = 10_000
 # Command layouts (msgpack arrays), by op code:
 PUT = 1  # [PUT, key, value, expect_revision (-1: none, 0: must be absent), client, seq]
 DELETE = 2  # [DELETE, key, expect_revision, client, seq]
+META = 3  # [META, name, value]: cluster metadata (e.g. members' client addresses), no revision
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +65,10 @@ def encode_delete(key: bytes, *, expect_revision: int = -1, client: str = "", se
     return bytes([COMMAND_FORMAT]) + msgspec.msgpack.encode([DELETE, key, expect_revision, client, seq])
 
 
+def encode_meta(name: str, value: str) -> bytes:
+    return bytes([COMMAND_FORMAT]) + msgspec.msgpack.encode([META, name, value])
+
+
 def check_limits(key: bytes, value: bytes | None, limits: Limits) -> None:
     if not key:
         raise CommandError("the key must not be empty")
@@ -81,6 +86,8 @@ class KVStore:
         self._data: SortedDict = SortedDict()
         # client -> (seq, result); insertion order = least recently written first
         self._sessions: dict[str, tuple[int, WriteResult]] = {}
+        #: cluster metadata kept beside the data (not visible to get/scan)
+        self.meta: dict[str, str] = {}
 
     # -- reads (local; the node decides whether they are linearizable) ---------------------
     def get(self, key: bytes) -> Item | None:
@@ -115,6 +122,12 @@ class KVStore:
             if not isinstance(cmd, list) or not cmd:
                 raise CommandError("a command is a non-empty array")
             op = cmd[0]
+            if op == META:
+                _, name, value = cmd
+                if not (isinstance(name, str) and isinstance(value, str)):
+                    raise CommandError("metadata name and value must be strings")
+                self.meta[name] = value
+                return WriteResult(True, self.revision)
             if op == PUT:
                 _, key, value, expect, client, seq = cmd
                 _check_types(key, value, expect, client, seq)
@@ -170,7 +183,7 @@ class KVStore:
     def snapshot_chunks(self, batch: int = 10_000) -> Iterator[bytes]:
         """The whole state as a stream of bytes (format byte, header, then item batches)."""
         sessions = [[c, s, r.ok, r.revision, r.current_revision, r.existed, r.error] for c, (s, r) in self._sessions.items()]
-        header = {"revision": self.revision, "items": len(self._data), "sessions": sessions}
+        header = {"revision": self.revision, "items": len(self._data), "sessions": sessions, "meta": self.meta}
         yield bytes([SNAPSHOT_FORMAT]) + _frame(msgspec.msgpack.encode(header))
         items = []
         for key, (value, created, modified) in self._data.items():
@@ -189,7 +202,7 @@ class KVStore:
         leaves the current state untouched."""
         if not data:
             fresh = KVStore(self.limits)
-            self.revision, self._data, self._sessions = fresh.revision, fresh._data, fresh._sessions
+            self.revision, self._data, self._sessions, self.meta = fresh.revision, fresh._data, fresh._sessions, {}
             return
         if data[0] != SNAPSHOT_FORMAT:
             raise ValueError(f"unknown snapshot format {data[0]}")
@@ -206,9 +219,10 @@ class KVStore:
             sessions = {
                 c: (s, WriteResult(ok, rev, cur, ex, err)) for c, s, ok, rev, cur, ex, err in header["sessions"]
             }
+            meta = dict(header.get("meta", {}))
         except (msgspec.DecodeError, KeyError, TypeError, IndexError) as exc:
             raise ValueError(f"malformed snapshot: {exc}") from exc
-        self.revision, self._data, self._sessions = header["revision"], new_data, sessions
+        self.revision, self._data, self._sessions, self.meta = header["revision"], new_data, sessions, meta
 
 
 def _check_types(key, value, expect, client, seq) -> None:

@@ -120,3 +120,14 @@ def test_corrupt_snapshot_is_refused_and_state_kept():
         with pytest.raises(ValueError):
             target.restore(bad)
         assert target.get(b"mine").value == b"x" and target.revision == 1
+
+
+def test_metadata_is_kept_apart_from_data_and_survives_snapshots():
+    from keyval.kv import encode_meta
+
+    kv = KVStore()
+    assert kv.apply(encode_meta("client_address/n1", "127.0.0.1:8001")).ok
+    assert kv.revision == 0 and kv.scan() == [] and kv.meta == {"client_address/n1": "127.0.0.1:8001"}
+    restored = KVStore()
+    restored.restore(kv.snapshot())
+    assert restored.meta == kv.meta

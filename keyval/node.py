@@ -1,0 +1,385 @@
+"""The node runtime: drives the Raft core with asyncio, storage and transport plugins.
+
+One task ticks the core from a monotonic clock; messages from the transport are stepped in
+as they arrive; one task executes the core's batches of work (``Ready``) in the contract's
+order: persist (with one fsync for everything the batch holds — group commit: proposals that
+arrive while an fsync runs land in the next batch), then send, then apply, then advance.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from keyval.config import NodeConfig
+from keyval.datadir import DataDirLock, cluster_id_for
+from keyval.errors import KeyvalError
+from keyval.kv import KVStore, Limits, WriteResult
+from keyval.plugins import Plugins, choose_storage, choose_transport
+from keyval.raft import (
+    NONE,
+    EntryType,
+    Membership,
+    NotLeader,
+    RaftConfig,
+    RaftCore,
+    Role,
+    bootstrap_state,
+)
+from keyval.raft import messages as m
+
+log = logging.getLogger("keyval.node")
+
+
+class ProposalLost(KeyvalError):
+    """Another entry was committed where a proposal stood: it will never apply."""
+
+
+class NodeUnavailable(KeyvalError):
+    pass
+
+
+@dataclass(frozen=True)
+class Timing:
+    tick_interval: float = 0.1
+    election_ticks: int = 10
+    heartbeat_ticks: int = 1
+    snapshot_threshold: int = 10_000
+    #: entries kept in the log behind a snapshot, so a briefly slow follower needs no snapshot
+    snapshot_catchup_entries: int = 1_000
+
+
+class _ReadRound:
+    """Linearizable reads that share one ReadIndex confirmation."""
+
+    __slots__ = ("context", "waiters", "index")
+
+    def __init__(self, context: bytes) -> None:
+        self.context = context
+        self.waiters: list[asyncio.Future] = []
+        self.index: int | None = None
+
+
+class Node:
+    def __init__(self, config: NodeConfig, plugins: Plugins, timing: Timing = Timing(), limits: Limits = Limits()) -> None:
+        self.config = config
+        self.id = config.id
+        self.plugins = plugins
+        self.timing = timing
+        self.kv = KVStore(limits)
+        self.storage: Any = None
+        self.transport: Any = None
+        self.core: RaftCore | None = None
+        self.cluster_id = ""
+        self.started_at = time.time()
+        #: membership as of the applied index (what a snapshot must record)
+        self.applied_membership = Membership()
+        self._lock = DataDirLock(config.data_dir) if config.data_dir else None
+        self._wake = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+        self._waiters: dict[int, tuple[int, asyncio.Future]] = {}
+        self._read_rounds: dict[bytes, _ReadRound] = {}
+        self._next_round: _ReadRound | None = None
+        self._read_seq = 0
+        self._applied_waiters: list[tuple[int, asyncio.Future]] = []
+        self._last_role: tuple[Role, str, int] | None = None
+        self.client_addresses: dict[str, str] = {}
+        self.fatal: BaseException | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        if self._lock:
+            self._lock.acquire()
+        storage_backend = choose_storage(self.plugins, self.config.storage)
+        self.storage = storage_backend.factory(self.config.data_dir, dict(self.config.storage_options))
+        self._maybe_bootstrap()
+        snapshot = self.storage.load_snapshot()
+        if snapshot is not None and snapshot.data:
+            self.kv.restore(snapshot.data)
+        if snapshot is not None:
+            self.applied_membership = snapshot.meta.membership
+        raft_config = RaftConfig(
+            id=self.id,
+            election_tick=self.timing.election_ticks,
+            heartbeat_tick=self.timing.heartbeat_ticks,
+            snapshot_threshold=self.timing.snapshot_threshold,
+        )
+        self.core = RaftCore(raft_config, self.storage, random.Random())
+        transport_backend = choose_transport(self.plugins, self.config.transport)
+        self.transport = transport_backend.factory(dict(self.config.transport_options))
+        self._adopt_cluster_id(self.core.membership.cluster_id)
+        await self.transport.start(self.id, self.config.peer_addr, self._deliver)
+        status = self.core.status()
+        if status.membership.members:
+            log.info("node %s starting at term %d: commit %d, last index %d, members %s",
+                     self.id, status.term, status.commit, status.last_index, ",".join(sorted(status.membership.members)))
+        else:
+            log.info("node %s starting uninitialised: waiting to be added to a cluster", self.id)
+        self._notify("keyval_node_started", node_id=self.id, config=self.config)
+        self._tasks = [
+            asyncio.create_task(self._tick_loop(), name=f"{self.id}-tick"),
+            asyncio.create_task(self._ready_loop(), name=f"{self.id}-ready"),
+        ]
+
+    async def stop(self) -> None:
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        self._notify("keyval_node_stopping", node_id=self.id)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.transport is not None:
+            await self.transport.close()
+        if self.storage is not None:
+            self.storage.close()
+        if self._lock:
+            self._lock.release()
+        for _, fut in self._waiters.values():
+            if not fut.done():
+                fut.set_exception(NodeUnavailable("the node is shutting down"))
+        log.info("node %s stopped", self.id)
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+    def _maybe_bootstrap(self) -> None:
+        hard_state, snap = self.storage.initial_state()
+        fresh = hard_state.term == 0 and snap.index == 0 and self.storage.last_index() == 0
+        bootstrap = self.config.bootstrap
+        if not fresh:
+            if bootstrap:
+                log.info("node %s has existing data: --bootstrap ignored, resuming", self.id)
+            return
+        if not bootstrap:
+            return
+        if self.id not in bootstrap:
+            raise KeyvalError(f"--bootstrap does not list this node ({self.id}); list every initial voter including it")
+        if bootstrap[self.id] != self.config.peer_addr:
+            log.warning("node %s: bootstrap address %s differs from --peer-addr %s", self.id, bootstrap[self.id], self.config.peer_addr)
+        membership = Membership(
+            voters=frozenset(bootstrap),
+            addresses=tuple(sorted(bootstrap.items())),
+            cluster_id=cluster_id_for(bootstrap),
+        )
+        hard_state, entries = bootstrap_state(membership)
+        self.storage.append(entries)
+        self.storage.set_hard_state(hard_state)
+        self.storage.sync()
+        log.info("node %s bootstrapped cluster %s with voters %s", self.id, membership.cluster_id, ",".join(sorted(bootstrap)))
+
+    def _adopt_cluster_id(self, cluster_id: str) -> None:
+        if cluster_id and cluster_id != self.cluster_id:
+            if self.cluster_id:
+                log.error("node %s: configuration names cluster %s but this node belongs to %s",
+                          self.id, cluster_id, self.cluster_id)
+                return
+            self.cluster_id = cluster_id
+            self.transport.set_cluster_id(cluster_id)
+
+    def _notify(self, hook: str, **kwargs: Any) -> None:
+        try:
+            getattr(self.plugins.manager.hook, hook)(**kwargs)
+        except Exception as exc:  # a plugin's bug must not take the node down
+            log.error("node %s: plugin hook %s failed: %s", self.id, hook, exc)
+
+    # ------------------------------------------------------------------ inputs
+    def _deliver(self, message: m.Message) -> None:
+        if self._stopped.is_set() or self.core is None:
+            return
+        self.core.step(message)
+        self._wake.set()
+
+    async def _tick_loop(self) -> None:
+        interval = self.timing.tick_interval
+        next_tick = time.monotonic() + interval
+        while True:
+            await asyncio.sleep(max(0.0, next_tick - time.monotonic()))
+            now = time.monotonic()
+            # Catch up missed ticks (a long pause) but never more than an election's worth.
+            missed = min(int((now - next_tick) / interval) + 1, self.timing.election_ticks)
+            for _ in range(missed):
+                self.core.tick()
+            next_tick += missed * interval
+            if next_tick < now:
+                next_tick = now + interval
+            self._wake.set()
+
+    # ------------------------------------------------------------------ the Ready loop
+    async def _ready_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                while self.core.has_ready():
+                    await self._handle_ready(loop)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            # Persisting failed (disk full, I/O error) or an invariant broke: continuing could
+            # acknowledge writes that are not durable. Stop, loudly.
+            self.fatal = exc
+            log.critical("node %s: stopping after a fatal error: %s", self.id, exc, exc_info=exc)
+            asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(self.stop()))
+
+    async def _handle_ready(self, loop: asyncio.AbstractEventLoop) -> None:
+        core = self.core
+        rd = core.ready()
+        # 1. persist
+        if rd.snapshot is not None:
+            await loop.run_in_executor(None, self.storage.apply_snapshot, rd.snapshot)
+        if rd.entries:
+            self.storage.append(rd.entries)
+        if rd.hard_state is not None:
+            self.storage.set_hard_state(rd.hard_state)
+        if rd.entries or rd.hard_state is not None:
+            await loop.run_in_executor(None, self.storage.sync)
+        # 2. send
+        if rd.messages:
+            self._send(rd.messages)
+        # 3. apply
+        if rd.soft_state is not None:
+            self._on_soft_state(rd.soft_state)
+        if rd.snapshot is not None:
+            self._restore_snapshot(rd.snapshot)
+        for entry in rd.committed_entries:
+            self._apply(entry)
+        for read in rd.read_states:
+            self._read_confirmed(read.context, read.index)
+        for context in rd.dropped_reads:
+            self._read_dropped(context)
+        core.advance(rd)
+        self._release_applied_waiters()
+        if rd.snapshot_request:
+            await self._take_snapshot(loop)
+
+    def _send(self, messages) -> None:
+        membership = self.core.membership
+        for msg in messages:
+            address = membership.address_of(msg.to) or self.applied_membership.address_of(msg.to)
+            if address:
+                self.transport.send(msg.to, address, msg)
+
+    def _on_soft_state(self, soft: tuple[Role, str, int]) -> None:
+        role, leader, term = soft
+        previous = self._last_role
+        self._last_role = soft
+        if previous is None or previous[0] != role or previous[1] != leader:
+            log.info("node %s term %d: %s, leader %s", self.id, term, role.value, leader or "unknown")
+            self._notify("keyval_role_changed", node_id=self.id, term=term, role=role.value, leader=leader or None)
+
+    def _restore_snapshot(self, snapshot) -> None:
+        self.kv.restore(snapshot.data)
+        self.applied_membership = snapshot.meta.membership
+        self._adopt_cluster_id(snapshot.meta.membership.cluster_id)
+        log.info("node %s term %d: restored snapshot at index %d (%d keys)", self.id, self.core.term, snapshot.meta.index, len(self.kv))
+
+    def _apply(self, entry) -> None:
+        result: WriteResult | None = None
+        if entry.type is EntryType.CONFIG:
+            self.applied_membership = Membership.decode(entry.data)
+            self._adopt_cluster_id(self.applied_membership.cluster_id)
+            self._notify("keyval_membership_changed", node_id=self.id, term=entry.term, membership=self.applied_membership)
+        else:
+            result = self.kv.apply(entry.data)
+        waiter = self._waiters.pop(entry.index, None)
+        if waiter is not None:
+            term, fut = waiter
+            if not fut.done():
+                if term == entry.term:
+                    fut.set_result(result)
+                else:
+                    fut.set_exception(ProposalLost("the write was superseded after a leader change; retry"))
+
+    async def _take_snapshot(self, loop: asyncio.AbstractEventLoop) -> None:
+        index = self.core.log.applied
+        membership = self.applied_membership
+        # Serialised here, on the loop, so no later apply can interleave with it.
+        data = self.kv.snapshot()
+        started = time.monotonic()
+        await loop.run_in_executor(None, self.storage.create_snapshot, index, membership, data)
+        compact_to = index - self.timing.snapshot_catchup_entries
+        if compact_to > 0:
+            await loop.run_in_executor(None, self.storage.compact, compact_to)
+        log.info("node %s term %d: snapshot at index %d (%d keys, %.1f MB) in %.2fs", self.id, self.core.term,
+                 index, len(self.kv), len(data) / 1e6, time.monotonic() - started)
+
+    # ------------------------------------------------------------------ API for the service
+    def is_leader(self) -> bool:
+        return self.core is not None and self.core.role is Role.LEADER
+
+    def leader(self) -> str:
+        return self.core.leader if self.core is not None else NONE
+
+    async def propose(self, data: bytes, timeout: float) -> WriteResult | None:
+        """Replicate a command; its result once applied here. Raises NotLeader,
+        ProposalDropped, ProposalLost or asyncio.TimeoutError (outcome unknown)."""
+        term, index = self.core.propose(data)
+        fut = asyncio.get_running_loop().create_future()
+        self._waiters[index] = (term, fut)
+        self._wake.set()
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), timeout)
+        finally:
+            if not fut.done():
+                self._waiters.pop(index, None)
+
+    async def linearizable_barrier(self, timeout: float) -> None:
+        """Return once this node's state machine reflects every write acknowledged before
+        the call (ReadIndex). Concurrent calls share one confirmation round."""
+        if self.core.role is not Role.LEADER:
+            raise NotLeader(self.core.leader)
+        fut = asyncio.get_running_loop().create_future()
+        if self._next_round is None:
+            self._read_seq += 1
+            self._next_round = _ReadRound(f"{self.id}:{self._read_seq}".encode())
+            asyncio.get_running_loop().call_soon(self._start_read_round)
+        self._next_round.waiters.append(fut)
+        await asyncio.wait_for(fut, timeout)
+
+    def _start_read_round(self) -> None:
+        round_, self._next_round = self._next_round, None
+        if round_ is None:
+            return
+        try:
+            self.core.read_index(round_.context)
+        except NotLeader as exc:
+            for fut in round_.waiters:
+                if not fut.done():
+                    fut.set_exception(exc)
+            return
+        self._read_rounds[round_.context] = round_
+        self._wake.set()
+
+    def _read_confirmed(self, context: bytes, index: int) -> None:
+        round_ = self._read_rounds.pop(context, None)
+        if round_ is None:
+            return
+        for fut in round_.waiters:
+            self._applied_waiters.append((index, fut))
+
+    def _read_dropped(self, context: bytes) -> None:
+        round_ = self._read_rounds.pop(context, None)
+        if round_ is None:
+            return
+        for fut in round_.waiters:
+            if not fut.done():
+                fut.set_exception(NotLeader(self.core.leader))
+
+    def _release_applied_waiters(self) -> None:
+        if not self._applied_waiters:
+            return
+        applied = self.core.log.applied
+        waiting = []
+        for index, fut in self._applied_waiters:
+            if index <= applied:
+                if not fut.done():
+                    fut.set_result(None)
+            else:
+                waiting.append((index, fut))
+        self._applied_waiters = waiting
