@@ -115,6 +115,9 @@ RequestBody = Union[Put, Delete, Get, Scan, Status, RegisterClientAddress, Admin
 ResponseBody = Union[WriteReply, GetReply, ScanReply, StatusReply, AdminReply, Error]
 
 
+REQUEST_TAGS = frozenset(t.__struct_config__.tag for t in RequestBody.__args__)
+
+
 class Request(msgspec.Struct, array_like=True):
     version: int
     id: int
@@ -154,6 +157,20 @@ def decode_response(payload: bytes) -> Response:
         return _response_decoder.decode(payload)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise ProtocolError(str(exc)) from None
+
+
+def bad_request_code(payload: bytes) -> str:
+    """``unknown_request`` for a well-framed request of a type this node does not know (a
+    newer client), else ``invalid``."""
+    try:
+        raw = msgspec.msgpack.decode(payload)
+    except (msgspec.DecodeError, RecursionError):
+        return INVALID
+    if isinstance(raw, list) and len(raw) == 3 and isinstance(raw[2], list) and raw[2]:
+        tag = raw[2][0]
+        if isinstance(tag, str) and tag not in REQUEST_TAGS:
+            return UNKNOWN_REQUEST
+    return INVALID
 
 
 def request_id_of(payload: bytes) -> int:

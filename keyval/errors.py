@@ -48,3 +48,37 @@ class CorruptSnapshot(StorageError):
     def __init__(self, path: str, reason: str) -> None:
         self.path = path
         super().__init__(f"corrupt snapshot {path}: {reason}")
+
+
+class ClientError(KeyvalError):
+    """A request from a client could not be carried out."""
+
+    code = "error"
+
+
+class Unreachable(ClientError):
+    """No endpoint answered: the cluster is down or the endpoints are wrong."""
+
+    code = "unreachable"
+
+
+class Timeout(ClientError):
+    """No answer in time; a write may still have been applied."""
+
+    code = "timeout"
+
+
+class RequestRefused(ClientError):
+    """The cluster answered and said no; the message says why."""
+
+    def __init__(self, code: str, message: str) -> None:
+        self.code = code
+        super().__init__(message)
+
+
+class RevisionMismatch(RequestRefused):
+    """A compare-and-set found another revision."""
+
+    def __init__(self, key: bytes, current_revision: int) -> None:
+        self.current_revision = current_revision
+        super().__init__("revision_mismatch", f"key {key!r} is at revision {current_revision}, not the one expected")

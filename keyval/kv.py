@@ -2,8 +2,9 @@
 
 Apply is deterministic and total: whatever bytes an entry holds, every node reaches the same
 state and the same result (an unknown or malformed command is an error result, never an
-exception). Writes carry (client, seq) so a retried write is applied once: the result of the
-client's latest write is remembered and returned again for a duplicate.
+exception). Writes carry (client, seq, acked) so a retried write is applied once: the results
+of a client's writes are remembered until the client reports (``acked``: every seq below it
+was answered) that it will not retry them (the session scheme of the Raft dissertation, §6.3).
 
 Entry data: one format byte, then a msgpack array (see ``encode_command``). Snapshot data:
 one format byte, then msgpack of the whole state.
@@ -22,8 +23,8 @@ SNAPSHOT_FORMAT = 1
 MAX_SESSIONS = 10_000
 
 # Command layouts (msgpack arrays), by op code:
-PUT = 1  # [PUT, key, value, expect_revision (-1: none, 0: must be absent), client, seq]
-DELETE = 2  # [DELETE, key, expect_revision, client, seq]
+PUT = 1  # [PUT, key, value, expect_revision (-1: none, 0: must be absent), client, seq, acked]
+DELETE = 2  # [DELETE, key, expect_revision, client, seq, acked]
 META = 3  # [META, name, value]: cluster metadata (e.g. members' client addresses), no revision
 
 
@@ -57,12 +58,12 @@ class CommandError(ValueError):
     """A command is invalid; the message is meant for the client."""
 
 
-def encode_put(key: bytes, value: bytes, *, expect_revision: int = -1, client: str = "", seq: int = 0) -> bytes:
-    return bytes([COMMAND_FORMAT]) + msgspec.msgpack.encode([PUT, key, value, expect_revision, client, seq])
+def encode_put(key: bytes, value: bytes, *, expect_revision: int = -1, client: str = "", seq: int = 0, acked: int = 0) -> bytes:
+    return bytes([COMMAND_FORMAT]) + msgspec.msgpack.encode([PUT, key, value, expect_revision, client, seq, acked])
 
 
-def encode_delete(key: bytes, *, expect_revision: int = -1, client: str = "", seq: int = 0) -> bytes:
-    return bytes([COMMAND_FORMAT]) + msgspec.msgpack.encode([DELETE, key, expect_revision, client, seq])
+def encode_delete(key: bytes, *, expect_revision: int = -1, client: str = "", seq: int = 0, acked: int = 0) -> bytes:
+    return bytes([COMMAND_FORMAT]) + msgspec.msgpack.encode([DELETE, key, expect_revision, client, seq, acked])
 
 
 def encode_meta(name: str, value: str) -> bytes:
@@ -84,8 +85,8 @@ class KVStore:
         self.revision = 0
         # key -> (value, create_revision, mod_revision)
         self._data: SortedDict = SortedDict()
-        # client -> (seq, result); insertion order = least recently written first
-        self._sessions: dict[str, tuple[int, WriteResult]] = {}
+        # client -> (acked, {seq: result}); insertion order = least recently written first
+        self._sessions: dict[str, tuple[int, dict[int, WriteResult]]] = {}
         #: cluster metadata kept beside the data (not visible to get/scan)
         self.meta: dict[str, str] = {}
 
@@ -129,28 +130,35 @@ class KVStore:
                 self.meta[name] = value
                 return WriteResult(True, self.revision)
             if op == PUT:
-                _, key, value, expect, client, seq = cmd
-                _check_types(key, value, expect, client, seq)
+                _, key, value, expect, client, seq, acked = cmd
+                _check_types(key, value, expect, client, seq, acked)
             elif op == DELETE:
-                _, key, expect, client, seq = cmd
+                _, key, expect, client, seq, acked = cmd
                 value = None
-                _check_types(key, b"", expect, client, seq)
+                _check_types(key, b"", expect, client, seq, acked)
             else:
                 raise CommandError(f"unknown command {op!r}")
             check_limits(key, value, self.limits)
         except (CommandError, msgspec.DecodeError, ValueError, TypeError, IndexError, KeyError) as exc:
             return WriteResult(ok=False, revision=self.revision, error=f"invalid command: {exc}")
 
-        if client:
-            seen = self._sessions.get(client)
-            if seen is not None and seq <= seen[0]:
-                if seq == seen[0]:
-                    return seen[1]  # a retry of the latest write: same answer, applied once
-                return WriteResult(False, self.revision, error=f"stale request {seq} from {client}")
+        session = self._sessions.pop(client, None) if client else None
+        if session is not None:
+            low, results = session
+            if seq in results:
+                self._sessions[client] = session
+                return results[seq]  # a retry: the same answer, applied once
+            if seq < low:
+                self._sessions[client] = session
+                return WriteResult(False, self.revision, error=f"request {seq} of {client} was already answered")
         result = self._put(key, value, expect) if op == PUT else self._delete(key, expect)
         if client:
-            self._sessions.pop(client, None)
-            self._sessions[client] = (seq, result)
+            low, results = session if session is not None else (0, {})
+            if acked > low:
+                low = acked
+                results = {s: r for s, r in results.items() if s >= low}
+            results[seq] = result
+            self._sessions[client] = (low, results)
             if len(self._sessions) > MAX_SESSIONS:
                 del self._sessions[next(iter(self._sessions))]
         return result
@@ -182,7 +190,10 @@ class KVStore:
     # -- snapshots -------------------------------------------------------------------------
     def snapshot_chunks(self, batch: int = 10_000) -> Iterator[bytes]:
         """The whole state as a stream of bytes (format byte, header, then item batches)."""
-        sessions = [[c, s, r.ok, r.revision, r.current_revision, r.existed, r.error] for c, (s, r) in self._sessions.items()]
+        sessions = [
+            [c, low, [[s, r.ok, r.revision, r.current_revision, r.existed, r.error] for s, r in results.items()]]
+            for c, (low, results) in self._sessions.items()
+        ]
         header = {"revision": self.revision, "items": len(self._data), "sessions": sessions, "meta": self.meta}
         yield bytes([SNAPSHOT_FORMAT]) + _frame(msgspec.msgpack.encode(header))
         items = []
@@ -217,7 +228,8 @@ class KVStore:
             if len(new_data) != header["items"]:
                 raise ValueError(f"snapshot holds {len(new_data)} items, header says {header['items']}")
             sessions = {
-                c: (s, WriteResult(ok, rev, cur, ex, err)) for c, s, ok, rev, cur, ex, err in header["sessions"]
+                c: (low, {s: WriteResult(ok, rev, cur, ex, err) for s, ok, rev, cur, ex, err in results})
+                for c, low, results in header["sessions"]
             }
             meta = dict(header.get("meta", {}))
         except (msgspec.DecodeError, KeyError, TypeError, IndexError) as exc:
@@ -225,11 +237,11 @@ class KVStore:
         self.revision, self._data, self._sessions, self.meta = header["revision"], new_data, sessions, meta
 
 
-def _check_types(key, value, expect, client, seq) -> None:
+def _check_types(key, value, expect, client, seq, acked) -> None:
     if not (isinstance(key, bytes) and isinstance(value, bytes) and isinstance(client, str)):
         raise CommandError("key and value must be bytes, client a string")
-    if not (isinstance(expect, int) and isinstance(seq, int)) or expect < -1 or seq < 0:
-        raise CommandError("expect_revision and seq must be integers")
+    if not all(isinstance(n, int) for n in (expect, seq, acked)) or expect < -1 or seq < 0 or acked < 0:
+        raise CommandError("expect_revision, seq and acked must be integers")
 
 
 def _frame(payload: bytes) -> bytes:

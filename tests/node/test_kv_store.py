@@ -45,8 +45,14 @@ def test_retried_write_applies_once():
     retry = kv.apply(encode_put(b"x", b"1", client="c1", seq=1))
     assert retry == first and kv.revision == 1
     assert kv.apply(encode_put(b"x", b"2", client="c1", seq=2)).revision == 2
+    # Pipelined writes: a retry of seq 1 arriving after seq 2 still gets seq 1's answer.
+    assert kv.apply(encode_put(b"x", b"1", client="c1", seq=1)) == first
+    assert kv.get(b"x").value == b"2" and kv.revision == 2
+    # Once the client says it got every answer below 3, those results are forgotten...
+    kv.apply(encode_put(b"y", b"3", client="c1", seq=3, acked=3))
     stale = kv.apply(encode_put(b"x", b"old", client="c1", seq=1))
-    assert not stale.ok and kv.get(b"x").value == b"2"
+    # ...and a late duplicate is refused rather than applied twice.
+    assert not stale.ok and "already answered" in stale.error and kv.get(b"x").value == b"2"
 
 
 def test_scan_by_prefix_in_key_order_with_limit():
@@ -75,7 +81,7 @@ def test_limits_are_enforced_before_and_at_apply():
         b"\x09whatever",  # unknown format
         b"\x01",  # nothing after the format byte
         b"\x01" + msgspec.msgpack.encode([99, b"k"]),  # unknown op
-        b"\x01" + msgspec.msgpack.encode([1, "str-key", b"v", -1, "", 0]),  # wrong types
+        b"\x01" + msgspec.msgpack.encode([1, "str-key", b"v", -1, "", 0, 0]),  # wrong types
         b"\x01" + msgspec.msgpack.encode([1, b"k"]),  # too short
         b"\x01" + msgspec.msgpack.encode({"op": 1}),
     ],
