@@ -1,0 +1,48 @@
+"""Deliberate bugs (``--break NAME``) that the simulator must catch.
+
+Each is a patch applied to one RaftCore *instance* (on every start and restart), from the
+outside, so the core's source stays clean. They exist to show the checks have teeth.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from keyval.raft import NONE, RaftCore
+from keyval.raft import messages as m
+
+
+def commit_old_term(core: RaftCore) -> None:
+    """The leader commits by counting replicas whatever the entry's term (Figure 8 of the
+    Raft paper): an entry of an earlier term may be committed, then overwritten."""
+    log = core.log
+
+    def maybe_commit(index: int, term: int) -> bool:
+        if index > log.committed and log.term_or_none(index) is not None:  # no "== term"
+            log.commit_to(index)
+            return True
+        return False
+
+    log.maybe_commit = maybe_commit
+
+
+def double_vote(core: RaftCore) -> None:
+    """A node grants its vote to any up-to-date candidate, even after voting for another
+    candidate in the same term."""
+    honest = core._handle_vote_request
+
+    def handle_vote_request(msg: m.RequestVote) -> None:
+        voted_other = core.vote not in (NONE, msg.frm)
+        if msg.pre_vote or not voted_other or not core.log.is_up_to_date(msg.last_index, msg.last_term):
+            honest(msg)
+            return
+        core._send(m.VoteResponse(msg.term, core.id, msg.frm, granted=True))
+        core.election_elapsed = 0
+        core.vote = msg.frm
+
+    core._handle_vote_request = handle_vote_request
+
+
+BREAKS: dict[str, Callable[[RaftCore], None]] = {
+    "commit-old-term": commit_old_term,
+    "double-vote": double_vote,
+}
