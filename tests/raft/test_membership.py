@@ -163,3 +163,34 @@ def test_removing_a_learner():
     assert c.applied("n4") == ["a"]
     assert c.applied("n2") == ["a", "b"]
     assert c.role("n1") is LEADER and c.term("n1") == 2
+
+
+def test_uncommitted_configuration_is_rolled_back_when_truncated():
+    c = Cluster(5)
+    c.elect("n1")
+    c.replicate("n1", "a")
+    # n1 proposes removing n5; only n2 receives the entry before n1 crashes.
+    _, index = c.propose_change("n1", ConfigChange(REMOVE, "n5"))
+    c.process("n1")
+    c.drop(m.AppendEntries, frm="n1", to=["n3", "n4", "n5"])
+    c.deliver(m.AppendEntries, to="n2")
+    c.crash("n1")
+    c.drop()
+    # A configuration is in force as soon as it is appended: n2 already counts four voters.
+    assert c.membership("n2").voters == {"n1", "n2", "n3", "n4"}
+    assert c.commit("n2") < index
+
+    # n2 is cut off; n3..n5, who never saw the change, elect a leader under the old
+    # configuration, whose no-op takes index 4.
+    c.isolate("n2")
+    c.tick_until(lambda: c.leader() in ("n3", "n4", "n5"), ids=["n3", "n4", "n5"])
+    new = c.leader()
+    c.replicate(new, "b")
+
+    # Back in touch, n2's entry 4 is overwritten, and with it the removal: n5 is a voter again.
+    c.heal()
+    c.tick(n=3)
+    assert c.log("n2") == c.log(new)
+    assert (index, 2) not in c.log("n2")
+    assert c.membership("n2").voters == {"n1", "n2", "n3", "n4", "n5"}
+    assert c.applied("n2") == c.applied("n5") == ["a", "b"]

@@ -90,3 +90,29 @@ def test_new_leader_defers_reads_until_its_noop_commits():
     assert c.read_states("n2") == [ReadState(b"early", x + 1)]
     assert c.sent_messages(m.Heartbeat, frm="n2", where=lambda b: b.context == b"early")
     assert c.applied("n2") == ["a", "x"]
+
+
+def test_one_heartbeat_round_confirms_every_earlier_read():
+    c = Cluster(3)
+    c.elect("n1")
+    c.read_index("n1", b"r1")
+    c.replicate("n1", "a")  # r1 was asked before "a" was written...
+    c.read_index("n1", b"r2")  # ...r2 after
+    c.drop(m.Heartbeat, where=lambda b: b.context == b"r1")  # r1's own round is lost
+    c.stabilize()
+    # r2's round confirms both; each keeps the commit index it was asked at.
+    assert c.read_states("n1") == [ReadState(b"r1", 2), ReadState(b"r2", 3)]
+
+
+def test_learner_acknowledgements_do_not_confirm_a_read():
+    c = Cluster(3, learners=["n4"])
+    c.elect("n1")
+    c.crash("n2")
+    c.crash("n3")
+    c.read_index("n1", b"r")
+    c.tick("n1", n=3)
+    assert c.sent_messages(m.HeartbeatResponse, frm="n4", where=lambda r: r.context == b"r")
+    assert c.read_states("n1") == []
+    c.restart("n2")
+    c.tick(n=2)
+    assert [rs.context for rs in c.read_states("n1")] == [b"r"]

@@ -138,3 +138,42 @@ def test_new_learner_gets_a_snapshot_and_a_lost_chunk_is_sent_again():
     assert c.log("n4") == c.log("n1")
     assert c.membership("n4").learners == {"n4"}
     assert c.role("n1") is LEADER and c.term("n1") == 2
+
+
+def test_flow_control_caps_appends_in_flight_to_a_silent_follower():
+    c = Cluster(3, max_inflight=4)
+    c.elect("n1")
+    c.isolate("n3")
+    start = len(c.sent)
+    for i in range(20):
+        c.replicate("n1", f"k{i}")  # one command at a time: twenty separate appends
+    to_n3 = [a for a in c.sent[start:] if isinstance(a, m.AppendEntries) and a.to == "n3" and a.entries]
+    to_n2 = [a for a in c.sent[start:] if isinstance(a, m.AppendEntries) and a.to == "n2" and a.entries]
+    # n2 answers, so it gets all twenty; n3 does not, so only four go out before n1 waits.
+    assert len(to_n2) == 20 and len(to_n3) == 4
+    c.heal()
+    c.tick_until(lambda: c.applied("n3") == c.applied("n1"))
+    assert len(c.applied("n3")) == 20
+
+
+def test_snapshot_replaced_while_being_sent():
+    c = _snapshot_cluster()
+    c.crash("n3")
+    c.replicate("n1", *[f"key{i:02d}=value{i:02d}" for i in range(30)])
+    first = c.compact("n1")
+    # n3 comes back and starts receiving the snapshot; the third chunk is held up...
+    c.restart("n3")
+    c.hold(m.InstallSnapshot, to="n3", where=lambda s: s.offset >= 128)
+    c.tick_until(lambda: c.pending(m.InstallSnapshot, to="n3"))
+    # ...while the leader moves on and replaces its snapshot with a newer one.
+    c.replicate("n1", *[f"more{i:02d}" for i in range(10)])
+    second = c.compact("n1")
+    assert second.meta.index > first.meta.index
+    c.release()
+    c.tick_until(lambda: c.applied("n3") == c.applied("n1"))
+    # n3 ends up with the newer snapshot, sent from offset 0 again.
+    assert c.node("n3").storage.snapshot.meta.index == second.meta.index
+    assert c.node("n3").snapshots_restored == 1
+    newer = c.sent_messages(m.InstallSnapshot, to="n3", where=lambda s: s.meta.index == second.meta.index)
+    assert newer[0].offset == 0 and newer[-1].done
+    assert b"".join(s.data for s in newer) == second.data
