@@ -194,3 +194,22 @@ def test_uncommitted_configuration_is_rolled_back_when_truncated():
     assert (index, 2) not in c.log("n2")
     assert c.membership("n2").voters == {"n1", "n2", "n3", "n4", "n5"}
     assert c.applied("n2") == c.applied("n5") == ["a", "b"]
+
+
+def test_removed_follower_that_never_hears_of_it_cannot_disrupt():
+    c = Cluster(3)
+    c.elect("n1")
+    c.replicate("n1", "a")
+    # The leader stops talking to n3 as soon as it appends the removal, so n3 never learns.
+    c.propose_change("n1", ConfigChange(REMOVE, "n3"))
+    c.stabilize()
+    assert c.membership("n1").voters == {"n1", "n2"}
+    assert c.membership("n3").voters == {"n1", "n2", "n3"}
+
+    # n3 times out again and again; its pre-votes meet a live leader and are ignored.
+    c.tick(n=100)
+    assert c.sent_messages(m.RequestVote, frm="n3", where=lambda v: v.pre_vote)
+    assert not c.sent_messages(m.VoteResponse, to="n3")
+    assert c.leader() == "n1" and c.term("n1") == 2 and c.term("n2") == 2
+    c.replicate("n1", "b")
+    assert c.applied("n2") == ["a", "b"]

@@ -177,3 +177,31 @@ def test_snapshot_replaced_while_being_sent():
     newer = c.sent_messages(m.InstallSnapshot, to="n3", where=lambda s: s.meta.index == second.meta.index)
     assert newer[0].offset == 0 and newer[-1].done
     assert b"".join(s.data for s in newer) == second.data
+
+
+def test_follower_crashing_mid_snapshot_starts_over_and_restarts_from_its_own_snapshot():
+    c = _snapshot_cluster()
+    c.crash("n3")
+    c.replicate("n1", *[f"key{i:02d}=value{i:02d}" for i in range(30)])
+    snap = c.compact("n1")
+    c.restart("n3")
+    # Three chunks in, n3 crashes: the partial snapshot lived only in memory.
+    c.hold(m.InstallSnapshot, to="n3", where=lambda s: s.offset >= 192)
+    c.tick_until(lambda: c.pending(m.InstallSnapshot, to="n3"))
+    c.crash("n3")
+    c.release()
+    c.stabilize()
+    c.restart("n3")
+    # The leader's next chunk is refused (n3 expects offset 0) and it starts over.
+    c.tick_until(lambda: c.applied("n3") == c.applied("n1"))
+    assert c.sent_messages(m.SnapshotResponse, frm="n3", where=lambda r: r.reject and r.offset == 0)
+    assert len(c.sent_messages(m.InstallSnapshot, to="n3", where=lambda s: s.offset == 0)) == 2
+    assert c.node("n3").storage.snapshot == snap
+
+    # n3 now restarts from its own snapshot plus the entries after it.
+    c.replicate("n1", "x")
+    c.crash("n3")
+    c.restart("n3")
+    c.stabilize()
+    assert c.applied("n3") == c.applied("n1") and c.applied("n3")[-1] == "x"
+    assert c.status("n3").commit == c.commit("n1")
