@@ -142,7 +142,22 @@ class RaftCore:
         return self._configs[-1][1]
 
     def _promotable(self) -> bool:
-        return self.id in self.membership.voters and self.log.pending_snapshot is None
+        """May this node campaign? A voter of the latest configuration may; so may a voter
+        of the committed one while a newer configuration is pending — otherwise a leader
+        that appended its own removal and crashed could be the only node able to win, and
+        never try (its votes are still counted in the latest configuration)."""
+        if self.log.pending_snapshot is not None:
+            return False
+        if self.id in self.membership.voters:
+            return True
+        last_config_index = self._configs[-1][0]
+        return last_config_index > self.log.committed and self.id in self._committed_membership().voters
+
+    def _committed_membership(self) -> Membership:
+        for index, membership in reversed(self._configs):
+            if index <= self.log.committed:
+                return membership
+        return self._configs[0][1]
 
     def _track_configs(self, entries) -> None:
         for entry in entries:
@@ -162,7 +177,7 @@ class RaftCore:
     def _apply_membership(self) -> None:
         config = self.membership
         if self.role is not Role.LEADER:
-            if self.id not in config.voters and self.role in (Role.CANDIDATE, Role.PRE_CANDIDATE):
+            if not self._promotable() and self.role in (Role.CANDIDATE, Role.PRE_CANDIDATE):
                 self._become_follower(self.term, NONE)
             return
         last = self.log.last_index()
@@ -879,7 +894,7 @@ def _well_formed(msg: m.Message) -> bool:
             if entry.type is EntryType.CONFIG:
                 try:
                     Membership.decode(entry.data)
-                except (ValueError, KeyError, TypeError):
+                except ValueError:
                     return False
             expected += 1
             last_term = entry.term

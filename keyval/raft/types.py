@@ -90,12 +90,26 @@ class Membership:
 
     @classmethod
     def decode(cls, data: bytes) -> "Membership":
-        doc = json.loads(data)
+        """Raises ValueError for anything but a well-formed configuration with a voter."""
+        try:
+            doc = json.loads(data)
+        except (UnicodeDecodeError, RecursionError) as exc:
+            raise ValueError(f"configuration is not JSON: {exc}") from None
+        if not isinstance(doc, dict):
+            raise ValueError("configuration must be a JSON object")
+        voters, learners = doc.get("voters"), doc.get("learners", [])
+        addresses, cluster_id = doc.get("addresses", {}), doc.get("cluster_id", "")
+        if not (_str_list(voters) and voters and _str_list(learners)):
+            raise ValueError("configuration needs a non-empty list of voter ids and a list of learner ids")
+        if not (isinstance(addresses, dict) and all(isinstance(v, str) for v in addresses.values())):
+            raise ValueError("configuration addresses must map ids to strings")
+        if not isinstance(cluster_id, str):
+            raise ValueError("configuration cluster_id must be a string")
         return cls(
-            voters=frozenset(doc["voters"]),
-            learners=frozenset(doc["learners"]),
-            addresses=tuple(sorted(doc.get("addresses", {}).items())),
-            cluster_id=doc.get("cluster_id", ""),
+            voters=frozenset(voters),
+            learners=frozenset(learners),
+            addresses=tuple(sorted(addresses.items())),
+            cluster_id=cluster_id,
         )
 
     def with_address(self, node: NodeId, address: str | None) -> "Membership":
@@ -108,6 +122,10 @@ class Membership:
     def without(self, node: NodeId) -> "Membership":
         addrs = tuple((n, a) for n, a in self.addresses if n != node)
         return Membership(self.voters - {node}, self.learners - {node}, addrs, self.cluster_id)
+
+
+def _str_list(value) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) and v for v in value)
 
 
 class ChangeKind(Enum):
