@@ -213,3 +213,23 @@ def test_removed_follower_that_never_hears_of_it_cannot_disrupt():
     assert c.leader() == "n1" and c.term("n1") == 2 and c.term("n2") == 2
     c.replicate("n1", "b")
     assert c.applied("n2") == ["a", "b"]
+
+
+def test_config_changes_wait_for_the_new_leaders_first_commit_and_for_transfers():
+    c = Cluster(3, learners=["n4"])
+    # A fresh leader whose no-op has not committed yet refuses membership changes.
+    c.hold(m.AppendEntries, frm="n1")
+    c.elect("n1")
+    with pytest.raises(ConfigChangeRefused, match="not committed"):
+        c.propose_change("n1", ConfigChange(PROMOTE, "n4"))
+    c.release()
+    c.stabilize()
+    # Nor does it change membership while handing over leadership.
+    c.isolate("n2")
+    c.transfer("n1", "n2")
+    with pytest.raises(ConfigChangeRefused, match="transfer"):
+        c.propose_change("n1", ConfigChange(PROMOTE, "n4"))
+    c.tick(n=10)  # the transfer is abandoned
+    c.propose_change("n1", ConfigChange(PROMOTE, "n4"))
+    c.stabilize()
+    assert c.membership("n1").voters == {"n1", "n2", "n3", "n4"}
