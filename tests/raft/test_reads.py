@@ -1,4 +1,6 @@
 """ReadIndex: linearizable reads without writing to the log."""
+import pytest
+
 from keyval.raft import ReadState
 from keyval.raft import messages as m
 
@@ -116,3 +118,31 @@ def test_learner_acknowledgements_do_not_confirm_a_read():
     c.restart("n2")
     c.tick(n=2)
     assert [rs.context for rs in c.read_states("n1")] == [b"r"]
+
+
+@pytest.mark.xfail(strict=True, reason="core bug: read acks are matched by the caller's context, so a late ack "
+                   "from an earlier round confirms a later read reusing that context (stale read)")
+def test_a_late_ack_does_not_confirm_a_later_read_reusing_its_context():
+    c = Cluster(3)
+    c.elect("n1")
+    c.replicate("n1", "a")
+    # A first read with context b"r": n2's ack confirms it; n3's ack is slow.
+    c.hold(m.HeartbeatResponse, frm="n3", where=lambda r: r.context == b"r")
+    c.read_index("n1", b"r")
+    c.stabilize()
+    assert c.read_states("n1") == [ReadState(b"r", 3)]
+
+    # n1 is cut off; n2 and n3 move on to a new leader and write "W".
+    c.isolate("n1")
+    c.tick_until(lambda: c.leader() in ("n2", "n3"), ids=["n2", "n3"])
+    c.replicate(c.leader(), "W")
+
+    # n1, unaware, takes a second read that reuses the context; then n3's slow ack from the
+    # first round (sent before this read existed) finally arrives.
+    c.read_index("n1", b"r")
+    c.process("n1")
+    c.heal()
+    c.release()
+    c.deliver(m.HeartbeatResponse, frm="n3", to="n1")
+    # Answering now, at index 3, would miss "W": the old round proves nothing about now.
+    assert c.read_states("n1") == [ReadState(b"r", 3)]
