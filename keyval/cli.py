@@ -4,6 +4,7 @@ Exit codes: 0 success, 1 the operation failed, 2 bad usage (click's own and ours
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sys
@@ -77,10 +78,17 @@ def serve(ctx: click.Context, config_file: str | None, **flags) -> None:
         # Backends first: a wrong name is the likeliest mistake and its message lists the choices.
         choose_storage(loaded, str(settings.get("storage", NodeConfig.storage)))
         choose_transport(loaded, str(settings.get("transport", NodeConfig.transport)))
-        node_config(settings)
+        config = node_config(settings)
     except KeyvalError as exc:
         fail(ctx, str(exc), USAGE_ERROR)
-    fail(ctx, "the node runtime is not implemented yet (issue #5)")
+    from keyval.server import run, setup_logging
+
+    setup_logging(config)
+    try:
+        code = asyncio.run(run(config, loaded))
+    except KeyvalError as exc:
+        fail(ctx, str(exc))
+    ctx.exit(code)
 
 
 @cli.command()

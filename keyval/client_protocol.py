@@ -33,8 +33,11 @@ class Put(Body, tag="put"):
     key: bytes
     value: bytes
     expect_revision: int = -1
+    #: (client, seq) identify a write for deduplication; `acked`: every seq of this client
+    #: below it has been answered, so the cluster may forget those answers.
     client: str = ""
     seq: int = 0
+    acked: int = 0
 
 
 class Delete(Body, tag="delete"):
@@ -42,6 +45,7 @@ class Delete(Body, tag="delete"):
     expect_revision: int = -1
     client: str = ""
     seq: int = 0
+    acked: int = 0
 
 
 class Get(Body, tag="get"):

@@ -108,11 +108,11 @@ class ClientService:
         try:
             if isinstance(body, p.Put):
                 check_limits(body.key, body.value, node.kv.limits)
-                data = encode_put(body.key, body.value, expect_revision=body.expect_revision, client=body.client, seq=body.seq)
+                data = encode_put(body.key, body.value, expect_revision=body.expect_revision, client=body.client, seq=body.seq, acked=body.acked)
                 return self._write_reply(await node.propose(data, self.request_timeout))
             if isinstance(body, p.Delete):
                 check_limits(body.key, None, node.kv.limits)
-                data = encode_delete(body.key, expect_revision=body.expect_revision, client=body.client, seq=body.seq)
+                data = encode_delete(body.key, expect_revision=body.expect_revision, client=body.client, seq=body.seq, acked=body.acked)
                 return self._write_reply(await node.propose(data, self.request_timeout))
             if isinstance(body, p.Get):
                 check_limits(body.key, None, node.kv.limits)

@@ -1,0 +1,278 @@
+"""The Python client: ``Client`` (blocking) and ``AsyncClient`` (asyncio).
+
+Give it any or all client addresses; it finds the leader by following ``not_leader`` answers,
+retries on leader changes and timeouts until its deadline, and tags each write with
+(client id, sequence number, lowest unanswered sequence) so that a retried write is applied
+once. Requests are pipelined over one connection per node.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from keyval import client_protocol as p
+from keyval.errors import RequestRefused, RevisionMismatch, Timeout, Unreachable
+
+RETRYABLE = {p.NOT_LEADER, p.NO_LEADER, p.UNAVAILABLE, p.TIMEOUT}
+
+
+def _bytes(value: bytes | str) -> bytes:
+    return value.encode() if isinstance(value, str) else bytes(value)
+
+
+@dataclass(frozen=True)
+class Item:
+    key: bytes
+    value: bytes
+    revision: int
+
+
+class _Connection:
+    """One pipelined connection: requests go out as they come, replies are matched by id."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.endpoint = endpoint
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._pending: dict[int, asyncio.Future] = {}
+        self._ids = itertools.count(1)
+        self._reader_task: asyncio.Task | None = None
+        self._connecting: asyncio.Lock = asyncio.Lock()
+
+    async def _ensure(self, timeout: float) -> None:
+        async with self._connecting:
+            if self._writer is not None and not self._writer.is_closing():
+                return
+            host, _, port = self.endpoint.rpartition(":")
+            self._reader, self._writer = await asyncio.wait_for(asyncio.open_connection(host.strip("[]"), int(port)), timeout)
+            self._reader_task = asyncio.create_task(self._read_loop())
+
+    async def _read_loop(self) -> None:
+        error: Exception = ConnectionError(f"connection to {self.endpoint} closed")
+        try:
+            while True:
+                payload = await p.read_frame(self._reader)
+                if payload is None:
+                    break
+                response = p.decode_response(payload)
+                fut = self._pending.pop(response.id, None)
+                if fut is not None and not fut.done():
+                    fut.set_result(response.body)
+        except (p.ProtocolError, ConnectionError, OSError) as exc:
+            error = ConnectionError(f"connection to {self.endpoint} failed: {exc}")
+        finally:
+            self._fail_all(error)
+
+    def _fail_all(self, error: Exception) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        self._writer = None
+        pending, self._pending = self._pending, {}
+        for fut in pending.values():
+            if not fut.done():
+                fut.set_exception(error)
+
+    async def call(self, body, timeout: float):
+        await self._ensure(timeout)
+        request_id = next(self._ids)
+        fut = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = fut
+        self._writer.write(p.frame(p.Request(p.PROTOCOL_VERSION, request_id, body)))
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        finally:
+            self._pending.pop(request_id, None)
+
+    async def close(self) -> None:
+        if self._reader_task is not None:
+            self._reader_task.cancel()
+            await asyncio.gather(self._reader_task, return_exceptions=True)
+        self._fail_all(ConnectionError("client closed"))
+
+
+class AsyncClient:
+    def __init__(self, endpoints: list[str] | str, *, timeout: float = 5.0, client_id: str | None = None) -> None:
+        if isinstance(endpoints, str):
+            endpoints = [e.strip() for e in endpoints.split(",") if e.strip()]
+        if not endpoints:
+            raise ValueError("give at least one endpoint (HOST:PORT)")
+        self.endpoints = list(endpoints)
+        self.timeout = timeout
+        self.client_id = client_id or uuid.uuid4().hex
+        self._connections: dict[str, _Connection] = {}
+        self._preferred = self.endpoints[0]
+        self._seq = 0
+        self._outstanding: set[int] = set()
+
+    # -- data --------------------------------------------------------------------------
+    async def put(self, key: bytes | str, value: bytes | str, *, expect_revision: int = -1) -> int:
+        """Write; returns the new revision. With ``expect_revision`` (0: key must be absent),
+        a compare-and-set: raises RevisionMismatch if the key is at another revision."""
+        key = _bytes(key)
+        value = _bytes(value)
+        reply = await self._write(lambda seq, acked: p.Put(key, value, expect_revision, self.client_id, seq, acked))
+        if not reply.ok:
+            if reply.error == "revision mismatch":
+                raise RevisionMismatch(key, reply.current_revision)
+            raise RequestRefused("refused", reply.error)
+        return reply.revision
+
+    async def delete(self, key: bytes | str, *, expect_revision: int = -1) -> bool:
+        """Delete; True if the key existed."""
+        key = _bytes(key)
+        reply = await self._write(lambda seq, acked: p.Delete(key, expect_revision, self.client_id, seq, acked))
+        if not reply.ok:
+            if reply.error == "revision mismatch":
+                raise RevisionMismatch(key, reply.current_revision)
+            raise RequestRefused("refused", reply.error)
+        return reply.existed
+
+    async def get(self, key: bytes | str, *, serializable: bool = False) -> bytes | None:
+        item = await self.get_item(key, serializable=serializable)
+        return None if item is None else item.value
+
+    async def get_item(self, key: bytes | str, *, serializable: bool = False) -> Item | None:
+        key = _bytes(key)
+        reply = await self._call(p.Get(key, serializable))
+        return Item(key, reply.value, reply.revision) if reply.found else None
+
+    async def scan(self, prefix: bytes | str = b"", limit: int = 0, *, serializable: bool = False) -> list[Item]:
+        reply = await self._call(p.Scan(_bytes(prefix), limit, serializable))
+        return [Item(k, v, r) for k, v, r in reply.items]
+
+    # -- status and operations ---------------------------------------------------------
+    async def status(self, endpoint: str | None = None) -> dict[str, Any]:
+        """The status of one node (default: whichever answers first)."""
+        if endpoint is not None:
+            reply = await self._connection(endpoint).call(p.Status(), self.timeout)
+            return self._check(reply).status
+        return (await self._call(p.Status(), follow_leader=False)).status
+
+    async def admin(self, op: str, timeout: float | None = None, **args: Any) -> dict[str, Any]:
+        return (await self._call(p.Admin(op, args), timeout=timeout)).result
+
+    async def close(self) -> None:
+        connections, self._connections = self._connections, {}
+        await asyncio.gather(*(c.close() for c in connections.values()), return_exceptions=True)
+
+    async def __aenter__(self) -> "AsyncClient":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    # -- plumbing ----------------------------------------------------------------------
+    async def _write(self, make_body):
+        self._seq += 1
+        seq = self._seq
+        self._outstanding.add(seq)
+        try:
+            # The lowest unanswered seq tells the cluster which earlier answers it may forget.
+            return await self._call(make_body(seq, min(self._outstanding)))
+        finally:
+            self._outstanding.discard(seq)
+
+    def _connection(self, endpoint: str) -> _Connection:
+        conn = self._connections.get(endpoint)
+        if conn is None:
+            conn = self._connections[endpoint] = _Connection(endpoint)
+        return conn
+
+    @staticmethod
+    def _check(reply):
+        if isinstance(reply, p.Error):
+            raise RequestRefused(reply.code, reply.message)
+        return reply
+
+    async def _call(self, body, *, follow_leader: bool = True, timeout: float | None = None):
+        deadline = time.monotonic() + (timeout or self.timeout)
+        order = [self._preferred] + [e for e in self.endpoints if e != self._preferred]
+        attempt = 0
+        last_error = ""
+        reached_any = False
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                if not reached_any:
+                    raise Unreachable(f"no KeyVal node answered at {', '.join(self.endpoints)}: {last_error}")
+                raise Timeout(f"no answer within {timeout or self.timeout:g}s ({last_error}); a write may still apply")
+            endpoint = order[attempt % len(order)]
+            attempt += 1
+            try:
+                reply = await self._connection(endpoint).call(body, remaining)
+            except (OSError, ConnectionError, asyncio.TimeoutError) as exc:
+                last_error = f"{endpoint}: {exc or type(exc).__name__}"
+                if attempt % len(order) == 0:
+                    await asyncio.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+                continue
+            reached_any = True
+            if not isinstance(reply, p.Error):
+                self._preferred = endpoint
+                return reply
+            if reply.code not in RETRYABLE or (not follow_leader and reply.code == p.NOT_LEADER):
+                raise RequestRefused(reply.code, reply.message)
+            last_error = reply.message
+            if reply.code == p.NOT_LEADER and reply.leader_address:
+                if reply.leader_address not in order:
+                    order.append(reply.leader_address)
+                    self.endpoints.append(reply.leader_address)
+                order.insert(attempt % len(order), reply.leader_address)
+                continue
+            await asyncio.sleep(min(0.05 * attempt, 0.5, max(0.0, deadline - time.monotonic())))
+
+
+class Client:
+    """The blocking twin of AsyncClient (runs one in a private event-loop thread)."""
+
+    def __init__(self, endpoints: list[str] | str, *, timeout: float = 5.0, client_id: str | None = None) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="keyval-client", daemon=True)
+        self._thread.start()
+        self._async = self._run(_make_async(endpoints, timeout, client_id))
+
+    def _run(self, coro):
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def put(self, key, value, *, expect_revision: int = -1) -> int:
+        return self._run(self._async.put(key, value, expect_revision=expect_revision))
+
+    def get(self, key, *, serializable: bool = False) -> bytes | None:
+        return self._run(self._async.get(key, serializable=serializable))
+
+    def get_item(self, key, *, serializable: bool = False) -> Item | None:
+        return self._run(self._async.get_item(key, serializable=serializable))
+
+    def delete(self, key, *, expect_revision: int = -1) -> bool:
+        return self._run(self._async.delete(key, expect_revision=expect_revision))
+
+    def scan(self, prefix=b"", limit: int = 0, *, serializable: bool = False) -> list[Item]:
+        return self._run(self._async.scan(prefix, limit, serializable=serializable))
+
+    def status(self, endpoint: str | None = None) -> dict[str, Any]:
+        return self._run(self._async.status(endpoint))
+
+    def admin(self, op: str, timeout: float | None = None, **args: Any) -> dict[str, Any]:
+        return self._run(self._async.admin(op, timeout, **args))
+
+    def close(self) -> None:
+        if self._loop.is_closed():
+            return
+        self._run(self._async.close())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+async def _make_async(endpoints, timeout, client_id) -> AsyncClient:
+    return AsyncClient(endpoints, timeout=timeout, client_id=client_id)

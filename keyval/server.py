@@ -1,0 +1,103 @@
+"""``keyval serve``: one node — runtime, client service, signals, logging."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+from keyval.client import AsyncClient
+from keyval.client_protocol import RegisterClientAddress
+from keyval.config import NodeConfig
+from keyval.errors import KeyvalError
+from keyval.kv import encode_meta
+from keyval.node import Node, Timing
+from keyval.plugins import Plugins
+from keyval.service import CLIENT_ADDRESS_META, ClientService
+
+log = logging.getLogger("keyval.server")
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def setup_logging(config: NodeConfig) -> None:
+    handler: logging.Handler
+    if config.log_file:
+        handler = logging.FileHandler(config.log_file)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(config.log_level)
+
+
+class Server:
+    def __init__(self, config: NodeConfig, plugins: Plugins, timing: Timing = Timing()) -> None:
+        self.config = config
+        self.node = Node(config, plugins, timing)
+        self.service = ClientService(self.node, config.client_addr)
+        self._registrar: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        await self.node.start()
+        try:
+            await self.service.start()
+        except OSError as exc:
+            await self.node.stop()
+            raise KeyvalError(f"cannot listen for clients on {self.config.client_addr}: {exc.strerror}") from None
+        self._registrar = asyncio.create_task(self._register_client_address())
+        log.info("node %s serving clients on %s, peers on %s", self.node.id, self.service.address, self.config.peer_addr)
+
+    async def stop(self) -> None:
+        if self._registrar is not None:
+            self._registrar.cancel()
+            await asyncio.gather(self._registrar, return_exceptions=True)
+        await self.service.close()
+        await self.node.stop()
+
+    async def _register_client_address(self) -> None:
+        """Make this node's client address known cluster-wide (kept in the replicated
+        metadata), so followers can point clients at the leader and status can show it."""
+        node, mine = self.node, self.service.address
+        key = CLIENT_ADDRESS_META + node.id
+        client: AsyncClient | None = None
+        try:
+            while True:
+                await asyncio.sleep(0.5)
+                core = node.core
+                if core is None or node.id not in core.membership.members or node.kv.meta.get(key) == mine:
+                    continue
+                try:
+                    if node.is_leader():
+                        await node.propose(encode_meta(key, mine), 5.0)
+                        continue
+                    leader_address = node.kv.meta.get(CLIENT_ADDRESS_META + node.leader())
+                    if not leader_address:
+                        continue
+                    if client is None or client.endpoints[0] != leader_address:
+                        if client is not None:
+                            await client.close()
+                        client = AsyncClient([leader_address], timeout=5.0)
+                    await client._call(RegisterClientAddress(node.id, mine), follow_leader=False)
+                except (KeyvalError, asyncio.TimeoutError, OSError) as exc:
+                    log.debug("node %s: client address not registered yet: %s", node.id, exc)
+        finally:
+            if client is not None:
+                await client.close()
+
+
+async def run(config: NodeConfig, plugins: Plugins) -> int:
+    server = Server(config, plugins)
+    await server.start()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    stopped = asyncio.create_task(server.node.wait_stopped())
+    waiter = asyncio.create_task(stop.wait())
+    await asyncio.wait({stopped, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    log.info("node %s shutting down", config.id)
+    await server.stop()
+    waiter.cancel()
+    return 1 if server.node.fatal is not None else 0
