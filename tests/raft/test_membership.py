@@ -233,3 +233,25 @@ def test_config_changes_wait_for_the_new_leaders_first_commit_and_for_transfers(
     c.propose_change("n1", ConfigChange(PROMOTE, "n4"))
     c.stabilize()
     assert c.membership("n1").voters == {"n1", "n2", "n3", "n4"}
+
+
+def test_leader_crashing_right_after_appending_its_own_removal():
+    c = Cluster(2)
+    c.elect("n1")
+    c.replicate("n1", "a")
+    # n1 appends its removal (persisted), but crashes before n2 ever sees it.
+    _, index = c.propose_change("n1", ConfigChange(REMOVE, "n1"))
+    c.process("n1")
+    c.drop()
+    c.crash("n1")
+    c.restart("n1")
+    # n2 cannot win (n1's log is ahead), so n1 — still a voter of the committed
+    # configuration — must campaign, get the removal committed, then step aside.
+    c.tick_until(lambda: c.leader() == "n2")
+    assert c.commit("n2") >= index
+    for n in c.ids():
+        assert c.membership(n).voters == {"n2"}, n
+    c.replicate("n2", "b")
+    assert c.applied("n2") == ["a", "b"]
+    c.tick(n=50)
+    assert c.leader() == "n2" and c.role("n1") is FOLLOWER
