@@ -1,0 +1,190 @@
+"""One outbound peer of the ``tcp`` transport: a bounded queue and the task that drains it.
+
+The connection is opened lazily, on the first message, and reopened with exponential
+backoff and jitter after it breaks. Frames are queued already encoded; the queue is bounded
+by count and by bytes, so a slow or dead peer costs at most that much memory, and since
+each peer has its own writer task it never holds up the others.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import ssl
+from collections import deque
+
+from .tcp_options import TcpOptions
+from .tcp_stats import Stats
+
+log = logging.getLogger("keyval.transport.tcp")
+
+CONNECTION_ERRORS = (OSError, EOFError, asyncio.IncompleteReadError, ssl.SSLError, asyncio.TimeoutError)
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``[v6]:PORT`` to ``(host, port)``; raises ValueError."""
+    host, sep, port = address.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"expected HOST:PORT, got {address!r}")
+    return host, int(port)
+
+
+class Peer:
+    def __init__(self, peer_id: str, address: str, opts: TcpOptions, stats: Stats,
+                 client_tls: ssl.SSLContext | None, rng: random.Random) -> None:
+        self.peer_id = peer_id
+        self.address = address
+        self._opts = opts
+        self._stats = stats
+        self._tls = client_tls
+        self._rng = rng
+        self._queue: deque[bytes] = deque()
+        self._queued_bytes = 0
+        self._wake = asyncio.Event()
+        self._writer: asyncio.StreamWriter | None = None
+        self._watcher: asyncio.Task | None = None
+        self._failures = 0
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"tcp-peer-{peer_id}")
+
+    # -- called by the transport (never blocks) --------------------------------------------
+    def push(self, frame: bytes) -> None:
+        opts = self._opts
+        if len(self._queue) >= opts.queue_size or self._queued_bytes + len(frame) > opts.queue_bytes:
+            if opts.queue_drop == "newest" or not self._queue:
+                self._stats.report("dropped_queue_full", f"peer {self.peer_id} at {self.address} is not keeping up")
+                return
+            dropped = 0
+            while self._queue and (len(self._queue) >= opts.queue_size
+                                   or self._queued_bytes + len(frame) > opts.queue_bytes):
+                self._queued_bytes -= len(self._queue.popleft())
+                dropped += 1
+            self._stats.report("dropped_queue_full", f"peer {self.peer_id} at {self.address} is not keeping up", dropped)
+        self._queue.append(frame)
+        self._queued_bytes += len(frame)
+        self._wake.set()
+
+    def move(self, address: str) -> None:
+        """The peer now lives at ``address``: reconnect there, without waiting out a backoff."""
+        if address != self.address:
+            self.address = address
+            self._failures = 0
+            self._disconnect()
+            self._wake.set()
+
+    async def close(self) -> None:
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+        self._queue.clear()
+        self._queued_bytes = 0
+        await self._disconnect_and_wait()
+
+    # -- the writer task -------------------------------------------------------------------
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self._step()
+            except Exception:  # noqa: BLE001 - a bug here must not silently end this peer's traffic
+                log.exception("tcp peer %s: writer failed; reconnecting", self.peer_id)
+                self._failures += 1
+                self._disconnect()
+                await self._backoff()
+
+    async def _step(self) -> None:
+        if not self._queue:
+            self._wake.clear()
+            await self._wake.wait()
+        elif self._writer is None or self._writer.is_closing():
+            self._disconnect()
+            if not await self._connect():
+                await self._backoff()
+        else:
+            await self._write_batch(self._writer)
+
+    async def _write_batch(self, writer: asyncio.StreamWriter) -> None:
+        frames = list(self._queue)
+        self._queue.clear()
+        self._queued_bytes = 0
+        try:
+            for frame in frames:
+                writer.write(frame)
+            # Wait only when the socket is behind; a stuck peer gets write_timeout to catch up.
+            if writer.transport.get_write_buffer_size() > 0:
+                await asyncio.wait_for(writer.drain(), self._opts.write_timeout)
+        except CONNECTION_ERRORS as exc:
+            self._stats.report("dropped_send_failed",
+                             f"connection to peer {self.peer_id} at {self.address} failed: {_oneline(exc)}",
+                             len(frames))
+            self._disconnect()
+            return
+        self._stats.add("sent", len(frames))
+
+    async def _connect(self) -> bool:
+        address = self.address
+        try:
+            host, port = split_address(address)
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(host, port, ssl=self._tls, server_hostname=host if self._tls else None),
+                self._opts.connect_timeout,
+            )
+        except (ValueError, *CONNECTION_ERRORS) as exc:
+            self._failures += 1
+            self._stats.report("connect_failures", f"cannot connect to peer {self.peer_id} at {address}: {_oneline(exc)}")
+            return False
+        if address != self.address:  # moved while connecting
+            writer.close()
+            return False
+        self._failures = 0
+        self._stats.add("connects")
+        self._writer = writer
+        self._watcher = asyncio.get_running_loop().create_task(self._watch(reader, writer))
+        return True
+
+    async def _watch(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Notice at once when the peer goes away (it never writes to us on this connection),
+        rather than when a write fails — by which time a message has been lost into it."""
+        try:
+            while await reader.read(65536):
+                pass
+        except CONNECTION_ERRORS:
+            pass
+        if self._writer is writer:
+            self._writer = None
+            self._watcher = None
+            writer.close()
+            self._wake.set()
+
+    async def _backoff(self) -> None:
+        opts = self._opts
+        ceiling = min(opts.reconnect_max, opts.reconnect_min * 2 ** min(self._failures - 1, 30))
+        self._wake.clear()
+        try:  # a move() wakes us early
+            await asyncio.wait_for(self._wake.wait(), ceiling * self._rng.uniform(0.5, 1.0))
+        except asyncio.TimeoutError:
+            pass
+        self._wake.set()
+
+    def _disconnect(self) -> None:
+        writer, watcher = self._writer, self._watcher
+        self._writer = self._watcher = None
+        if watcher is not None:
+            watcher.cancel()
+        if writer is not None:
+            writer.close()
+
+    async def _disconnect_and_wait(self) -> None:
+        writer, watcher = self._writer, self._watcher
+        self._disconnect()
+        if watcher is not None:
+            await asyncio.gather(watcher, return_exceptions=True)
+        if writer is not None:
+            try:
+                await asyncio.wait_for(writer.wait_closed(), 1.0)
+            except (*CONNECTION_ERRORS, asyncio.CancelledError):
+                pass
+
+
+def _oneline(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -1,0 +1,64 @@
+"""Counters of a transport, and drops logged at most once per kind per interval.
+
+A peer sending garbage as fast as it can must not turn into as many log lines: the first
+drop of a kind is logged at once, later ones are summed into the next line due.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable
+
+#: Every counter ``stats()`` reports, present from the start (zero until something happens).
+COUNTERS = (
+    "sent",
+    "received",
+    "dropped_decode",
+    "dropped_cluster",
+    "dropped_auth",
+    "dropped_replay",  # never counted by tcp (a stream has no replays); kept for a uniform shape
+    "dropped_queue_full",
+    "dropped_too_large",  # outgoing message larger than max_frame_bytes
+    "dropped_oversized",  # incoming frame announced larger than max_frame_bytes
+    "dropped_truncated",  # connection closed in the middle of a frame
+    "dropped_wrong_node",  # addressed to another node id
+    "dropped_send_failed",  # lost with a connection that broke while writing
+    "dropped_closed",  # sent after close()
+    "deliver_errors",
+    "connects",
+    "connect_failures",
+    "connections_accepted",
+    "connections_closed_bad",  # closed after too many bad frames or an oversized one
+)
+
+
+class Stats:
+    def __init__(self, logger: logging.Logger, label: str, interval: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.counts = dict.fromkeys(COUNTERS, 0)
+        self._log = logger
+        self._label = label
+        self._interval = interval
+        self._clock = clock
+        self._next_line: dict[str, float] = {}
+        self._unlogged: dict[str, int] = {}
+
+    def add(self, name: str, n: int = 1) -> None:
+        self.counts[name] += n
+
+    def report(self, kind: str, detail: str, n: int = 1) -> None:
+        """Count ``n`` events of ``kind`` (a drop, a failed connect...) and log them,
+        rate-limited, as one line ending with ``detail``."""
+        self.counts[kind] += n
+        pending = self._unlogged.get(kind, 0) + n
+        now = self._clock()
+        if now < self._next_line.get(kind, 0.0):
+            self._unlogged[kind] = pending
+            return
+        self._unlogged[kind] = 0
+        self._next_line[kind] = now + self._interval
+        self._log.warning("%s: %s +%d (%d in total): %s",
+                          self._label, kind, pending, self.counts[kind], detail)
+
+    def snapshot(self) -> dict[str, int]:
+        return dict(self.counts)

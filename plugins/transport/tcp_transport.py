@@ -1,0 +1,190 @@
+"""The ``tcp`` transport: length-prefixed frames over asyncio streams (see keyval/transport.py).
+
+A frame is a 4-byte big-endian length and that many bytes: the codec's encoding of one
+message, followed by its HMAC tag when a cluster secret is configured. Inbound connections
+are accepted from anyone — what they send has to decode, authenticate and belong to our
+cluster before it reaches the node.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from typing import Any
+
+from keyval.auth import AuthError
+from keyval.codec import DecodeError, decode_message, encode_message
+from keyval.raft.messages import Message
+from keyval.transport import Deliver
+
+from .tcp_options import TcpOptions, load_authenticator, parse_tcp_options, tls_contexts
+from .tcp_peer import CONNECTION_ERRORS, Peer, split_address
+from .tcp_stats import Stats
+
+log = logging.getLogger("keyval.transport.tcp")
+
+LENGTH_BYTES = 4
+# Reads come in chunks this large; a bigger StreamReader buffer means fewer pause/resume
+# round trips while a multi-megabyte snapshot chunk arrives.
+READ_LIMIT = 1024 * 1024
+
+
+class TcpTransport:
+    def __init__(self, options: dict[str, Any] | TcpOptions | None = None) -> None:
+        opts = options if isinstance(options, TcpOptions) else parse_tcp_options(options)
+        self._opts = opts
+        # Loaded now, so that a bad secret or certificate fails when the node is configured.
+        self._auth = load_authenticator(opts)
+        self._server_tls, self._client_tls = tls_contexts(opts)
+        self._rng = random.Random(opts.seed)
+        self._node_id = ""
+        self._address = ""
+        self._deliver: Deliver | None = None
+        self._cluster_id: str | None = None
+        self._server: asyncio.Server | None = None
+        self._peers: dict[str, Peer] = {}
+        self._inbound: set[asyncio.Task] = set()
+        self._closed = False
+        self._stats = Stats(log, "tcp transport", opts.log_interval)
+
+    # -- the Transport contract ------------------------------------------------------------
+    async def start(self, node_id: str, address: str, deliver: Deliver) -> None:
+        if self._server is not None or self._closed:
+            raise RuntimeError("a tcp transport starts once")
+        host, port = split_address(address)
+        self._node_id, self._deliver = node_id, deliver
+        self._stats = Stats(log, f"tcp transport of node {node_id}", self._opts.log_interval)
+        self._server = await asyncio.start_server(
+            self._serve, host, port, ssl=self._server_tls, limit=READ_LIMIT
+        )
+        sockname = self._server.sockets[0].getsockname()
+        bound_host = f"[{sockname[0]}]" if ":" in sockname[0] else sockname[0]
+        self._address = f"{bound_host}:{sockname[1]}"
+        if self._auth is None:
+            log.warning("tcp transport of node %s: no cluster secret configured; peer traffic on %s is "
+                        "unauthenticated", node_id, self._address)
+        log.info("tcp transport of node %s listening on %s%s", node_id, self._address,
+                 " (TLS)" if self._server_tls else "")
+
+    @property
+    def address(self) -> str:
+        return self._address
+
+    def set_cluster_id(self, cluster_id: str) -> None:
+        self._cluster_id = cluster_id
+
+    def send(self, peer_id: str, address: str, message: Message) -> None:
+        if self._closed or self._server is None:
+            self._stats.report("dropped_closed", f"message to {peer_id} sent while the transport is not running")
+            return
+        payload = encode_message(message, self._cluster_id or "")
+        if self._auth is not None:
+            payload = self._auth.seal(payload)
+        if len(payload) > self._opts.max_frame_bytes:
+            self._stats.report("dropped_too_large", f"{type(message).__name__} to {peer_id} is {len(payload)} "
+                               f"bytes, more than max_frame_bytes {self._opts.max_frame_bytes}")
+            return
+        peer = self._peers.get(peer_id)
+        if peer is None:
+            peer = Peer(peer_id, address, self._opts, self._stats, self._client_tls, self._rng)
+            self._peers[peer_id] = peer
+        elif peer.address != address:
+            peer.move(address)
+        peer.push(len(payload).to_bytes(LENGTH_BYTES, "big") + payload)
+
+    def stats(self) -> dict[str, int]:
+        return self._stats.snapshot()
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        for task in list(self._inbound):
+            task.cancel()
+        peers, self._peers = list(self._peers.values()), {}
+        await asyncio.gather(*self._inbound, *(p.close() for p in peers), return_exceptions=True)
+        if server is not None:
+            await server.wait_closed()
+
+    # -- inbound ---------------------------------------------------------------------------
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        if self._closed:  # accepted just before close() and scheduled after it
+            writer.close()
+            return
+        self._inbound.add(task)
+        self._stats.add("connections_accepted")
+        peer = _peername(writer)
+        try:
+            await self._read_frames(reader, peer)
+        except asyncio.IncompleteReadError as exc:
+            if exc.partial:
+                self._stats.report("dropped_truncated", f"connection from {peer} closed inside a frame")
+        except CONNECTION_ERRORS:
+            pass
+        finally:
+            self._inbound.discard(task)
+            writer.close()
+            try:
+                await asyncio.wait_for(writer.wait_closed(), 1.0)
+            except (*CONNECTION_ERRORS, asyncio.CancelledError):
+                pass
+
+    async def _read_frames(self, reader: asyncio.StreamReader, peer: str) -> None:
+        bad = 0
+        limit = self._opts.max_frame_bytes
+        while True:
+            header = await reader.readexactly(LENGTH_BYTES)
+            size = int.from_bytes(header, "big")
+            if size > limit:
+                self._stats.report("dropped_oversized", f"{peer} announced a {size}-byte frame "
+                                   f"(max_frame_bytes {limit}); closing the connection")
+                self._stats.add("connections_closed_bad")
+                return
+            frame = await reader.readexactly(size)
+            if self._accept(frame, peer):
+                bad = 0
+                continue
+            bad += 1
+            if bad >= self._opts.max_bad_frames:
+                self._stats.report("connections_closed_bad", f"closing the connection from {peer} "
+                                   f"after {bad} bad frames in a row")
+                return
+
+    def _accept(self, frame: bytes, peer: str) -> bool:
+        """Deliver one frame if it is good; False if it was bad (failed auth or decoding)."""
+        payload: bytes | memoryview = frame
+        if self._auth is not None:
+            try:
+                payload = self._auth.open(frame)
+            except AuthError as exc:
+                self._stats.report("dropped_auth", f"from {peer}: {exc}")
+                return False
+        try:
+            cluster_id, message = decode_message(payload)
+        except DecodeError as exc:
+            self._stats.report("dropped_decode", f"from {peer}: {exc}")
+            return False
+        if self._cluster_id is not None and cluster_id != self._cluster_id:
+            self._stats.report("dropped_cluster", f"from {peer}: cluster {cluster_id!r}, ours is {self._cluster_id!r}")
+            return True
+        if message.to != self._node_id:
+            self._stats.report("dropped_wrong_node", f"from {peer}: {type(message).__name__} for node {message.to!r}")
+            return True
+        self._stats.add("received")
+        try:
+            self._deliver(message)  # type: ignore[misc]
+        except Exception as exc:  # noqa: BLE001 - the node's bug must not cut the connection
+            self._stats.report("deliver_errors", f"delivering {type(message).__name__} failed: {exc!r}")
+        return True
+
+
+def _peername(writer: asyncio.StreamWriter) -> str:
+    name = writer.get_extra_info("peername")
+    if isinstance(name, tuple) and len(name) >= 2:
+        return f"{name[0]}:{name[1]}"
+    return "an unknown peer"
