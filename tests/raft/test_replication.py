@@ -205,3 +205,59 @@ def test_follower_crashing_mid_snapshot_starts_over_and_restarts_from_its_own_sn
     c.stabilize()
     assert c.applied("n3") == c.applied("n1") and c.applied("n3")[-1] == "x"
     assert c.status("n3").commit == c.commit("n1")
+
+
+def test_figure_8_an_old_term_entry_is_not_committed_by_counting_replicas():
+    """Raft paper, figure 8: a leader may not commit an entry of an earlier term just
+    because a majority holds it; a later leader may still overwrite it."""
+    c = Cluster(5, max_entries_per_msg=1)
+    c.elect("n1")
+    c.replicate("n1", "a")  # index 3, everywhere
+
+    # (a) n1 (term 2) writes X at index 4; only n2 gets it before n1 crashes.
+    c.propose("n1", "X")
+    c.process("n1")
+    c.drop(m.AppendEntries, frm="n1", to=["n3", "n4", "n5"])
+    c.stabilize()
+    c.crash("n1")
+
+    # (b) With n2 cut off, n3..n5 elect W (term 3); W's no-op takes index 4 but goes nowhere.
+    c.isolate("n2")
+    c.hold(m.AppendEntries, frm=["n3", "n4", "n5"])
+    c.tick_until(lambda: c.leader() in ("n3", "n4", "n5"), ids=["n3", "n4", "n5"])
+    w = c.leader()
+    assert c.log(w)[-1] == (4, 3)
+    c.crash(w)
+    c.drop(frm=w)
+    c.release()
+    rest = [n for n in ("n3", "n4", "n5") if n != w]
+
+    # (c) n1 is back, n2 reconnected: one of them wins term 4 and copies X (term 2) to the
+    # others, so a majority holds X. Its own no-op (index 5) is held up on the way.
+    c.restart("n1")
+    c.heal()
+    c.hold(m.AppendEntries, where=lambda a: any(e.index >= 5 for e in a.entries) and (4, 2) in c.log(a.to))
+    c.tick_until(lambda: c.leader() in ("n1", "n2"))
+    lead = c.leader()
+    c.stabilize()
+    holders = [n for n in ("n1", "n2", *rest) if (4, 2) in c.log(n)]
+    assert len(holders) == 4  # X is on four of five nodes...
+    assert c.commit(lead) == 3  # ...and still not committed: it is not of the leader's term
+    assert all("X" not in c.applied(n) for n in c.live())
+
+    # (d) Right: the leader crashes, and W, whose last entry has the higher term, wins and
+    # overwrites X everywhere.
+    c.crash(lead)
+    c.drop(frm=lead)
+    c.release()
+    other = "n2" if lead == "n1" else "n1"
+    c.isolate(other)
+    c.restart(w)
+    c.tick_until(lambda: c.leader() == w, ids=[w, *rest])
+    c.heal()
+    c.restart(lead)
+    c.tick(n=5)
+    c.replicate(w, "after")
+    for n in c.ids():
+        assert (4, 3) in c.log(n) and (4, 2) not in c.log(n), n
+        assert c.applied(n) == ["a", "after"], n
