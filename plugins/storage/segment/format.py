@@ -1,0 +1,215 @@
+"""The on-disk format of a log segment, and the recovery scan of one segment file.
+
+A segment file ``DATA_DIR/log/<first index, 20 digits>.seg`` is::
+
+    file header (32 bytes, little-endian)
+      magic "KVLOGSEG" | format version u32 | flags u32 (0) | first index u64 |
+      reserved u32 (0) | crc32 u32 of the 28 bytes before it
+    blocks, one per append call (one write, one checksum for a whole batch)
+
+    block header (32 bytes)
+      marker "kvB\\xa7" | crc32 u32 | body length u32 | entry count u32 |
+      first index u64 | synced end u64
+    block body
+      count x term i64 | count x data length u32 | count x entry type u8 | the data, concatenated
+
+The checksum is ``zlib.crc32`` (C speed; no CRC32C is available without a third-party
+package) over everything after the crc field: the rest of the header and the whole body.
+Entry ``k`` of a block has index ``first index + k``; terms and indexes are therefore covered
+by the checksum and checked for sequence on every open.
+
+``synced end`` is how many bytes of this segment were known durable (fsynced) when the block
+was written. It is what tells a torn tail from corruption (see ``scan_segment``).
+
+A block may start *inside* the previous block's index range: that is how a conflicting
+suffix is truncated without rewriting acknowledged data. The later block supersedes the
+earlier block's entries from its first index on (see ``SegmentLog.truncate``).
+
+Forward compatibility: the magic and the version sit at fixed offsets in every version; a
+reader refuses a version newer than ``FORMAT_VERSION`` with ``UnsupportedFormat`` before it
+looks at anything else.
+"""
+from __future__ import annotations
+
+import struct
+import zlib
+from array import array
+from dataclasses import dataclass, field
+from itertools import accumulate
+from operator import attrgetter
+from typing import Sequence
+
+from keyval.errors import CorruptLog, StorageError
+from keyval.raft.types import Entry
+
+FORMAT_VERSION = 1
+
+SEGMENT_MAGIC = b"KVLOGSEG"
+SEGMENT_HEADER = struct.Struct("<8sIIQII")
+BLOCK_MAGIC = b"kvB\xa7"
+BLOCK_HEADER = struct.Struct("<4sIIIQQ")
+#: bytes of per-entry table in a block body: term i64, length u32, type u8
+ENTRY_TABLE = 13
+
+_get_data = attrgetter("data")
+_get_term = attrgetter("term")
+_get_type = attrgetter("type")
+
+
+class UnsupportedFormat(StorageError):
+    """A file was written by a newer KeyVal in a format this one cannot read."""
+
+    def __init__(self, path: str, version: int) -> None:
+        self.path = path
+        self.version = version
+        super().__init__(
+            f"{path} has log format version {version}, newer than this KeyVal reads "
+            f"(up to {FORMAT_VERSION}); upgrade KeyVal on this node before starting it"
+        )
+
+
+def encode_segment_header(first_index: int) -> bytes:
+    head = SEGMENT_HEADER.pack(SEGMENT_MAGIC, FORMAT_VERSION, 0, first_index, 0, 0)
+    return head[:-4] + struct.pack("<I", zlib.crc32(head[:-4]))
+
+
+def decode_segment_header(path: str, buf: bytes | memoryview) -> int:
+    """The first index recorded in a segment header; raises on anything but the current format."""
+    if len(buf) < SEGMENT_HEADER.size:
+        raise CorruptLog(path, 0, f"file is {len(buf)} bytes, shorter than a segment header")
+    magic, version, _flags, first, _reserved, crc = SEGMENT_HEADER.unpack_from(buf, 0)
+    if magic != SEGMENT_MAGIC:
+        raise CorruptLog(path, 0, "not a KeyVal log segment (bad magic)")
+    if version > FORMAT_VERSION:
+        raise UnsupportedFormat(path, version)
+    if version < 1:
+        raise CorruptLog(path, 8, f"invalid format version {version}")
+    if zlib.crc32(buf[: SEGMENT_HEADER.size - 4]) != crc:
+        raise CorruptLog(path, 0, "segment header checksum mismatch")
+    return first
+
+
+def encode_block(entries: Sequence[Entry], synced_end: int) -> tuple[bytearray, array]:
+    """One block holding ``entries`` (contiguous indexes), and their data lengths."""
+    datas = list(map(_get_data, entries))
+    lens = array("I", map(len, datas))
+    buf = bytearray(BLOCK_HEADER.size)
+    buf += array("q", map(_get_term, entries))
+    buf += lens
+    buf += bytes(map(_get_type, entries))
+    buf += b"".join(datas)
+    BLOCK_HEADER.pack_into(
+        buf, 0, BLOCK_MAGIC, 0, len(buf) - BLOCK_HEADER.size, len(entries), entries[0].index, synced_end
+    )
+    struct.pack_into("<I", buf, 4, zlib.crc32(memoryview(buf)[8:]))
+    return buf, lens
+
+
+@dataclass
+class SegmentScan:
+    """What a scan found in one segment: its live entries (``first`` on) and where they are."""
+
+    first: int
+    #: per live entry: term, data length, type, data offset in the file, its block's offset
+    terms: array = field(default_factory=lambda: array("q"))
+    lens: array = field(default_factory=lambda: array("I"))
+    types: bytearray = field(default_factory=bytearray)
+    pos: array = field(default_factory=lambda: array("q"))
+    blk: array = field(default_factory=lambda: array("q"))
+    #: end of the last valid block: the file is cut here if ``torn`` says why
+    end: int = SEGMENT_HEADER.size
+    torn: str = ""
+
+
+def _check_block(buf: memoryview, off: int) -> tuple[str, int, int, int, int]:
+    """(problem or "", end, count, first index, synced end) of the block at ``off``."""
+    size = len(buf)
+    if size - off < BLOCK_HEADER.size:
+        return "incomplete block header", 0, 0, 0, 0
+    magic, crc, body, count, first, synced = BLOCK_HEADER.unpack_from(buf, off)
+    if magic != BLOCK_MAGIC:
+        return "no block marker", 0, 0, 0, 0
+    end = off + BLOCK_HEADER.size + body
+    if end > size:
+        return f"block of {body} bytes runs past the end of the file", 0, 0, 0, 0
+    if zlib.crc32(buf[off + 8 : end]) != crc:
+        return "block checksum mismatch", 0, 0, 0, 0
+    if count == 0 or body < ENTRY_TABLE * count or synced > off:
+        return "bad block framing", 0, 0, 0, 0
+    return "", end, count, first, synced
+
+
+def _later_synced_block(buf: memoryview, raw: bytes, bad: int) -> int:
+    """Offset of a valid block after ``bad`` whose synced end lies past ``bad``, or -1.
+
+    Such a block proves the bytes at ``bad`` had been fsynced before it was written.
+    """
+    at = raw.find(BLOCK_MAGIC, bad + 1)
+    while at >= 0:
+        problem, _end, _count, _first, synced = _check_block(buf, at)
+        if not problem and synced > bad:
+            return at
+        at = raw.find(BLOCK_MAGIC, at + 1)
+    return -1
+
+
+def scan_segment(path: str, raw: bytes, last: bool) -> SegmentScan:
+    """Verify every block of one segment file's bytes and index its live entries.
+
+    Torn tail or corruption — the rule: a block that fails its checks (short, no marker,
+    past EOF, bad checksum, bad framing) is
+
+    * corruption (``CorruptLog``) in any segment but the last: a segment is fsynced in full
+      before the next one is created, so nothing in it can be torn;
+    * corruption in the last segment if some valid block after it records a synced end past
+      the bad block's offset: the bad bytes had been fsynced — reported durable — before;
+    * otherwise a torn tail: everything from the bad block on was written after the last
+      fsync, so nothing there was ever reported durable. The caller cuts it off.
+
+    A block with a good checksum but an index out of sequence is always corruption.
+    Inherent limit (shared by every log with a per-record checksum): damage inside the
+    final fsynced batch, with nothing written after it, looks exactly like a torn write.
+    """
+    buf = memoryview(raw)
+    scan = SegmentScan(decode_segment_header(path, buf))
+    terms, lens, types, pos, blk = scan.terms, scan.lens, scan.types, scan.pos, scan.blk
+    expected = scan.first  # the next index in sequence
+    prev_first = -1
+    off = SEGMENT_HEADER.size
+    size = len(buf)
+    header = BLOCK_HEADER.size
+    while off < size:
+        problem, end, count, first, _synced = _check_block(buf, off)
+        if problem:
+            later = _later_synced_block(buf, raw, off) if last else off
+            if later >= 0:
+                where = f"; the valid block at byte {later} shows it was fsynced" if last else ""
+                raise CorruptLog(path, off, problem + where)
+            scan.end, scan.torn = off, problem
+            return scan
+        if first > expected or first <= prev_first or (prev_first < 0 and first != scan.first):
+            raise CorruptLog(path, off, f"block starts at index {first}, expected {expected}")
+        if first < expected:
+            # This block supersedes the previous one's entries from ``first`` on.
+            keep = first - scan.first
+            del terms[keep:], lens[keep:], types[keep:], pos[keep:], blk[keep:]
+        table = off + header
+        terms.frombytes(buf[table : table + 8 * count])
+        block_lens = array("I")
+        block_lens.frombytes(buf[table + 8 * count : table + 12 * count])
+        data = table + ENTRY_TABLE * count
+        if data + sum(block_lens) != end:
+            raise CorruptLog(path, off, "entry lengths do not add up to the block size")
+        lens += block_lens
+        types += buf[table + 12 * count : data]
+        if count == 1:
+            pos.append(data)
+            blk.append(off)
+        else:
+            pos.extend(accumulate(block_lens[:-1], initial=data))
+            blk.extend(array("q", (off,)) * count)
+        prev_first = first
+        expected = first + count
+        off = end
+    scan.end = off
+    return scan

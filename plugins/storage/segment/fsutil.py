@@ -1,0 +1,36 @@
+"""Small durable-file helpers shared by the log and the hard state."""
+from __future__ import annotations
+
+import os
+
+#: fdatasync skips flushing metadata a later read does not need (mtime), where it exists.
+datasync = getattr(os, "fdatasync", os.fsync)
+
+
+def fsync_dir(path: str) -> None:
+    """Make the directory's entries (creations, renames, deletions) durable."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
+    """``os.write`` until everything is written (a regular file may take less at once)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def write_file_durably(path: str, data: bytes) -> None:
+    """Write ``path + ".tmp"``, fsync it and rename it to ``path``. The caller fsyncs the
+    directory (once, if it does several)."""
+    tmp = path + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        write_all(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
