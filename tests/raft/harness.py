@@ -513,6 +513,20 @@ class Cluster:
             self.log_line(f"  lost: {fmt_msg(msg)}")
         return len(batch)
 
+    def duplicate(self, type=None, frm=None, to=None, where=None) -> int:
+        """The network delivers the matching in-flight messages twice: queue a copy of each."""
+        f = match(type, frm, to, where)
+        batch = [msg for msg in self.queue if f(msg)]
+        for msg in batch:
+            self.queue.append(msg)
+            self.log_line(f"  duplicated: {fmt_msg(msg)}")
+        return len(batch)
+
+    def reverse(self) -> None:
+        """The network reorders: everything in flight will arrive in reverse order."""
+        self.queue.reverse()
+        self.log_line("  (messages in flight reordered)")
+
     def process(self, id: str) -> bool:
         """Handle node ``id``'s Readies until it has none."""
         core = self.nodes[id].core

@@ -1,8 +1,8 @@
 """Replication: repairing a diverged log, and catching up through a chunked snapshot."""
-from keyval.raft import ChangeKind, ConfigChange
+from keyval.raft import ChangeKind, ConfigChange, ReadState
 from keyval.raft import messages as m
 
-from .harness import FOLLOWER, LEADER, Cluster
+from .harness import FOLLOWER, LEADER, PRE_CANDIDATE, Cluster
 
 
 def test_diverged_old_leader_is_repaired_with_fast_backtracking():
@@ -261,3 +261,47 @@ def test_figure_8_an_old_term_entry_is_not_committed_by_counting_replicas():
     for n in c.ids():
         assert (4, 3) in c.log(n) and (4, 2) not in c.log(n), n
         assert c.applied(n) == ["a", "after"], n
+
+
+def test_duplicated_and_reordered_messages_are_harmless():
+    c = Cluster(3)
+    c.elect("n1")
+    # Three pipelined appends, then the network duplicates them and delivers them backwards.
+    for k in range(1, 4):
+        c.propose("n1", f"x{k}")
+        c.process("n1")
+    c.duplicate()
+    c.reverse()
+    c.deliver()
+    # Same for whatever comes back: responses, duplicated, reversed.
+    for _ in range(3):
+        c.duplicate()
+        c.reverse()
+        c.deliver()
+    c.stabilize()
+    for n in c.ids():
+        assert c.log(n) == [(1, 1), (2, 2), (3, 2), (4, 2), (5, 2)], n
+        assert c.applied(n) == ["x1", "x2", "x3"], n
+    assert c.leader() == "n1" and c.term("n1") == 2
+
+
+def test_a_duplicated_vote_or_read_acknowledgement_counts_once():
+    c = Cluster(5)
+    # n1 needs three pre-votes out of five; n2's, delivered three times, is still one.
+    c.campaign("n1")
+    c.deliver(m.RequestVote, to="n2")
+    c.duplicate(m.VoteResponse)
+    c.duplicate(m.VoteResponse)
+    c.deliver(m.VoteResponse)
+    assert c.role("n1") is PRE_CANDIDATE
+    c.stabilize()
+    assert c.leader() == "n1"
+    # Same for a read: n2's acknowledgement twice plus n1's own is not a quorum of five.
+    c.read_index("n1", b"r")
+    c.process("n1")
+    c.deliver(m.Heartbeat, to="n2")
+    c.duplicate(m.HeartbeatResponse)
+    c.deliver(m.HeartbeatResponse)
+    assert c.read_states("n1") == []
+    c.stabilize()
+    assert c.read_states("n1") == [ReadState(b"r", 2)]
