@@ -9,9 +9,9 @@ from keyval.backends import StorageBackend
 
 def open_memory(data_dir: str | None, options: dict[str, Any]):
     # Imported here so that listing plugins never imports the Raft core.
-    from keyval.raft.storage import MemoryStorage
+    from plugins.storage.memory_storage import MemoryBackend
 
-    return MemoryStorage()
+    return MemoryBackend(keep=int(options.get("keep_snapshots", 2)))
 
 
 @hookimpl

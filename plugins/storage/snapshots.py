@@ -12,7 +12,7 @@ so names sort by (index, term)). Layout, integers little-endian:
     data_crc     u32       zlib.crc32 of the uncompressed data
     created      f64       seconds since the epoch
     members_len  u32
-    membership   bytes     Membership.encode()
+    membership   bytes     Membership.encode(); empty for a Membership() without voters
     header_crc   u32       zlib.crc32 of every header byte before it
     body                   one zstd frame (with zstd's own content checksum)
 
@@ -205,7 +205,8 @@ class SnapshotStore:
 
 
 def _encode_header(meta: SnapshotMeta, size: int, crc: int, created: float) -> bytes:
-    members = meta.membership.encode()
+    # No voters means "no configuration yet", which Membership.decode refuses: store nothing.
+    members = meta.membership.encode() if meta.membership.voters else b""
     header_len = _PREFIX.size + _FIELDS.size + len(members) + _CRC.size
     head = (
         _PREFIX.pack(MAGIC, FORMAT_VERSION, header_len)
@@ -244,7 +245,7 @@ def _read_header_from(f, path: str) -> tuple[SnapshotMeta, float, int, int, int]
     if len(members) != members_len:
         raise CorruptSnapshot(path, "bad header (membership length)")
     try:
-        membership = Membership.decode(members)
+        membership = Membership.decode(members) if members else Membership()
     except (ValueError, KeyError, TypeError) as exc:
         raise CorruptSnapshot(path, f"bad membership in header: {exc}") from None
     return SnapshotMeta(index, term, membership), created, size, crc, header_len

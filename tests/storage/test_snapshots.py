@@ -16,7 +16,7 @@ from keyval.raft.types import Membership, SnapshotMeta
 from plugins.storage import snapshots
 from plugins.storage.snapshots import FORMAT_VERSION, SnapshotStore, SnapshotTooNew
 
-MEMBERS = Membership(frozenset({"n1", "n2", "n3"}), frozenset({"n4"}), (("n1", "10.0.0.1:7000"),))
+MEMBERS = Membership(frozenset({"n1", "n2", "n3"}), frozenset({"n4"}), (("n1", "10.0.0.1:7000"),), "cluster-1")
 
 
 def meta(index: int, term: int = 1) -> SnapshotMeta:
@@ -89,6 +89,12 @@ def test_bytes_and_empty_data_round_trip(store):
     store.save(meta(6), bytearray(b"abc"))
     snap = store.load_newest()
     assert snap.data == b"abc" and snap.meta == meta(6)
+
+
+def test_a_snapshot_without_a_configuration_round_trips(store):
+    store.save(SnapshotMeta(5, 1), b"state")
+    assert store.newest_meta() == SnapshotMeta(5, 1)
+    assert store.load_newest().meta == SnapshotMeta(5, 1)
 
 
 def test_keeps_the_newest_two_by_default(store):

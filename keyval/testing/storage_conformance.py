@@ -1,0 +1,112 @@
+"""The storage conformance suite: checks a storage backend against every promise it makes.
+
+A plugin author subclasses ``StorageConformance`` in a pytest test module and names the
+backend; pytest then runs every check against it::
+
+    from keyval.testing.storage_conformance import StorageConformance
+
+    class TestMyStore(StorageConformance):
+        backend = "mystore"      # the name your keyval_storage_backends() hook returns
+        options = {}             # handed to your factory as storage options
+        persistent = True        # False for a memory-only backend: skips the reopen checks
+        snapshot_retention = 2   # how many snapshots you keep; None not to check
+
+With ``backend`` set, storage is opened the way a node opens it: through the real plugin
+manager and your package's entry point, so a broken registration fails here too. Override
+``open_storage(data_dir)`` instead to open it any other way.
+
+The promises are the docstrings of ``keyval/storage.py`` and ``keyval/raft/storage.py``.
+Crashes are real: the reopen checks fork a child that writes through the backend and then
+dies by SIGKILL (no close, no flush), and open the same directory again in the test.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from keyval.testing.crash import run_then_kill
+from keyval.testing.storage_durability_checks import DurabilityChecks
+from keyval.testing.storage_log_checks import LogChecks
+from keyval.testing.storage_snapshot_checks import SnapshotChecks
+
+__all__ = ["StorageConformance"]
+
+
+class _Instances:
+    """The storage objects a test opened on its data dir; closed when the test ends."""
+
+    def __init__(self, suite: "StorageConformance", data_dir: str) -> None:
+        self.suite = suite
+        self.data_dir = data_dir
+        self.open_ones: list[Any] = []
+
+    def open(self) -> Any:
+        storage = self.suite.open_storage(self.data_dir)
+        self.open_ones.append(storage)
+        return storage
+
+    def reopen(self, storage: Any) -> Any:
+        """Close cleanly and open again."""
+        self.close(storage)
+        return self.open()
+
+    def close(self, storage: Any) -> None:
+        self.open_ones.remove(storage)
+        storage.close()
+
+    def close_all(self) -> None:
+        while self.open_ones:
+            self.open_ones.pop().close()
+
+
+class StorageConformance(LogChecks, SnapshotChecks, DurabilityChecks):
+    """Subclass as ``Test<Something>`` and set ``backend`` (or override ``open_storage``)."""
+
+    backend: str | None = None
+    options: dict[str, Any] = {}
+    persistent: bool = True
+    snapshot_retention: int | None = None
+    #: Rounds of kill-mid-write in the crash checks; more find more, slower.
+    crash_rounds: int = 3
+
+    def open_storage(self, data_dir: str) -> Any:
+        """Return an open ``keyval.storage.Storage`` on ``data_dir`` (which exists)."""
+        if self.backend is None:
+            raise NotImplementedError(f"{type(self).__name__}: set `backend = NAME` or override open_storage()")
+        from keyval.plugins import build_plugin_manager, choose_storage
+
+        chosen = choose_storage(build_plugin_manager(), self.backend)
+        return chosen.factory(data_dir, dict(self.options))
+
+    # -- fixtures ------------------------------------------------------------------------
+    @pytest.fixture
+    def data_dir(self, tmp_path: Path) -> str:
+        path = tmp_path / "data"
+        path.mkdir()
+        return str(path)
+
+    @pytest.fixture
+    def storages(self, data_dir: str):
+        instances = _Instances(self, data_dir)
+        yield instances
+        instances.close_all()
+
+    @pytest.fixture
+    def store(self, storages: _Instances) -> Any:
+        return storages.open()
+
+    def require_persistent(self) -> None:
+        if not self.persistent:
+            pytest.skip("memory-only backend (persistent = False): nothing survives a reopen")
+
+    # -- crash machinery -----------------------------------------------------------------
+    def crash_after(self, writer: Callable[[Any, Callable], None], data_dir: str) -> list:
+        """Run ``writer(storage, report)`` in a child that dies by SIGKILL when it returns;
+        return what it passed to ``report``."""
+        return run_then_kill(lambda: self.open_storage(data_dir), writer, Path(data_dir).parent)
+
+    def kill_during(self, writer: Callable[[Any, Callable], None], data_dir: str, seconds: float) -> list:
+        """Run ``writer`` in a child and SIGKILL it ``seconds`` after it opened the storage."""
+        return run_then_kill(lambda: self.open_storage(data_dir), writer, Path(data_dir).parent, seconds)
