@@ -218,6 +218,9 @@ class Node:
         self.dropped_reads.extend(rd.dropped_reads)
         # 4. advance
         core.advance(rd)
+        # The core asked for a snapshot (its log grew past snapshot_threshold): take one.
+        if rd.snapshot_request:
+            c.compact(self.id)
         return rd
 
     def _apply(self, entry: Entry) -> None:
