@@ -20,10 +20,12 @@ persisted and applied ranges, test notes); the conftest prints it when a test fa
 
 The harness also checks Raft's safety properties on the fly and raises AssertionError:
 at most one leader per term, state machines never disagree on an index, entries are applied
-in order without gaps.
+in order without gaps, and a ReadState is never below an index that was already committed
+somewhere when the read was asked (linearizable reads).
 """
 from __future__ import annotations
 
+import builtins
 import json
 import random
 from typing import Callable, Iterable
@@ -117,8 +119,11 @@ Filter = Callable[[m.Message], bool]
 
 
 def match(type=None, frm=None, to=None, where: Filter | None = None) -> Filter:
-    """A message filter: ``type`` is a message class (or tuple), ``frm``/``to`` a node id
-    (or collection of ids), ``where`` any extra predicate."""
+    """A message filter: ``type`` is a message class (or tuple) -- or a bare predicate --,
+    ``frm``/``to`` a node id (or collection of ids), ``where`` any extra predicate."""
+
+    if callable(type) and not isinstance(type, (builtins.type, tuple)):
+        type, where = None, type  # a bare predicate: deliver(lambda msg: ...)
 
     def ids(x):
         return None if x is None else ({x} if isinstance(x, str) else set(x))
@@ -212,6 +217,13 @@ class Node:
             c.log_line(f"{self.id} applies {_span(rd.committed_entries)}")
         for rs in rd.read_states:
             c.log_line(f"{self.id} read state ctx={rs.context!r} index={rs.index}")
+            floors = c.read_floors.get((self.id, rs.context))
+            if floors:
+                floor = floors.pop(0)
+                assert rs.index >= floor, (
+                    f"linearizability: {self.id} answers read {rs.context!r} at index {rs.index}, but "
+                    f"index {floor} was already committed when the read was asked"
+                )
         self.read_states.extend(rd.read_states)
         for ctx in rd.dropped_reads:
             c.log_line(f"{self.id} dropped read ctx={ctx!r}")
@@ -254,6 +266,7 @@ class Cluster:
         self.roles: list[tuple[str, Role, int]] = []
         self.leaders_by_term: dict[int, str] = {}
         self.applied_at: dict[int, Entry] = {}
+        self.read_floors: dict[tuple[str, bytes], list[int]] = {}
         CLUSTERS.append(self)
 
         voters = [f"n{i}" for i in range(1, size + 1)]
@@ -373,8 +386,17 @@ class Cluster:
         self.core(id).transfer_leadership(target)
 
     def read_index(self, id: str, context: bytes) -> None:
+        """Ask ``id`` for a linearizable read. The harness remembers the highest index any
+        node knew committed at this moment: the ReadState must not be below it."""
         self.log_line(f"{id} read_index ctx={context!r}")
         self.core(id).read_index(context)
+        self.read_floors.setdefault((id, context), []).append(self.max_commit())
+
+    def max_commit(self) -> int:
+        """The highest index known committed anywhere (live cores, persisted hard states)."""
+        known = [n.storage.hard_state.commit for n in self.nodes.values()]
+        known += [self.commit(i) for i in self.live()]
+        return max(known)
 
     def campaign(self, id: str) -> None:
         """``id`` starts an election; its Ready is processed, nothing is delivered."""
