@@ -1,7 +1,7 @@
 """One outbound peer of the ``tcp`` transport: a bounded queue and the task that drains it.
 
 The connection is opened lazily, on the first message, and reopened with exponential
-backoff and jitter after it breaks. Frames are queued already encoded; the queue is bounded
+backoff and jitter after it breaks; while it cannot be opened, messages are dropped. Frames are queued already encoded; the queue is bounded
 by count and by bytes, so a slow or dead peer costs at most that much memory, and since
 each peer has its own writer task it never holds up the others.
 """
@@ -42,10 +42,12 @@ class Peer:
         self._rng = rng
         self._queue: deque[bytes] = deque()
         self._queued_bytes = 0
-        self._wake = asyncio.Event()
+        self._wake = asyncio.Event()  # something to send (or the connection went away)
+        self._moved = asyncio.Event()  # cuts a backoff short: there is a new address to try
         self._writer: asyncio.StreamWriter | None = None
         self._watcher: asyncio.Task | None = None
         self._failures = 0
+        self._closing = False
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"tcp-peer-{peer_id}")
 
     # -- called by the transport (never blocks) --------------------------------------------
@@ -71,18 +73,23 @@ class Peer:
             self.address = address
             self._failures = 0
             self._disconnect()
+            self._moved.set()
             self._wake.set()
 
     async def close(self) -> None:
-        self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
+        # Python 3.11's wait_for can swallow a cancellation that races with its timeout, so
+        # the flag stops the loop even then, and the cancel is repeated until the task ends.
+        self._closing = True
+        while not self._task.done():
+            self._task.cancel()
+            await asyncio.wait({self._task}, timeout=0.1)
         self._queue.clear()
         self._queued_bytes = 0
         await self._disconnect_and_wait()
 
     # -- the writer task -------------------------------------------------------------------
     async def _run(self) -> None:
-        while True:
+        while not self._closing:
             try:
                 await self._step()
             except Exception:  # noqa: BLE001 - a bug here must not silently end this peer's traffic
@@ -97,7 +104,14 @@ class Peer:
             await self._wake.wait()
         elif self._writer is None or self._writer.is_closing():
             self._disconnect()
-            if not await self._connect():
+            address = self.address
+            if not await self._connect() and self.address == address:
+                # What was queued is stale by the time the peer is back, and Raft resends
+                # anyway; an idle peer (one removed from the cluster, say) stops redialling
+                # until there is something new to send.
+                self._stats.add("dropped_send_failed", len(self._queue))
+                self._queue.clear()
+                self._queued_bytes = 0
                 await self._backoff()
         else:
             await self._write_batch(self._writer)
@@ -111,7 +125,8 @@ class Peer:
                 writer.write(frame)
             # Wait only when the socket is behind; a stuck peer gets write_timeout to catch up.
             if writer.transport.get_write_buffer_size() > 0:
-                await asyncio.wait_for(writer.drain(), self._opts.write_timeout)
+                async with asyncio.timeout(self._opts.write_timeout):
+                    await writer.drain()
         except CONNECTION_ERRORS as exc:
             self._stats.report("dropped_send_failed",
                              f"connection to peer {self.peer_id} at {self.address} failed: {_oneline(exc)}",
@@ -124,15 +139,15 @@ class Peer:
         address = self.address
         try:
             host, port = split_address(address)
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(host, port, ssl=self._tls, server_hostname=host if self._tls else None),
-                self._opts.connect_timeout,
-            )
+            async with asyncio.timeout(self._opts.connect_timeout):
+                reader, writer = await asyncio.open_connection(
+                    host, port, ssl=self._tls, server_hostname=host if self._tls else None
+                )
         except (ValueError, *CONNECTION_ERRORS) as exc:
             self._failures += 1
             self._stats.report("connect_failures", f"cannot connect to peer {self.peer_id} at {address}: {_oneline(exc)}")
             return False
-        if address != self.address:  # moved while connecting
+        if address != self.address or self._closing:  # moved or closed while connecting
             writer.close()
             return False
         self._failures = 0
@@ -158,12 +173,12 @@ class Peer:
     async def _backoff(self) -> None:
         opts = self._opts
         ceiling = min(opts.reconnect_max, opts.reconnect_min * 2 ** min(self._failures - 1, 30))
-        self._wake.clear()
-        try:  # a move() wakes us early
-            await asyncio.wait_for(self._wake.wait(), ceiling * self._rng.uniform(0.5, 1.0))
-        except asyncio.TimeoutError:
+        self._moved.clear()
+        try:
+            async with asyncio.timeout(ceiling * self._rng.uniform(0.5, 1.0)):
+                await self._moved.wait()
+        except TimeoutError:
             pass
-        self._wake.set()
 
     def _disconnect(self) -> None:
         writer, watcher = self._writer, self._watcher

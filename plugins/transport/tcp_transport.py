@@ -43,7 +43,7 @@ class TcpTransport:
         self._cluster_id: str | None = None
         self._server: asyncio.Server | None = None
         self._peers: dict[str, Peer] = {}
-        self._inbound: set[asyncio.Task] = set()
+        self._inbound: dict[asyncio.Task, asyncio.StreamWriter] = {}
         self._closed = False
         self._stats = Stats(log, "tcp transport", opts.log_interval)
 
@@ -102,8 +102,10 @@ class TcpTransport:
         server, self._server = self._server, None
         if server is not None:
             server.close()
-        for task in list(self._inbound):
-            task.cancel()
+        # Hang up rather than cancel: asyncio (3.11) reports a cancelled connection handler
+        # as an error, and aborting drops what is unread, as close() promises.
+        for writer in self._inbound.values():
+            writer.transport.abort()
         peers, self._peers = list(self._peers.values()), {}
         await asyncio.gather(*self._inbound, *(p.close() for p in peers), return_exceptions=True)
         if server is not None:
@@ -116,7 +118,7 @@ class TcpTransport:
         if self._closed:  # accepted just before close() and scheduled after it
             writer.close()
             return
-        self._inbound.add(task)
+        self._inbound[task] = writer
         self._stats.add("connections_accepted")
         peer = _peername(writer)
         try:
@@ -127,7 +129,7 @@ class TcpTransport:
         except CONNECTION_ERRORS:
             pass
         finally:
-            self._inbound.discard(task)
+            self._inbound.pop(task, None)
             writer.close()
             try:
                 await asyncio.wait_for(writer.wait_closed(), 1.0)
