@@ -1,7 +1,7 @@
 """Elections: pre-vote, check-quorum, and votes that survive a crash."""
 import pytest
 
-from keyval.raft import NotLeader
+from keyval.raft import NotLeader, ReadState
 from keyval.raft import messages as m
 
 from .harness import CANDIDATE, FOLLOWER, LEADER, PRE_CANDIDATE, Cluster
@@ -176,3 +176,24 @@ def test_persisted_vote_survives_a_crash_and_is_never_given_twice():
     c.stabilize()
     assert c.leader() == "n1" and c.term("n1") == 2
     assert c.role("n3") is not LEADER
+
+
+def test_single_node_cluster_commits_alone_and_survives_restarts():
+    c = Cluster(1)
+    # It wins its own pre-vote and vote at once, and commits without anyone else.
+    c.elect("n1")
+    assert c.term("n1") == 2
+    c.replicate("n1", "a", "b")
+    assert c.applied("n1") == ["a", "b"] and c.commit("n1") == 4
+    c.read_index("n1", b"r")
+    c.process("n1")
+    assert c.read_states("n1") == [ReadState(b"r", 4)]  # no one to ask
+    # After a crash it comes back as a follower, times out, and leads again.
+    c.crash("n1")
+    c.restart("n1")
+    c.stabilize()  # the committed log is applied again to a fresh state machine
+    assert c.role("n1") is FOLLOWER and c.applied("n1") == ["a", "b"]
+    rounds = c.tick_until(lambda: c.role("n1") is LEADER)
+    assert 10 <= rounds < 20 and c.term("n1") == 3
+    c.replicate("n1", "c")
+    assert c.applied("n1") == ["a", "b", "c"]

@@ -255,3 +255,25 @@ def test_leader_crashing_right_after_appending_its_own_removal():
     assert c.applied("n2") == ["a", "b"]
     c.tick(n=50)
     assert c.leader() == "n2" and c.role("n1") is FOLLOWER
+
+
+@pytest.mark.parametrize("change, why", [
+    (ConfigChange(ADD_LEARNER, "n1"), "already a voting member"),
+    (ConfigChange(ADD_LEARNER, "n4"), "already a learner"),
+    (ConfigChange(PROMOTE, "n2"), "already a voting member"),
+    (ConfigChange(PROMOTE, "n9"), "add it as a learner first"),
+    (ConfigChange(REMOVE, "n9"), "not a member"),
+    (ConfigChange(ADD_LEARNER, ""), "must not be empty"),
+])
+def test_nonsensical_config_changes_are_refused_with_a_reason(change, why):
+    c = Cluster(3, learners=["n4"])
+    c.elect("n1")
+    with pytest.raises(ConfigChangeRefused, match=why):
+        c.propose_change("n1", change)
+    with pytest.raises(NotLeader):
+        c.propose_change("n2", ConfigChange(REMOVE, "n3"))
+    # Nothing was appended, and a sensible change still goes through.
+    assert c.log("n1") == [(1, 1), (2, 2)]
+    c.propose_change("n1", ConfigChange(PROMOTE, "n4"))
+    c.stabilize()
+    assert c.membership("n2").voters == {"n1", "n2", "n3", "n4"}
