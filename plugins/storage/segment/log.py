@@ -119,8 +119,10 @@ class SegmentLog:
         """Write ``entries`` (contiguous, ``base <= entries[0].index <= last + 1``) as one block."""
         first = entries[0].index
         if first <= self.last_index():
+            # No rotation right after a truncation: the block may supersede part of the
+            # last block, and a superseding block must follow it in the same file.
             self.truncate(first)
-        if not self.segments or self.size >= self.segment_size:
+        elif not self.segments or self.size >= self.segment_size:
             self._rotate(first)
         buf, lens = encode_block(entries, self.synced_end)
         start = self.size

@@ -1,0 +1,232 @@
+"""Opening a segment log after damage: torn tails are cut, corruption refuses to start.
+
+The rule under test (plugins/storage/segment/format.py, ``scan_segment``): a bad block in the
+last segment is a torn tail unless a valid block after it records that the bad bytes had
+already been fsynced; a bad block anywhere else is corruption.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import zlib
+
+import pytest
+
+from keyval.errors import CorruptLog, StorageError
+from keyval.raft.types import Entry, EntryType, HardState, Membership, SnapshotMeta
+from plugins.storage.segment.format import BLOCK_HEADER, SEGMENT_HEADER, UnsupportedFormat
+from plugins.storage.segment.options import SegmentOptions
+from plugins.storage.segment.storage import SegmentStorage
+from plugins.storage.snapshots import SnapshotStore
+
+MEMBERS = Membership(frozenset({"a"}))
+
+
+def run(lo: int, hi: int, term: int = 1, size: int = 100) -> list[Entry]:
+    return [Entry(term, i, EntryType.NORMAL, (f"[{i}/{term}]".encode() * size)[:size]) for i in range(lo, hi + 1)]
+
+
+def open_store(path, **options) -> SegmentStorage:
+    return SegmentStorage(str(path), SegmentOptions(**options))
+
+
+def segments(path) -> list:
+    return sorted((path / "log").iterdir())
+
+
+def block_offsets(file) -> list[int]:
+    """Offsets of the blocks in a segment file, walking the headers."""
+    raw = file.read_bytes()
+    offsets, off = [], SEGMENT_HEADER.size
+    while off + BLOCK_HEADER.size <= len(raw):
+        offsets.append(off)
+        off += BLOCK_HEADER.size + BLOCK_HEADER.unpack_from(raw, off)[2]
+    return offsets
+
+
+def write_log(path, batches, sync_each=True, **options) -> None:
+    store = open_store(path, **options)
+    for batch in batches:
+        store.append(batch)
+        if sync_each:
+            store.sync()
+    store.close()
+
+
+def flip_byte(file, offset: int) -> None:
+    with open(file, "r+b") as f:
+        f.seek(offset)
+        byte = f.read(1)
+        f.seek(offset)
+        f.write(bytes([byte[0] ^ 0x40]))
+
+
+# -- torn tails ------------------------------------------------------------------------------
+@pytest.mark.parametrize("garbage", [b"", b"\x00" * 3000, os.urandom(700)], ids=["cut", "zeros", "garbage"])
+def test_a_torn_tail_is_cut_with_one_log_line(tmp_path, caplog, garbage):
+    write_log(tmp_path, [run(1, 10), run(11, 20), run(21, 30)])
+    [file] = segments(tmp_path)
+    last_block = block_offsets(file)[-1]
+    with open(file, "r+b") as f:
+        f.truncate(last_block + 57)  # mid-record
+        f.seek(0, os.SEEK_END)
+        f.write(garbage)
+    size = file.stat().st_size
+    with caplog.at_level(logging.INFO, logger="plugins.storage.segment"):
+        store = open_store(tmp_path)
+    assert store.last_index() == 20
+    assert store.entries(1, 21) == run(1, 10) + run(11, 20)
+    assert file.stat().st_size == last_block
+    [line] = [r.getMessage() for r in caplog.records if "torn" in r.getMessage()]
+    assert f"{size - last_block} bytes" in line and str(file) in line
+    store.append(run(21, 22, term=2))  # and the log goes on from the cut
+    store.close()
+    assert open_store(tmp_path).entries(19, 23) == run(19, 20) + run(21, 22, term=2)
+
+
+def test_unsynced_blocks_persisted_out_of_order_are_a_torn_tail(tmp_path, caplog):
+    # Two appends without a sync between them: a crash may keep the second block's page
+    # and lose the first's. Nothing there was reported durable, so it is a torn tail.
+    write_log(tmp_path, [run(1, 10)])
+    write_log(tmp_path, [run(11, 20), run(21, 30)], sync_each=False)
+    [file] = segments(tmp_path)
+    first, second, third = block_offsets(file)
+    with open(file, "r+b") as f:
+        f.seek(second)
+        f.write(b"\x00" * (third - second))
+    with caplog.at_level(logging.WARNING, logger="plugins.storage.segment"):
+        store = open_store(tmp_path)
+    assert store.last_index() == 10
+    assert any("torn" in r.getMessage() for r in caplog.records)
+    store.close()
+
+
+# -- corruption ------------------------------------------------------------------------------
+def test_a_flipped_byte_mid_log_refuses_to_open_naming_file_and_offset(tmp_path):
+    write_log(tmp_path, [run(1, 10), run(11, 20), run(21, 30)])
+    [file] = segments(tmp_path)
+    second = block_offsets(file)[1]
+    flip_byte(file, second + BLOCK_HEADER.size + 200)
+    with pytest.raises(CorruptLog) as err:
+        open_store(tmp_path)
+    assert (err.value.path, err.value.offset) == (str(file), second)
+    assert f"{file} at byte {second}" in str(err.value)
+    assert "checksum" in str(err.value)
+
+
+def test_a_flipped_byte_in_an_earlier_segment_is_corruption(tmp_path):
+    write_log(tmp_path, [run(i, i + 3) for i in range(1, 80, 4)], segment_size=1024)
+    files = segments(tmp_path)
+    assert len(files) > 3
+    victim = files[1]
+    last_block = block_offsets(victim)[-1]
+    flip_byte(victim, victim.stat().st_size - 1)  # the last byte of a non-last segment
+    with pytest.raises(CorruptLog, match=rf"{victim.name} at byte {last_block}: block checksum mismatch"):
+        open_store(tmp_path, segment_size=1024)
+
+
+def test_damage_to_the_last_synced_block_before_newer_writes_is_corruption(tmp_path):
+    # 21..30 was fsynced, then 31..40 written: the block after it proves it was durable.
+    write_log(tmp_path, [run(1, 10), run(11, 20), run(21, 30)])
+    write_log(tmp_path, [run(31, 40)], sync_each=False)
+    [file] = segments(tmp_path)
+    damaged = block_offsets(file)[2]
+    flip_byte(file, damaged + 5)
+    with pytest.raises(CorruptLog, match=rf"at byte {damaged}: block checksum mismatch; the valid block"):
+        open_store(tmp_path)
+
+
+def test_a_valid_block_out_of_sequence_is_corruption(tmp_path):
+    write_log(tmp_path, [run(1, 10), run(11, 20)])
+    [file] = segments(tmp_path)
+    raw = bytearray(file.read_bytes())
+    second = block_offsets(file)[1]
+    # Re-frame the second block as starting at index 12, with a correct checksum.
+    struct.pack_into("<Q", raw, second + 16, 12)
+    struct.pack_into("<I", raw, second + 4, zlib.crc32(raw[second + 8 :]))
+    file.write_bytes(bytes(raw))
+    with pytest.raises(CorruptLog, match=rf"at byte {second}: block starts at index 12, expected 11"):
+        open_store(tmp_path)
+
+
+def test_a_missing_segment_in_the_middle_is_corruption(tmp_path):
+    write_log(tmp_path, [run(i, i + 3) for i in range(1, 80, 4)], segment_size=1024)
+    files = segments(tmp_path)
+    files[2].unlink()
+    with pytest.raises(CorruptLog, match=rf"{files[3].name} at byte 0: starts at index \d+ but the log before it ends"):
+        open_store(tmp_path, segment_size=1024)
+
+
+def test_a_damaged_segment_header_is_corruption(tmp_path):
+    write_log(tmp_path, [run(1, 10)])
+    [file] = segments(tmp_path)
+    flip_byte(file, 17)  # inside the first index
+    with pytest.raises(CorruptLog, match="segment header checksum mismatch"):
+        open_store(tmp_path)
+
+
+# -- format versions -----------------------------------------------------------------------
+def test_a_newer_segment_format_version_is_refused_clearly(tmp_path):
+    write_log(tmp_path, [run(1, 10)])
+    [file] = segments(tmp_path)
+    with open(file, "r+b") as f:
+        f.seek(8)
+        f.write(struct.pack("<I", 2))  # header crc left stale: the version is checked first
+    with pytest.raises(UnsupportedFormat, match=r"log format version 2, newer than this KeyVal reads \(up to 1\)"):
+        open_store(tmp_path)
+
+
+def test_a_newer_hard_state_format_version_is_refused(tmp_path):
+    store = open_store(tmp_path)
+    store.set_hard_state(HardState(1, "a", 0))
+    store.close()
+    raw = bytearray((tmp_path / "hardstate").read_bytes())
+    struct.pack_into("<I", raw, 4, 9)
+    (tmp_path / "hardstate").write_bytes(bytes(raw))
+    with pytest.raises(UnsupportedFormat, match="version 9"):
+        open_store(tmp_path)
+
+
+def test_a_damaged_hard_state_is_refused(tmp_path):
+    store = open_store(tmp_path)
+    store.set_hard_state(HardState(1, "a", 0))
+    store.close()
+    flip_byte(tmp_path / "hardstate", 10)
+    with pytest.raises(CorruptLog, match="hard state checksum mismatch"):
+        open_store(tmp_path)
+
+
+# -- the log against the snapshot ---------------------------------------------------------
+def test_a_crash_while_installing_a_snapshot_is_finished_on_open(tmp_path, caplog):
+    write_log(tmp_path, [run(1, 30)])
+    # The snapshot was saved, then the crash came before the log was reset.
+    SnapshotStore(str(tmp_path / "snapshots")).save(SnapshotMeta(20, 7, MEMBERS), b"leader")
+    with caplog.at_level(logging.WARNING, logger="plugins.storage.segment"):
+        store = open_store(tmp_path)
+    assert (store.first_index(), store.last_index(), store.term(20)) == (21, 20, 7)
+    assert any("discarding log entries 1..30" in r.getMessage() for r in caplog.records)
+    store.close()
+
+
+def test_a_log_starting_after_the_usable_snapshot_refuses_to_open(tmp_path):
+    store = open_store(tmp_path, segment_size=1024)
+    for i in range(1, 80, 4):
+        store.append(run(i, i + 3))
+    store.create_snapshot(10, MEMBERS, b"old")
+    store.create_snapshot(60, MEMBERS, b"new")
+    store.compact(60)
+    store.close()
+    newest = sorted((tmp_path / "snapshots").iterdir())[-1]
+    flip_byte(newest, newest.stat().st_size - 3)
+    with pytest.raises(StorageError, match=r"starts at index \d+ but the newest usable snapshot ends at index 10"):
+        open_store(tmp_path, segment_size=1024)
+
+
+def test_leftover_segment_temp_files_are_removed(tmp_path):
+    write_log(tmp_path, [run(1, 5)])
+    stray = tmp_path / "log" / "00000000000000000006.seg.tmp"
+    stray.write_bytes(b"KVLOGSEG")
+    store = open_store(tmp_path)
+    assert not stray.exists() and store.last_index() == 5
+    store.close()
