@@ -11,6 +11,9 @@ backend; pytest then runs every check against it::
         persistent = True        # False for a memory-only backend: skips the reopen checks
         snapshot_retention = 2   # how many snapshots you keep; None not to check
 
+        def corrupt_newest_snapshot(self, data_dir):   # optional: damage it, to check that
+            ...                                        # a corrupt snapshot is never loaded
+
 With ``backend`` set, storage is opened the way a node opens it: through the real plugin
 manager and your package's entry point, so a broken registration fails here too. Override
 ``open_storage(data_dir)`` instead to open it any other way.
@@ -100,6 +103,12 @@ class StorageConformance(LogChecks, SnapshotChecks, DurabilityChecks):
     def require_persistent(self) -> None:
         if not self.persistent:
             pytest.skip("memory-only backend (persistent = False): nothing survives a reopen")
+
+    def corrupt_newest_snapshot(self, data_dir: str) -> None:
+        """Damage the newest snapshot's stored data (flip a byte, say) while the storage is
+        closed. Override it to have the check that a corrupt snapshot is skipped, never
+        loaded, run against your backend; otherwise that check is skipped."""
+        pytest.skip("override corrupt_newest_snapshot() to check that a damaged snapshot is never loaded")
 
     # -- crash machinery -----------------------------------------------------------------
     def crash_after(self, writer: Callable[[Any, Callable], None], data_dir: str) -> list:

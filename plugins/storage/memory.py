@@ -11,7 +11,7 @@ def open_memory(data_dir: str | None, options: dict[str, Any]):
     # Imported here so that listing plugins never imports the Raft core.
     from plugins.storage.memory_storage import MemoryBackend
 
-    return MemoryBackend(keep=int(options.get("keep_snapshots", 2)))
+    return MemoryBackend(keep=int(options.get("snapshots_keep", 2)))
 
 
 @hookimpl

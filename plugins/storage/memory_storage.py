@@ -18,7 +18,7 @@ class MemoryBackend(MemoryStorage):
     def __init__(self, keep: int = 2) -> None:
         super().__init__()
         if keep < 1:
-            raise ValueError(f"keep_snapshots must be at least 1, not {keep}")
+            raise ValueError(f"snapshots_keep must be at least 1, not {keep}")
         self.keep = keep
         #: (info, snapshot), oldest first; the last one is ``self.snapshot``.
         self._kept: list[tuple[SnapshotInfo, Snapshot]] = []

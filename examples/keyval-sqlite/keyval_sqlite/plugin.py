@@ -14,7 +14,7 @@ def open_sqlite(data_dir: str | None, options: dict[str, Any]):
 
     if data_dir is None:
         raise ConfigError("the sqlite storage backend needs a data dir (--data-dir)")
-    return SqliteStorage(data_dir, keep_snapshots=int(options.get("keep_snapshots", 2)))
+    return SqliteStorage(data_dir, snapshots_keep=int(options.get("snapshots_keep", 2)))
 
 
 @keyval.hookimpl

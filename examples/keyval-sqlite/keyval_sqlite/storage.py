@@ -48,10 +48,10 @@ def locked(method):
 
 
 class SqliteStorage:
-    def __init__(self, data_dir: str, keep_snapshots: int = 2) -> None:
-        if keep_snapshots < 1:
-            raise ValueError(f"keep_snapshots must be at least 1, not {keep_snapshots}")
-        self.keep_snapshots = keep_snapshots
+    def __init__(self, data_dir: str, snapshots_keep: int = 2) -> None:
+        if snapshots_keep < 1:
+            raise ValueError(f"snapshots_keep must be at least 1, not {snapshots_keep}")
+        self.snapshots_keep = snapshots_keep
         self._lock = threading.RLock()
         os.makedirs(data_dir, exist_ok=True)
         # isolation_level=None: we say BEGIN and COMMIT ourselves, so sync() decides when.
@@ -221,4 +221,4 @@ class SqliteStorage:
                          (meta.index, meta.term, meta.membership.encode(), data, zlib.crc32(data), time.time()))
         self._db.execute("DELETE FROM snapshots WHERE rowid NOT IN "
                          "(SELECT rowid FROM snapshots ORDER BY idx DESC, term DESC LIMIT ?)",
-                         (self.keep_snapshots,))
+                         (self.snapshots_keep,))
