@@ -54,12 +54,25 @@ def expected_length(total: int, count: int, index: int) -> int | None:
     return min(chunk, total - index * chunk)
 
 
+def _keep(data: bytes | memoryview) -> tuple[bytes | memoryview, int]:
+    """What to hold of a fragment, and the memory that costs.
+
+    A view into the received datagram saves a copy, but keeps the whole datagram alive: it
+    is kept (and charged in full) only when the fragment is most of it, so that a tiny
+    fragment cannot pin a large datagram while being charged a few bytes.
+    """
+    base = data.obj if isinstance(data, memoryview) else None
+    if isinstance(base, bytes) and len(data) * 2 >= len(base):
+        return data, len(base)
+    return bytes(data), len(data)
+
+
 @dataclass
 class _Partial:
     total: int
     count: int
     started: float
-    fragments: dict[int, bytes] = field(default_factory=dict)
+    fragments: dict[int, bytes | memoryview] = field(default_factory=dict)
     cost: int = MESSAGE_OVERHEAD
 
 
@@ -97,7 +110,7 @@ class Reassembler:
     def __len__(self) -> int:
         return len(self._partials)
 
-    def add(self, key: Hashable, index: int, count: int, total: int, data: bytes,
+    def add(self, key: Hashable, index: int, count: int, total: int, data: bytes | memoryview,
             now: float) -> bytes | None:
         """Take one fragment; return the whole message when this fragment completes it."""
         self.expire(now)
@@ -121,7 +134,8 @@ class Reassembler:
             self.stats.duplicate += 1
             return None
         is_new = key not in self._partials
-        cost = len(data) + FRAGMENT_OVERHEAD + (MESSAGE_OVERHEAD if is_new else 0)
+        kept, size = _keep(data)
+        cost = size + FRAGMENT_OVERHEAD + (MESSAGE_OVERHEAD if is_new else 0)
         if not self._make_room(cost, keep=key):
             if not is_new:
                 self._discard(key)
@@ -129,7 +143,7 @@ class Reassembler:
             return None
         if is_new:
             self._partials[key] = partial
-        partial.fragments[index] = bytes(data)
+        partial.fragments[index] = kept
         partial.cost += cost - (MESSAGE_OVERHEAD if is_new else 0)
         self.held += cost
         if len(partial.fragments) < partial.count:

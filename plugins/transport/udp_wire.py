@@ -1,6 +1,6 @@
 """The datagram format of the ``udp`` transport.
 
-One datagram (all integers big-endian)::
+A datagram is a header followed by one or more records (all integers big-endian)::
 
     offset size  field
     0      2     magic b"KU"
@@ -8,16 +8,25 @@ One datagram (all integers big-endian)::
     3      1     flags: bit 0 set = sealed (an HMAC-SHA256 tag of 32 bytes ends the datagram)
     4      8     epoch: random, chosen when the sending transport starts
     12     8     seq: the sender's datagram counter (never repeats within an epoch)
-    20     4     message id: the sender's message counter (wraps), keys reassembly
-    24     4     fragment index (0-based)
-    28     4     fragment count
-    32     4     total length of the encoded message
-    36     1     length L of the sender's node id
-    37     L     sender's node id (UTF-8)
-    37+L   ...   fragment bytes: part of one ``keyval.codec`` encoded message
+    20     1     length L of the sender's node id
+    21     L     sender's node id (UTF-8)
+    21+L   ...   records, back to back
     [end-32 32   HMAC tag over everything before it, when sealed]
 
-When sealed, the tag covers the whole header, so the sender id, epoch and sequence number
+    record:
+    0      4     message id: the sender's message counter (wraps), keys reassembly
+    4      4     fragment index (0-based)
+    8      4     fragment count
+    12     4     total length of the encoded message
+    16     n     fragment bytes, part of one ``keyval.codec`` encoded message
+
+A record carries no length of its own: a message of ``total`` bytes in ``count`` fragments
+has fragments of ``ceil(total / count)`` bytes (the last one shorter), so ``n`` follows from
+the record header. A small message is one record (count 1) and several are coalesced into
+one datagram when they are queued together; a large message is split so that each datagram
+carries one of its fragments.
+
+When sealed, the tag covers the whole datagram, so the sender id, epoch and sequence number
 that replay protection relies on cannot be altered. The encoded message inside carries the
 codec's own protocol version and the cluster id.
 """
@@ -25,13 +34,18 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import Iterator
+
+from .udp_fragment import expected_length
 
 MAGIC = b"KU"
 FORMAT_VERSION = 1
 FLAG_SEALED = 0x01
 
-_FIXED = struct.Struct(">2sBBQQIIIIB")
-FIXED_SIZE = _FIXED.size  # 37
+_HEADER = struct.Struct(">2sBBQQB")
+HEADER_FIXED = _HEADER.size  # 21
+_RECORD = struct.Struct(">IIII")
+RECORD_HEADER = _RECORD.size  # 16
 MAX_SENDER_ID = 255
 #: The largest UDP payload over IPv4.
 MAX_UDP_PAYLOAD = 65507
@@ -46,10 +60,6 @@ class Header:
     flags: int
     epoch: int
     seq: int
-    message_id: int
-    index: int
-    count: int
-    total: int
     sender: str
 
     @property
@@ -65,18 +75,24 @@ def encode_sender(sender: str) -> bytes:
 
 
 def header_size(sender_raw: bytes) -> int:
-    return FIXED_SIZE + len(sender_raw)
+    return HEADER_FIXED + len(sender_raw)
 
 
-def pack_header(flags: int, epoch: int, seq: int, message_id: int, index: int, count: int,
-                total: int, sender_raw: bytes) -> bytes:
-    return _FIXED.pack(MAGIC, FORMAT_VERSION, flags, epoch, seq, message_id & 0xFFFFFFFF,
-                       index, count, total, len(sender_raw)) + sender_raw
+def pack_header(flags: int, epoch: int, seq: int, sender_raw: bytes) -> bytes:
+    return _HEADER.pack(MAGIC, FORMAT_VERSION, flags, epoch, seq, len(sender_raw)) + sender_raw
+
+
+def record_header(message_id: int, index: int, count: int, total: int) -> bytes:
+    return _RECORD.pack(message_id & 0xFFFFFFFF, index, count, total)
+
+
+def pack_record(message_id: int, index: int, count: int, total: int, data: bytes | memoryview) -> bytes:
+    return record_header(message_id, index, count, total) + data
 
 
 def peek_flags(data: bytes | memoryview) -> int:
     """The flags of a datagram, read before it is authenticated; raises BadDatagram."""
-    if len(data) < FIXED_SIZE or data[:2] != MAGIC:
+    if len(data) < HEADER_FIXED or data[:2] != MAGIC:
         raise BadDatagram("bad magic or too short")
     if data[2] != FORMAT_VERSION:
         raise BadDatagram(f"datagram format {data[2]} not understood")
@@ -84,18 +100,40 @@ def peek_flags(data: bytes | memoryview) -> int:
 
 
 def unpack(data: bytes | memoryview) -> tuple[Header, memoryview]:
-    """The header and the fragment bytes of an (already opened) datagram; raises BadDatagram."""
+    """The header and the records of an (already opened) datagram; raises BadDatagram."""
     view = memoryview(data)
-    if len(view) < FIXED_SIZE:
+    if len(view) < HEADER_FIXED:
         raise BadDatagram("too short")
-    magic, version, flags, epoch, seq, message_id, index, count, total, id_len = _FIXED.unpack_from(view)
+    magic, version, flags, epoch, seq, id_len = _HEADER.unpack_from(view)
     if magic != MAGIC or version != FORMAT_VERSION:
         raise BadDatagram("bad magic or format version")
-    end = FIXED_SIZE + id_len
+    end = HEADER_FIXED + id_len
     if id_len == 0 or len(view) < end:
         raise BadDatagram("truncated sender id")
     try:
-        sender = str(view[FIXED_SIZE:end], "utf-8")
+        sender = str(view[HEADER_FIXED:end], "utf-8")
     except UnicodeDecodeError:
         raise BadDatagram("sender id is not UTF-8") from None
-    return Header(flags, epoch, seq, message_id, index, count, total, sender), view[end:]
+    return Header(flags, epoch, seq, sender), view[end:]
+
+
+Record = tuple[int, int, int, int, memoryview]
+
+
+def records(body: memoryview) -> Iterator[Record]:
+    """``(message_id, index, count, total, data)`` of each record; raises BadDatagram at the
+    first record whose geometry is impossible or that runs past the end (the records after it
+    cannot be found)."""
+    pos, end = 0, len(body)
+    if end == 0:
+        raise BadDatagram("no records")
+    while pos < end:
+        if end - pos < RECORD_HEADER:
+            raise BadDatagram("truncated record header")
+        message_id, index, count, total = _RECORD.unpack_from(body, pos)
+        pos += RECORD_HEADER
+        n = total if count == 1 and index == 0 else expected_length(total, count, index)
+        if n is None or pos + n > end:
+            raise BadDatagram("record geometry impossible or past the end")
+        yield message_id, index, count, total, body[pos:pos + n]
+        pos += n

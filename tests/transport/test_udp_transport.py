@@ -157,12 +157,12 @@ def hostile_datagrams(rng: random.Random) -> list[bytes]:
     for _ in range(200):
         count = rng.choice([0, 1, 2, 3, 2**32 - 1])
         total = rng.choice([0, 10, 1000, 2**32 - 1, 64 * 1024 * 1024])
-        header = wire.pack_header(rng.choice([0, 1, 255]), rng.getrandbits(64), rng.getrandbits(64),
-                                  rng.getrandbits(32), rng.choice([0, 1, count, 2**32 - 1]), count,
-                                  total, sender)
-        out.append(header + rng.randbytes(rng.choice([0, 5, 500, 1000])))
+        index = rng.choice([0, 1, count, 2**32 - 1])
+        header = wire.pack_header(rng.choice([0, 1, 255]), rng.getrandbits(64), rng.getrandbits(64), sender)
+        record = wire.record_header(rng.getrandbits(32), index, count, total)
+        out.append(header + record + rng.randbytes(rng.choice([0, 5, 500, 1000])))
     # A whole, valid-looking datagram whose message is garbage.
-    out.append(wire.pack_header(0, 1, 1, 1, 0, 1, 40, sender) + rng.randbytes(40))
+    out.append(wire.pack_header(0, 1, 1, sender) + wire.pack_record(1, 0, 1, 40, rng.randbytes(40)))
     return out
 
 
@@ -182,16 +182,20 @@ def test_garbage_from_a_raw_socket_leaves_the_receiver_serving():
     run(go())
 
 
+records = st.builds(wire.record_header, st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1),
+                    st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1))
+small_records = st.builds(lambda i, n, t, d: wire.record_header(1, i, n, t) + d, st.integers(0, 3),
+                          st.integers(0, 4), st.integers(0, 40), st.binary(max_size=40))
+datagrams = st.builds(
+    lambda h, body: h + b"".join(body),
+    st.builds(wire.pack_header, st.integers(0, 255), st.integers(0, 2**64 - 1),
+              st.integers(0, 2**64 - 1), st.just(b"a")),
+    st.lists(st.one_of(records, small_records, st.binary(max_size=100)), max_size=5),
+)
+
+
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.one_of(
-    st.binary(max_size=200),
-    st.builds(lambda h, body: h + body,
-              st.builds(wire.pack_header, st.integers(0, 255), st.integers(0, 2**64 - 1),
-                        st.integers(0, 2**64 - 1), st.integers(0, 2**32 - 1),
-                        st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1),
-                        st.integers(0, 2**32 - 1), st.just(b"a")),
-              st.binary(max_size=300)),
-), max_size=30))
+@given(st.lists(st.one_of(st.binary(max_size=200), datagrams), max_size=30))
 def test_no_datagram_raises_out_of_the_receive_path(datagrams):
     transport = UdpTransport({"reassembly_bytes": 64 * 1024 * 1024})
     transport._deliver = Sink()
@@ -206,8 +210,8 @@ def test_hostile_fragments_cannot_exceed_the_memory_bound():
     sender = wire.encode_sender("a")
     for message_id in range(500):
         # Each claims a 900 kB message and sends one 10 kB fragment of it.
-        t._on_datagram(wire.pack_header(0, 1, message_id + 1, message_id, 0, 90, 900_000, sender)
-                       + bytes(10_000))
+        t._on_datagram(wire.pack_header(0, 1, message_id + 1, sender)
+                       + wire.pack_record(message_id, 0, 90, 900_000, bytes(10_000)))
         assert t._reassembler.held <= 1_000_000
     assert t.stats()["dropped_reassembly_evicted"] > 0
 
@@ -249,7 +253,7 @@ def test_bad_options_are_config_errors(tmp_path):
 
 
 def test_sealed_datagram_layout(tmp_path):
-    """The documented format: fixed header, sender id, fragment, then the 32-byte tag."""
+    """The documented format: fixed header, sender id, one record, then the 32-byte tag."""
     secret = write_secret(tmp_path / "s")
 
     async def go():
@@ -258,11 +262,12 @@ def test_sealed_datagram_layout(tmp_path):
         tap = raw_udp_socket()
         a.send("b", "127.0.0.1:%d" % tap.getsockname()[1], hb())
         data = await asyncio.get_running_loop().run_in_executor(None, tap.recv, 65536)
-        header, fragment = wire.unpack(Authenticator(b"s3cret-for-tests").open(data))
+        header, body = wire.unpack(Authenticator(b"s3cret-for-tests").open(data))
         assert data[:4] == b"KU\x01\x01"
-        assert (header.sender, header.index, header.count) == ("a", 0, 1)
+        assert struct.unpack(">Q", data[12:20])[0] == header.seq and header.sender == "a"
+        [(_, index, count, total, fragment)] = list(wire.records(body))
+        assert (index, count, total) == (0, 1, len(fragment))
         assert bytes(fragment) == encode_message(hb(), "")
-        assert struct.unpack(">Q", data[12:20])[0] == header.seq
         tap.close()
         await a.close()
     run(go())
