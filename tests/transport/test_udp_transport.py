@@ -271,3 +271,41 @@ def test_sealed_datagram_layout(tmp_path):
         tap.close()
         await a.close()
     run(go())
+
+
+def test_small_messages_queued_together_share_datagrams():
+    async def go():
+        a, b, _, sb = await pair()
+        for i in range(300):
+            a.send("b", b.address, hb(commit=i))
+        await wait_until(lambda: len(sb) == 300)
+        assert [m.commit for m in sb.messages] == list(range(300))
+        assert a.stats()["datagrams_sent"] < 10
+        await close(a, b)
+    run(go())
+
+
+def test_every_bit_flip_of_a_sealed_datagram_is_refused(tmp_path):
+    secret = write_secret(tmp_path / "s")
+
+    async def capture() -> bytes:
+        a = UdpTransport({"secret_file": secret})
+        await a.start("a", "127.0.0.1:0", Sink())
+        tap = raw_udp_socket()
+        a.send("b", "127.0.0.1:%d" % tap.getsockname()[1], hb())
+        data = await asyncio.get_running_loop().run_in_executor(None, tap.recv, 65536)
+        tap.close()
+        await a.close()
+        return data
+
+    data = run(capture())
+    b = UdpTransport({"secret_file": secret})
+    sink = Sink()
+    b._deliver = sink
+    for bit in range(len(data) * 8):
+        flipped = bytearray(data)
+        flipped[bit // 8] ^= 1 << (bit % 8)
+        b._on_datagram(bytes(flipped))
+    assert len(sink) == 0
+    b._on_datagram(data)
+    assert len(sink) == 1
