@@ -46,7 +46,9 @@ class Peer:
         self._moved = asyncio.Event()  # cuts a backoff short: there is a new address to try
         self._writer: asyncio.StreamWriter | None = None
         self._watcher: asyncio.Task | None = None
-        self._failures = 0
+        self._failures = 0  # dials in a row that failed, for the backoff
+        self._redial_at = 0.0  # loop time before which we do not dial again
+        self._connected_at = 0.0
         self._closing = False
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"tcp-peer-{peer_id}")
 
@@ -72,6 +74,7 @@ class Peer:
         if address != self.address:
             self.address = address
             self._failures = 0
+            self._redial_at = 0.0
             self._disconnect()
             self._moved.set()
             self._wake.set()
@@ -94,15 +97,18 @@ class Peer:
                 await self._step()
             except Exception:  # noqa: BLE001 - a bug here must not silently end this peer's traffic
                 log.exception("tcp peer %s: writer failed; reconnecting", self.peer_id)
-                self._failures += 1
                 self._disconnect()
-                await self._backoff()
+                self._redial_later()
 
     async def _step(self) -> None:
         if not self._queue:
             self._wake.clear()
             await self._wake.wait()
-        elif self._writer is None or self._writer.is_closing():
+        elif self._writer is not None and not self._writer.is_closing():
+            await self._write_batch(self._writer)
+        elif asyncio.get_running_loop().time() < self._redial_at:
+            await self._wait_to_redial()
+        else:
             self._disconnect()
             address = self.address
             if not await self._connect() and self.address == address:
@@ -112,9 +118,7 @@ class Peer:
                 self._stats.add("dropped_send_failed", len(self._queue))
                 self._queue.clear()
                 self._queued_bytes = 0
-                await self._backoff()
-        else:
-            await self._write_batch(self._writer)
+                self._redial_later()
 
     async def _write_batch(self, writer: asyncio.StreamWriter) -> None:
         frames = list(self._queue)
@@ -129,9 +133,9 @@ class Peer:
                     await writer.drain()
         except CONNECTION_ERRORS as exc:
             self._stats.report("dropped_send_failed",
-                             f"connection to peer {self.peer_id} at {self.address} failed: {_oneline(exc)}",
-                             len(frames))
-            self._disconnect()
+                               f"connection to peer {self.peer_id} at {self.address} failed: {_oneline(exc)}",
+                               len(frames))
+            self._connection_ended(writer)
             return
         self._stats.add("sent", len(frames))
 
@@ -144,39 +148,53 @@ class Peer:
                     host, port, ssl=self._tls, server_hostname=host if self._tls else None
                 )
         except (ValueError, *CONNECTION_ERRORS) as exc:
-            self._failures += 1
             self._stats.report("connect_failures", f"cannot connect to peer {self.peer_id} at {address}: {_oneline(exc)}")
             return False
         if address != self.address or self._closing:  # moved or closed while connecting
-            writer.close()
+            writer.transport.abort()
             return False
-        self._failures = 0
         self._stats.add("connects")
         self._writer = writer
+        self._connected_at = asyncio.get_running_loop().time()
         self._watcher = asyncio.get_running_loop().create_task(self._watch(reader, writer))
         return True
 
     async def _watch(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Notice at once when the peer goes away (it never writes to us on this connection),
         rather than when a write fails — by which time a message has been lost into it."""
+        why = "closed by the peer"
         try:
             while await reader.read(65536):
                 pass
-        except CONNECTION_ERRORS:
-            pass
+        except CONNECTION_ERRORS as exc:
+            why = _oneline(exc)  # a TLS peer refusing our certificate says so here
         if self._writer is writer:
-            self._writer = None
-            self._watcher = None
-            writer.close()
-            self._wake.set()
+            self._stats.report("connections_lost", f"connection to peer {self.peer_id} at {self.address}: {why}")
+            self._connection_ended(writer)
 
-    async def _backoff(self) -> None:
+    def _connection_ended(self, writer: asyncio.StreamWriter) -> None:
+        if self._writer is writer:
+            self._watcher = None  # (this may be the watcher itself, which must not cancel itself)
+            self._disconnect()
+        # A connection dropped right after it opened (a TLS peer refusing our certificate,
+        # a peer restarting in a loop) counts as a failed dial, so redials back off too.
+        if asyncio.get_running_loop().time() - self._connected_at < self._opts.reconnect_max:
+            self._redial_later()
+        else:
+            self._failures = 0
+        self._wake.set()
+
+    def _redial_later(self) -> None:
         opts = self._opts
+        self._failures += 1
         ceiling = min(opts.reconnect_max, opts.reconnect_min * 2 ** min(self._failures - 1, 30))
+        self._redial_at = asyncio.get_running_loop().time() + ceiling * self._rng.uniform(0.5, 1.0)
+
+    async def _wait_to_redial(self) -> None:
         self._moved.clear()
         try:
-            async with asyncio.timeout(ceiling * self._rng.uniform(0.5, 1.0)):
-                await self._moved.wait()
+            async with asyncio.timeout_at(self._redial_at):
+                await self._moved.wait()  # a move() cuts the wait short
         except TimeoutError:
             pass
 
@@ -186,7 +204,8 @@ class Peer:
         if watcher is not None:
             watcher.cancel()
         if writer is not None:
-            writer.close()
+            # abort, not close: close() would first flush what a stuck peer is not reading.
+            writer.transport.abort()
 
     async def _disconnect_and_wait(self) -> None:
         writer, watcher = self._writer, self._watcher

@@ -27,6 +27,7 @@ COUNTERS = (
     "deliver_errors",
     "connects",
     "connect_failures",
+    "connections_lost",  # outbound connections the peer closed or broke
     "connections_accepted",
     "connections_closed_bad",  # closed after too many bad frames or an oversized one
 )
