@@ -48,7 +48,7 @@ RESOLVE_TTL = 30.0
 
 
 class _Peer:
-    """Datagrams waiting for one peer, and the task sending them at the paced rate."""
+    """Records waiting for one peer, and the task sending them (coalesced, paced)."""
 
     def __init__(self, burst: int) -> None:
         #: (address, record header, record data) in sending order.
@@ -83,6 +83,8 @@ class UdpTransport:
 
     # -- the contract -----------------------------------------------------------------------
     async def start(self, node_id: str, address: str, deliver: Deliver) -> None:
+        if self._stream is not None or self._closed:
+            raise RuntimeError("a udp transport starts once")
         self._node_id = node_id
         self._sender_raw = wire.encode_sender(node_id)
         self._deliver = deliver
