@@ -8,7 +8,8 @@ timer, not on the caller.
 
 Options::
 
-    inner: tcp             # the wrapped transport, chosen by name like --transport
+    inner: tcp             # the wrapped transport, chosen by name like --transport (an
+                           # inner option named like one below, e.g. tcp's seed, cannot be set)
     control_file: PATH     # JSON rules, re-read when it changes (polled every poll_interval)
     poll_interval: 0.1     # seconds
     rules: {...}           # initial rules (same format), e.g. from a node's config file
@@ -66,8 +67,13 @@ class FaultyTransport:
         passed = {k: v for k, v in options.items() if k not in OWN_OPTIONS}
         self._inner = inner if inner is not None else _open_inner(str(own.get("inner", "tcp")), passed)
         self._control_file = own.get("control_file")
-        self._poll_interval = float(own.get("poll_interval", 0.1))
-        self._max_delayed = int(own.get("max_delayed", 100_000))
+        try:
+            self._poll_interval = float(own.get("poll_interval", 0.1))
+            self._max_delayed = int(own.get("max_delayed", 100_000))
+        except (TypeError, ValueError):
+            raise ConfigError("transport_options: poll_interval and max_delayed must be numbers") from None
+        if self._poll_interval <= 0:
+            raise ConfigError("transport_options.poll_interval must be > 0")
         seed = own.get("seed")
         if seed is None:
             seed = random.SystemRandom().randrange(2**32)

@@ -199,3 +199,5 @@ def test_options_pass_through_and_are_checked():
         open_faulty({"inner": "faulty"})
     t = open_faulty({"inner": "udp", "max_datagram_bytes": 1400, "rules": {"partitions": [["x", "y"]]}})
     assert t.inner.options.max_datagram_bytes == 1400 and t.rules.partitions
+    with pytest.raises(ConfigError, match="poll_interval"):
+        open_faulty({"inner": "udp", "poll_interval": "often"})
