@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "keyval-sqlite"
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "keyval-sqlite"
 BIN = Path(sys.executable).parent
 
 
@@ -35,6 +36,24 @@ def sqlite_plugin() -> Path:
             pytest.fail(f"pip install -e {EXAMPLE} failed:\n{pip.stdout[-2000:]}{pip.stderr[-2000:]}")
     assert installed_from_this_checkout()
     return EXAMPLE
+
+
+# In docs/plugins.md a file is shown as **`keyval-sqlite/PATH`** (maybe "(excerpt: ...)")
+# followed by a fenced code block.
+DOC_BLOCK = re.compile(r"^\*\*`keyval-sqlite/([^`]+)`\*\*( \(excerpt[^)]*\))?\n\n```\w*\n(.*?)^```$", re.M | re.S)
+
+
+def test_the_guide_shows_the_example_line_for_line():
+    blocks = DOC_BLOCK.findall((ROOT / "docs" / "plugins.md").read_text())
+    shown = {path for path, _, _ in blocks}
+    assert {"pyproject.toml", "keyval_sqlite/plugin.py", "tests/test_conformance.py",
+            "keyval_sqlite/storage.py"} <= shown
+    for path, excerpt, code in blocks:
+        source = (EXAMPLE / path).read_text()
+        if excerpt:
+            assert code in source, f"docs/plugins.md shows lines of {path} that are not in the example"
+        else:
+            assert code == source, f"docs/plugins.md shows {path} differently from the example"
 
 
 def test_keyval_plugins_lists_sqlite_from_its_package(sqlite_plugin):

@@ -14,7 +14,10 @@ def open_sqlite(data_dir: str | None, options: dict[str, Any]):
 
     if data_dir is None:
         raise ConfigError("the sqlite storage backend needs a data dir (--data-dir)")
-    return SqliteStorage(data_dir, snapshots_keep=int(options.get("snapshots_keep", 2)))
+    keep = options.get("snapshots_keep", 2)
+    if type(keep) is not int or keep < 1:
+        raise ConfigError(f"sqlite storage: snapshots_keep must be a whole number of at least 1, not {keep!r}")
+    return SqliteStorage(data_dir, snapshots_keep=keep)
 
 
 @keyval.hookimpl
