@@ -16,6 +16,18 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+def make_dirs_durably(path: str) -> None:
+    """``os.makedirs``, then fsync the parent of every directory it created, so that a
+    crash cannot take away a directory whose files were fsynced."""
+    missing = []
+    while path and not os.path.isdir(path):
+        missing.append(path)
+        path = os.path.dirname(path)
+    for created in reversed(missing):
+        os.makedirs(created, exist_ok=True)
+        fsync_dir(os.path.dirname(created) or ".")
+
+
 def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
     """``os.write`` until everything is written (a regular file may take less at once)."""
     view = memoryview(data)

@@ -17,7 +17,7 @@ from keyval.raft.storage import ENTRY_OVERHEAD
 from keyval.raft.types import Entry, EntryType
 
 from .format import BLOCK_HEADER, ENTRY_TABLE, encode_block, encode_segment_header, scan_segment
-from .fsutil import datasync, fsync_dir, write_all, write_file_durably
+from .fsutil import datasync, fsync_dir, make_dirs_durably, write_all, write_file_durably
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ class SegmentLog:
         self.durable_last = 0
         self.cache: list[Entry] = []
         self.cached_bytes = 0
-        os.makedirs(directory, exist_ok=True)
+        make_dirs_durably(directory)
         self._recover()
 
     def last_index(self) -> int:

@@ -30,6 +30,7 @@ from keyval.raft.storage import ENTRY_OVERHEAD, Compacted, SnapshotUnavailable, 
 from keyval.raft.types import Entry, HardState, Membership, Snapshot, SnapshotMeta
 from keyval.storage import SnapshotInfo
 
+from .fsutil import make_dirs_durably
 from .hardstate import HardStateFile
 from .log import SegmentLog
 from .options import SegmentOptions
@@ -49,10 +50,11 @@ class SegmentStorage:
         """
         self.options = options = options or SegmentOptions()
         self.data_dir = data_dir
-        os.makedirs(data_dir, exist_ok=True)
+        make_dirs_durably(data_dir)
         if snapshots is None:
             from plugins.storage.snapshots import SnapshotStore
 
+            make_dirs_durably(os.path.join(data_dir, "snapshots"))
             snapshots = SnapshotStore(os.path.join(data_dir, "snapshots"), options.snapshots_keep, options.snapshot_level)
         self._snapshots = snapshots
         self._lock = threading.Lock()
@@ -65,7 +67,8 @@ class SegmentStorage:
         self._log = SegmentLog(os.path.join(data_dir, "log"), options.segment_size, options.cache_bytes)
         snapshot = self._snapshots.load_newest()
         self._snap_meta = snapshot.meta if snapshot is not None else SnapshotMeta()
-        #: the newest snapshot's data, kept while it may be sent (see snapshot_chunk)
+        #: the newest snapshot, decompressed: loaded here to find the newest *valid* one and
+        #: handed to the first load_snapshot(); later loaded again for a send (snapshot_chunk)
         self._sent: Snapshot | None = snapshot
         self._offset = self._snap_meta.index
         self._offset_term = self._snap_meta.term
@@ -208,7 +211,9 @@ class SegmentStorage:
                 keep = self._term(meta.index) == meta.term
             except (Compacted, Unavailable):
                 keep = False
-            self._snap_meta, self._sent = meta, snapshot
+            # Not kept: the runtime restores its state machine from it, a follower rarely
+            # sends it on — snapshot_chunk loads it again if it does.
+            self._snap_meta, self._sent = meta, None
             self._offset, self._offset_term = meta.index, meta.term
             if keep:
                 self._log.drop_through(meta.index)
@@ -228,6 +233,7 @@ class SegmentStorage:
     def load_snapshot(self) -> Snapshot | None:
         sent = self._sent
         if sent is not None and sent.meta.index == self._snap_meta.index:
+            self._sent = None  # handed over; two copies of the state would be one too many
             return sent
         return self._snapshots.load_newest()
 
