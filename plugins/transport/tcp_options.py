@@ -30,6 +30,8 @@ class TcpOptions:
     #: Reconnection backoff doubles from reconnect_min up to reconnect_max, with jitter.
     reconnect_min: float = 0.05
     reconnect_max: float = 2.0
+    #: Inbound connections served at once; more are refused.
+    max_connections: int = 1024
     #: Consecutive frames failing authentication or decoding before a connection is closed.
     max_bad_frames: int = 8
     #: At most one log line per kind of drop per this many seconds.
@@ -42,7 +44,7 @@ class TcpOptions:
     tls_ca: str | None = None
 
 
-_POSITIVE_INTS = ("queue_size", "queue_bytes", "max_frame_bytes", "max_bad_frames")
+_POSITIVE_INTS = ("queue_size", "queue_bytes", "max_frame_bytes", "max_connections", "max_bad_frames")
 _POSITIVE_FLOATS = ("connect_timeout", "write_timeout", "reconnect_min", "reconnect_max", "log_interval")
 _PATHS = ("secret_file", "tls_cert", "tls_key", "tls_ca")
 KNOWN = tuple(f.name for f in dataclasses.fields(TcpOptions))

@@ -29,6 +29,7 @@ COUNTERS = (
     "connect_failures",
     "connections_lost",  # outbound connections the peer closed or broke
     "connections_accepted",
+    "connections_refused",  # inbound connections beyond max_connections
     "connections_closed_bad",  # closed after too many bad frames or an oversized one
 )
 
@@ -38,7 +39,7 @@ class Stats:
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.counts = dict.fromkeys(COUNTERS, 0)
         self._log = logger
-        self._label = label
+        self.label = label  # set again once the node id is known
         self._interval = interval
         self._clock = clock
         self._next_line: dict[str, float] = {}
@@ -59,7 +60,7 @@ class Stats:
         self._unlogged[kind] = 0
         self._next_line[kind] = now + self._interval
         self._log.warning("%s: %s +%d (%d in total): %s",
-                          self._label, kind, pending, self.counts[kind], detail)
+                          self.label, kind, pending, self.counts[kind], detail)
 
     def snapshot(self) -> dict[str, int]:
         return dict(self.counts)

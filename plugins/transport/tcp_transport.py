@@ -53,7 +53,7 @@ class TcpTransport:
             raise RuntimeError("a tcp transport starts once")
         host, port = split_address(address)
         self._node_id, self._deliver = node_id, deliver
-        self._stats = Stats(log, f"tcp transport of node {node_id}", self._opts.log_interval)
+        self._stats.label = f"tcp transport of node {node_id}"
         self._server = await asyncio.start_server(
             self._serve, host, port, ssl=self._server_tls, limit=READ_LIMIT
         )
@@ -116,7 +116,14 @@ class TcpTransport:
         task = asyncio.current_task()
         assert task is not None
         if self._closed:  # accepted just before close() and scheduled after it
-            writer.close()
+            writer.transport.abort()
+            return
+        if len(self._inbound) >= self._opts.max_connections:
+            # Anyone may connect, so the number of connections (each of which may hold a
+            # frame being read) is what bounds the memory strangers can make us spend.
+            self._stats.report("connections_refused", f"{_peername(writer)}: already "
+                               f"{len(self._inbound)} inbound connections (max_connections)")
+            writer.transport.abort()
             return
         self._inbound[task] = writer
         self._stats.add("connections_accepted")

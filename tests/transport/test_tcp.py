@@ -159,6 +159,23 @@ def test_repeated_bad_frames_close_the_connection(net):
     assert stats["dropped_decode"] == 3 and stats["connections_closed_bad"] == 1
 
 
+def test_inbound_connections_beyond_the_maximum_are_refused(net):
+    b, good = net.node("b", {"max_connections": 2}), net.node("g")
+    first, second = raw_connect(b.address), raw_connect(b.address)
+    try:
+        net.wait(lambda: b.stats()["connections_accepted"] == 2, "two connections")
+        with raw_connect(b.address) as third:
+            try:
+                assert third.recv(1) == b""
+            except ConnectionResetError:
+                pass
+        assert b.stats()["connections_refused"] == 1
+    finally:
+        first.close()
+        second.close()
+    net.deliver(good, b, TimeoutNow(1, "g", "b"))
+
+
 def test_a_message_larger_than_a_frame_is_dropped_at_the_sender(net):
     a, b = net.node("a", {"max_frame_bytes": 100}), net.node("b")
     a.send(b, Heartbeat(1, "a", "b", 1, b"x" * 200))
