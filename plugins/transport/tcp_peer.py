@@ -1,9 +1,10 @@
 """One outbound peer of the ``tcp`` transport: a bounded queue and the task that drains it.
 
 The connection is opened lazily, on the first message, and reopened with exponential
-backoff and jitter after it breaks; while it cannot be opened, messages are dropped. Frames are queued already encoded; the queue is bounded
-by count and by bytes, so a slow or dead peer costs at most that much memory, and since
-each peer has its own writer task it never holds up the others.
+backoff and jitter after it breaks; what is queued when a dial fails is dropped. Frames are
+queued already encoded; the queue is bounded by count and by bytes, so a slow or dead peer
+costs at most that much memory, and since each peer has its own writer task it never holds
+up the others.
 """
 from __future__ import annotations
 
