@@ -46,6 +46,7 @@ import json
 import logging
 import os
 import random
+import time
 from typing import Any
 
 from keyval import hookimpl
@@ -58,6 +59,8 @@ from .faulty_rules import Fate, RuleError, Rules, decide, parse_rules
 
 log = logging.getLogger(__name__)
 
+#: How long after a change a control file is re-read on every poll, whatever its stat says.
+RACY_SECONDS = 2.0
 OWN_OPTIONS = ("inner", "control_file", "poll_interval", "rules", "seed", "max_delayed")
 
 
@@ -83,8 +86,9 @@ class FaultyTransport:
             self._rules = parse_rules(own.get("rules"))
         except RuleError as exc:
             raise ConfigError(f"transport_options.rules: {exc}") from None
+        # The control file as last seen: stat signature and contents (good or bad).
         self._file_signature: tuple | None = None
-        self._bad_signature: tuple | None = None
+        self._file_text: str | None = None
         # Timers of delayed messages, to cancel them on close.
         self._delayed: dict[int, asyncio.TimerHandle] = {}
         self._next_key = 0
@@ -187,30 +191,38 @@ class FaultyTransport:
         path = self._control_file
         try:
             st = os.stat(path)
-        except FileNotFoundError:
-            if self._file_signature is not None:
-                log.info("faulty transport: control file %s removed; no faults from now on", path)
+        except OSError as exc:
+            if self._file_text is not None:
+                # A missing file is the way to say "no faults"; other errors are logged.
+                log.info("faulty transport: control file %s gone (%s); no faults from now on",
+                         path, exc.strerror)
+                self._file_text = None
                 self._file_signature = None
                 self.set_rules(None)
             return
-        except OSError as exc:
-            log.warning("faulty transport: cannot stat control file %s: %s", path, exc)
-            return
         signature = (st.st_mtime_ns, st.st_size, st.st_ino)
-        if signature == self._file_signature or signature == self._bad_signature:
+        # A file rewritten within the timestamp granularity (milliseconds on most file
+        # systems) with the same size may keep its signature: while its mtime is recent, read
+        # it anyway and compare contents (git's "racy" files).
+        recent = time.time() - st.st_mtime < RACY_SECONDS
+        if signature == self._file_signature and not recent:
             return
+        self._file_signature = signature
         try:
             with open(path, encoding="utf-8") as f:
                 text = f.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            text = f"unreadable: {exc}"
+        if text == self._file_text:
+            return
+        self._file_text = text
+        try:
             rules = parse_rules(json.loads(text) if text.strip() else None)
-        except (OSError, ValueError) as exc:  # RuleError and JSONDecodeError are ValueErrors
-            self._bad_signature = signature
+        except ValueError as exc:  # RuleError and JSONDecodeError are ValueErrors
             self._counts["rules_rejected"] += 1
             log.warning("faulty transport: control file %s is malformed, keeping the previous rules: %s",
                         path, exc)
             return
-        self._file_signature = signature
-        self._bad_signature = None
         self.set_rules(rules)
         log.info("faulty transport: rules from %s: %d rule(s), %d partition(s)",
                  path, len(rules.rules), len(rules.partitions))

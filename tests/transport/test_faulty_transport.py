@@ -5,6 +5,7 @@ import asyncio
 import json
 import logging
 import os
+import sys
 
 import pytest
 
@@ -162,13 +163,13 @@ def test_malformed_control_file_keeps_previous_rules_and_is_logged_once(inner, t
     async def go():
         a, b, _, sb = await pair(inner, control_file=str(control), poll_interval=0.02)
         write_rules(control, "{not json")
-        await wait_until(lambda: a.stats()["rules_rejected"] == 1)
+        await wait_until(lambda: a.stats()["rules_rejected"] == b.stats()["rules_rejected"] == 1)
         await settle()  # several more polls of the same bad file
         a.send("b", b.address, hb())
         await settle()
         assert len(sb) == 0 and a.stats()["fault_partitioned"] == 1
         write_rules(control, {"rules": [{"drop": 7}]})  # valid JSON, invalid rules
-        await wait_until(lambda: a.stats()["rules_rejected"] == 2)
+        await wait_until(lambda: a.stats()["rules_rejected"] == b.stats()["rules_rejected"] == 2)
         assert a.rules.partitions
         await close(a, b)
 
@@ -201,3 +202,67 @@ def test_options_pass_through_and_are_checked():
     assert t.inner.options.max_datagram_bytes == 1400 and t.rules.partitions
     with pytest.raises(ConfigError, match="poll_interval"):
         open_faulty({"inner": "udp", "poll_interval": "often"})
+
+
+CHILD = """
+import asyncio, sys
+from keyval.plugins import build_plugin_manager, choose_transport
+
+async def main():
+    t = choose_transport(build_plugin_manager(), "faulty").factory(
+        {"inner": "udp", "control_file": sys.argv[1], "poll_interval": 0.02})
+    await t.start("b", "127.0.0.1:0", lambda m: print("got", m.commit, flush=True))
+    print("address", t.address, flush=True)
+    await asyncio.sleep(30)
+
+asyncio.run(main())
+"""
+
+
+def test_control_file_steers_another_process(tmp_path):
+    """What a test of real nodes does: one control file, read by a node in its own process."""
+    control = tmp_path / "faults.json"
+    write_rules(control, {"partitions": [["a", "b"]]})
+
+    async def go():
+        child = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", CHILD, str(control), stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL, cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+        try:
+            line = (await child.stdout.readline()).decode().split()
+            assert line[0] == "address", line
+            a = open_faulty({"inner": "udp"})
+            await a.start("a", "127.0.0.1:0", Sink())
+            for i in range(5):
+                a.send("b", line[1], hb(commit=i))
+            await asyncio.sleep(0.2)
+            write_rules(control, {})
+            got = None
+            for i in range(100, 200):  # Raft would retry too: resend until one arrives
+                a.send("b", line[1], hb(commit=i))
+                try:
+                    got = await asyncio.wait_for(child.stdout.readline(), 0.05)
+                    break
+                except asyncio.TimeoutError:
+                    continue
+            assert got is not None and int(got.split()[1]) >= 100  # nothing from the partition
+            await a.close()
+        finally:
+            child.kill()
+            await child.wait()
+    run(go(), timeout=30)
+
+
+def test_a_rewrite_that_keeps_size_and_mtime_is_still_seen(tmp_path):
+    control = tmp_path / "faults.json"
+    control.write_text('{"rules": [{"drop": 1.0}]}')
+    stamp = os.stat(control).st_mtime_ns
+    t = FaultyTransport({"control_file": str(control)}, inner=object())
+    t._poll_control_file()
+    assert t.rules.rules[0].drop == 1.0
+    control.write_text('{"rules": [{"drop": 0.5}]}')  # same size, same inode
+    os.utime(control, ns=(stamp, stamp))               # and the same mtime
+    t._poll_control_file()
+    assert t.rules.rules[0].drop == 0.5
+    t._poll_control_file()
+    assert t._counts["rules_loaded"] == 2  # unchanged contents are not applied again
