@@ -9,7 +9,9 @@ Raft's retries resend it. Large messages (snapshot chunks) are paced per peer, s
 larger than the receiver's socket buffer would be lost whole.
 
 With ``secret_file`` every datagram is sealed with HMAC-SHA256 and replays are rejected by a
-sliding window per (sender, epoch) (``udp_replay``). Options: ``udp_options.UdpOptions``.
+sliding window per (sender, epoch) (``udp_replay``). The window is kept without a secret too,
+where it only filters datagrams the network duplicated (anyone can forge those anyway).
+Options: ``udp_options.UdpOptions``.
 """
 from __future__ import annotations
 
