@@ -272,6 +272,7 @@ class UdpTransport:
                 self._drop("dropped_decode", "datagram handling failed: %r", exc)
 
     def _on_datagram(self, data: bytes) -> None:
+        # Peer-chosen strings (the sender id) are logged with %r: one line per event, always.
         self._counts["datagrams_received"] += 1
         self._counts["bytes_received"] += len(data)
         try:
@@ -297,13 +298,13 @@ class UdpTransport:
             self._drop("dropped_decode", "datagram: %s", exc)
             return
         if not self._replay.accept(header.sender, header.epoch, header.seq):
-            self._drop("dropped_replay", "datagram %d of %s replayed or too old", header.seq, header.sender)
+            self._drop("dropped_replay", "datagram %d of %r replayed or too old", header.seq, header.sender)
             return
         try:
             for message_id, index, count, total, fragment in wire.records(body):
                 if count == 1:
                     if total > self.options.max_message_bytes:
-                        self._drop("dropped_too_large", "message of %d bytes from %s", total, header.sender)
+                        self._drop("dropped_too_large", "message of %d bytes from %r", total, header.sender)
                     else:
                         self._on_message(header.sender, fragment)
                     continue
@@ -312,16 +313,16 @@ class UdpTransport:
                 if encoded is not None:
                     self._on_message(header.sender, encoded)
         except wire.BadDatagram as exc:
-            self._drop("dropped_decode", "datagram from %s: %s", header.sender, exc)
+            self._drop("dropped_decode", "datagram from %r: %s", header.sender, exc)
 
     def _on_message(self, sender: str, encoded: bytes | memoryview) -> None:
         try:
             cluster_id, message = decode_message(encoded)
         except DecodeError as exc:
-            self._drop("dropped_decode", "message from %s: %s", sender, exc)
+            self._drop("dropped_decode", "message from %r: %s", sender, exc)
             return
         if self._cluster_id is not None and cluster_id != self._cluster_id:
-            self._drop("dropped_cluster", "message from %s of cluster %r", sender, cluster_id)
+            self._drop("dropped_cluster", "message from %r of cluster %r", sender, cluster_id)
             return
         if message.frm != sender:
             self._drop("dropped_decode", "message claims to be from %r but %r sent it", message.frm, sender)
