@@ -67,6 +67,23 @@ def test_append_read_and_term(tmp_path):
     store.close()
 
 
+def test_group_commit_one_fdatasync_for_many_appends(tmp_path, monkeypatch):
+    import plugins.storage.segment.log as segment_log
+
+    store = open_store(tmp_path)
+    calls = []
+    real = segment_log.datasync
+    monkeypatch.setattr(segment_log, "datasync", lambda fd: (calls.append(fd), real(fd)))
+    for lo in range(1, 100, 10):
+        store.append(run(lo, lo + 9))
+    assert calls == []  # appends never wait for the disk
+    store.sync()
+    assert len(calls) == 1
+    store.sync()  # nothing new: no flush
+    assert len(calls) == 1
+    store.close()
+
+
 def test_reads_from_files_match_reads_from_the_cache(tmp_path):
     entries = run(1, 300, size=37) + run(301, 400, term=2, size=500)
     cached = open_store(tmp_path / "a", segment_size=4096)
