@@ -25,9 +25,11 @@ A block may start *inside* the previous block's index range: that is how a confl
 suffix is truncated without rewriting acknowledged data. The later block supersedes the
 earlier block's entries from its first index on (see ``SegmentLog.truncate``).
 
-Forward compatibility: the magic and the version sit at fixed offsets in every version; a
-reader refuses a version newer than ``FORMAT_VERSION`` with ``UnsupportedFormat`` before it
-looks at anything else.
+Versions: every segment file (and the hard state file) carries its own format version, so
+after an upgrade a node reads the segments it wrote before and writes new ones in its own
+version. The magic and the version sit at fixed offsets in every version; a reader refuses a
+version newer than ``FORMAT_VERSION`` with ``UnsupportedFormat`` before it looks at anything
+else (a downgraded node stops with a clear message rather than misread a newer file).
 """
 from __future__ import annotations
 
