@@ -62,6 +62,7 @@ def plugins(as_json: bool) -> None:
 @click.option("--peer-addr", metavar="HOST:PORT", help="Raft address other nodes reach this node on.")
 @click.option("--client-addr", metavar="HOST:PORT", help="Address kvctl and clients connect to.")
 @click.option("--data-dir", metavar="DIR", help="Where the log, snapshots and state live.")
+@click.option("--metrics-addr", metavar="HOST:PORT", help="Serve Prometheus /metrics and /health here.")
 @click.option("--bootstrap", metavar="ID=HOST:PORT,...", help="Initial voters of a new cluster.")
 @click.option("--transport", metavar="NAME", help="Transport backend (default tcp; see `keyval plugins`).")
 @click.option("--storage", metavar="NAME", help="Storage backend (default segment; see `keyval plugins`).")

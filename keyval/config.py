@@ -25,6 +25,8 @@ class NodeConfig:
     peer_addr: str
     client_addr: str
     data_dir: str | None = None
+    #: HTTP address for /metrics and /health (None: not served)
+    metrics_addr: str | None = None
     bootstrap: dict[str, str] = field(default_factory=dict)
     transport: str = "tcp"
     storage: str = "segment"
@@ -122,6 +124,8 @@ def node_config(settings: dict[str, Any]) -> NodeConfig:
     values["id"] = parse_node_id(values["id"])
     for key in ("peer_addr", "client_addr"):
         values[key] = parse_address(values[key], key)
+    if values.get("metrics_addr"):
+        values["metrics_addr"] = parse_address(values["metrics_addr"], "metrics_addr")
     if values.get("bootstrap") not in (None, "", {}):
         values["bootstrap"] = parse_bootstrap(values["bootstrap"])
     else:

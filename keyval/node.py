@@ -18,6 +18,7 @@ from keyval.config import NodeConfig
 from keyval.datadir import DataDirLock, cluster_id_for
 from keyval.errors import KeyvalError
 from keyval.kv import KVStore, Limits, WriteResult
+from keyval.metrics import NodeMetrics
 from keyval.plugins import Plugins, choose_storage, choose_transport
 from keyval.raft import (
     NONE,
@@ -32,6 +33,26 @@ from keyval.raft import (
 from keyval.raft import messages as m
 
 log = logging.getLogger("keyval.node")
+
+
+STORAGE_METHODS = ("append", "close", "entries", "initial_state", "load_snapshot", "set_hard_state", "sync", "term")
+TRANSPORT_METHODS = ("close", "send", "set_cluster_id", "start", "stats")
+
+
+def _open_backend(kind: str, name: str, required: tuple[str, ...], open_it):
+    """Open a plugin's backend; whatever goes wrong becomes one clear line, not a traceback."""
+    try:
+        backend = open_it()
+    except KeyvalError:
+        raise
+    except Exception as exc:
+        raise KeyvalError(f"{kind} backend {name!r} failed to open: {type(exc).__name__}: {exc}") from exc
+    missing = [method for method in required if not callable(getattr(backend, method, None))]
+    if missing:
+        raise KeyvalError(
+            f"{kind} backend {name!r} returned a {type(backend).__name__}, not a {kind} (missing: {', '.join(missing)})"
+        )
+    return backend
 
 
 class ProposalLost(KeyvalError):
@@ -70,6 +91,8 @@ class Node:
         self.plugins = plugins
         self.timing = timing
         self.kv = KVStore(limits)
+        self.metrics = NodeMetrics()
+        self.metrics.attach(self)
         self.storage: Any = None
         self.transport: Any = None
         self.core: RaftCore | None = None
@@ -94,8 +117,18 @@ class Node:
     async def start(self) -> None:
         if self._lock:
             self._lock.acquire()
-        storage_backend = choose_storage(self.plugins, self.config.storage)
-        self.storage = storage_backend.factory(self.config.data_dir, dict(self.config.storage_options))
+        try:
+            await self._open()
+        except BaseException:
+            if self.storage is not None:
+                self.storage.close()
+            if self._lock:
+                self._lock.release()
+            raise
+
+    async def _open(self) -> None:
+        self.storage = _open_backend("storage", self.config.storage, STORAGE_METHODS, lambda: choose_storage(
+            self.plugins, self.config.storage).factory(self.config.data_dir, dict(self.config.storage_options)))
         self._maybe_bootstrap()
         snapshot = self.storage.load_snapshot()
         if snapshot is not None and snapshot.data:
@@ -109,8 +142,8 @@ class Node:
             snapshot_threshold=self.timing.snapshot_threshold,
         )
         self.core = RaftCore(raft_config, self.storage, random.Random())
-        transport_backend = choose_transport(self.plugins, self.config.transport)
-        self.transport = transport_backend.factory(dict(self.config.transport_options))
+        self.transport = _open_backend("transport", self.config.transport, TRANSPORT_METHODS, lambda: choose_transport(
+            self.plugins, self.config.transport).factory(dict(self.config.transport_options)))
         self._adopt_cluster_id(self.core.membership.cluster_id)
         await self.transport.start(self.id, self.config.peer_addr, self._deliver)
         status = self.core.status()
@@ -238,7 +271,11 @@ class Node:
         if rd.hard_state is not None:
             self.storage.set_hard_state(rd.hard_state)
         if rd.entries or rd.hard_state is not None:
+            started = time.perf_counter()
             await loop.run_in_executor(None, self.storage.sync)
+            self.metrics.fsync.observe(time.perf_counter() - started)
+            if rd.entries:
+                self.metrics.batch_entries.observe(len(rd.entries))
         # 2. send
         if rd.messages:
             self._send(rd.messages)
@@ -269,6 +306,8 @@ class Node:
         role, leader, term = soft
         previous = self._last_role
         self._last_role = soft
+        if previous is not None and previous[1] != leader and leader:
+            self.metrics.leader_changes.inc()
         if previous is None or previous[0] != role or previous[1] != leader:
             log.info("node %s term %d: %s, leader %s", self.id, term, role.value, leader or "unknown")
             self._notify("keyval_role_changed", node_id=self.id, term=term, role=role.value, leader=leader or None)
@@ -323,9 +362,16 @@ class Node:
         fut = asyncio.get_running_loop().create_future()
         self._waiters[index] = (term, fut)
         self._wake.set()
+        outcome = "timeout"
         try:
-            return await asyncio.wait_for(asyncio.shield(fut), timeout)
+            result = await asyncio.wait_for(asyncio.shield(fut), timeout)
+            outcome = "applied"
+            return result
+        except ProposalLost:
+            outcome = "lost"
+            raise
         finally:
+            self.metrics.proposals.labels(outcome).inc()
             if not fut.done():
                 self._waiters.pop(index, None)
 
@@ -340,7 +386,12 @@ class Node:
             self._next_round = _ReadRound(f"{self.id}:{self._read_seq}".encode())
             asyncio.get_running_loop().call_soon(self._start_read_round)
         self._next_round.waiters.append(fut)
-        await asyncio.wait_for(fut, timeout)
+        try:
+            await asyncio.wait_for(fut, timeout)
+        except BaseException:
+            self.metrics.reads.labels("failed").inc()
+            raise
+        self.metrics.reads.labels("confirmed").inc()
 
     def _start_read_round(self) -> None:
         round_, self._next_round = self._next_round, None

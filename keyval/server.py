@@ -11,6 +11,7 @@ from keyval.client_protocol import RegisterClientAddress
 from keyval.config import NodeConfig
 from keyval.errors import KeyvalError
 from keyval.kv import encode_meta
+from keyval.metrics import MetricsServer
 from keyval.node import Node, Timing
 from keyval.plugins import Plugins
 from keyval.service import CLIENT_ADDRESS_META, ClientService
@@ -37,15 +38,22 @@ class Server:
         self.config = config
         self.node = Node(config, plugins, timing)
         self.service = ClientService(self.node, config.client_addr)
+        self.metrics_server = MetricsServer(self.node, self.node.metrics, config.metrics_addr) if config.metrics_addr else None
         self._registrar: asyncio.Task | None = None
 
     async def start(self) -> None:
-        await self.node.start()
+        try:
+            await self.node.start()
+        except OSError as exc:
+            raise KeyvalError(f"cannot start node {self.config.id}: {exc}") from None
         try:
             await self.service.start()
+            if self.metrics_server is not None:
+                await self.metrics_server.start()
         except OSError as exc:
+            await self.service.close()
             await self.node.stop()
-            raise KeyvalError(f"cannot listen for clients on {self.config.client_addr}: {exc.strerror}") from None
+            raise KeyvalError(f"cannot listen: {exc}") from None
         self._registrar = asyncio.create_task(self._register_client_address())
         log.info("node %s serving clients on %s, peers on %s", self.node.id, self.service.address, self.config.peer_addr)
 
@@ -54,6 +62,8 @@ class Server:
             self._registrar.cancel()
             await asyncio.gather(self._registrar, return_exceptions=True)
         await self.service.close()
+        if self.metrics_server is not None:
+            await self.metrics_server.close()
         await self.node.stop()
 
     async def _register_client_address(self) -> None:

@@ -27,15 +27,25 @@ def test_serve_help_lists_every_flag():
         assert flag in result.output
 
 
-def test_serve_validates_then_says_the_runtime_is_missing(tmp_path):
-    result = invoke("serve", *NODE, "--bootstrap", "node1=127.0.0.1:7001,node2=127.0.0.1:7002",
-                    "--storage", "memory", "--transport", "udp", "--data-dir", str(tmp_path))
-    assert result.exit_code == 1
-    assert result.output == "keyval serve: the node runtime is not implemented yet (issue #5)\n"
+def test_serve_refuses_a_data_dir_in_use_and_touches_nothing(tmp_path):
+    from keyval.datadir import DataDirLock
+
+    holder = DataDirLock(str(tmp_path))
+    holder.acquire()  # as if another keyval process were running on this data dir
+    try:
+        before = sorted(p.name for p in tmp_path.iterdir())
+        result = invoke("serve", *NODE, "--bootstrap", "node1=127.0.0.1:7001,node2=127.0.0.1:7002",
+                        "--storage", "memory", "--transport", "udp", "--data-dir", str(tmp_path))
+        assert result.exit_code == 1
+        assert len(result.output.splitlines()) == 1
+        assert "is in use by another keyval process" in result.output
+        assert sorted(p.name for p in tmp_path.iterdir()) == before
+    finally:
+        holder.release()
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--transport", "carrier-pigeon"], "unknown transport backend 'carrier-pigeon'; available: tcp, udp"),
+    (["--transport", "carrier-pigeon"], "unknown transport backend 'carrier-pigeon'; available: faulty, tcp, udp"),
     (["--bootstrap", "node1:7001"], "bootstrap: expected ID=HOST:PORT, got 'node1:7001'"),
     (["--log-level", "loud"], "log_level: 'loud' is not one of"),
 ])
@@ -48,11 +58,22 @@ def test_serve_usage_errors_are_one_line_and_exit_2(args, message):
 
 def test_serve_reads_the_config_file(tmp_path):
     config = tmp_path / "node.yaml"
-    config.write_text("id: node1\npeer_addr: 127.0.0.1:7001\nclient_addr: 127.0.0.1:8001\nstorage: nope\n")
+    config.write_text(f"id: node1\npeer_addr: 127.0.0.1:7001\nclient_addr: 127.0.0.1:8001\nstorage: nope\n"
+                      f"data_dir: {tmp_path / 'data'}\n")
     result = invoke("serve", "--config", str(config))
     assert result.exit_code == 2
     assert "unknown storage backend 'nope'" in result.output
-    assert invoke("serve", "--config", str(config), "--storage", "memory").exit_code == 1
+    # With the storage overridden by a flag the file's settings are used: here the data dir,
+    # which another process holds, so the node refuses to start.
+    from keyval.datadir import DataDirLock
+
+    holder = DataDirLock(str(tmp_path / "data"))
+    holder.acquire()
+    try:
+        result = invoke("serve", "--config", str(config), "--storage", "memory")
+        assert result.exit_code == 1 and str(tmp_path / "data") in result.output
+    finally:
+        holder.release()
 
 
 def test_recover(tmp_path):

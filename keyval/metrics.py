@@ -1,0 +1,142 @@
+"""Prometheus metrics and a health endpoint, served over HTTP on a node's metrics address.
+
+Gauges are read from the node when scraped (nothing is computed in the Raft loop for them);
+only events — leader changes, proposals, fsyncs — are counted as they happen. Each node has
+its own registry: nothing here is global.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, CounterMetricFamily
+
+if TYPE_CHECKING:
+    from keyval.node import Node
+
+log = logging.getLogger("keyval.metrics")
+
+FSYNC_BUCKETS = (0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.0)
+
+
+class NodeMetrics:
+    """The event counters a node updates; the rest is collected from its status on scrape."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.leader_changes = Counter("keyval_leader_changes", "Times this node saw the leader change", registry=self.registry)
+        self.proposals = Counter("keyval_proposals", "Proposals by outcome", ["outcome"], registry=self.registry)
+        self.reads = Counter("keyval_linearizable_reads", "Linearizable reads by outcome", ["outcome"], registry=self.registry)
+        self.fsync = Histogram("keyval_fsync_seconds", "Time to make one batch of log writes durable",
+                               buckets=FSYNC_BUCKETS, registry=self.registry)
+        self.batch_entries = Histogram("keyval_persist_batch_entries", "Entries made durable per fsync",
+                                       buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024), registry=self.registry)
+
+    def attach(self, node: "Node") -> None:
+        self.registry.register(_StatusCollector(node))
+
+
+class _StatusCollector:
+    def __init__(self, node: "Node") -> None:
+        self.node = node
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        node = self.node
+        if node.core is None:
+            return
+        status = node.core.status()
+        for name, help_text, value in (
+            ("keyval_term", "Current Raft term", status.term),
+            ("keyval_is_leader", "1 if this node is the leader", int(status.role.value == "leader")),
+            ("keyval_commit_index", "Highest log index known committed", status.commit),
+            ("keyval_applied_index", "Highest log index applied to the state machine", status.applied),
+            ("keyval_last_index", "Last log index held", status.last_index),
+            ("keyval_first_index", "First log index held (after compaction)", status.first_index),
+            ("keyval_keys", "Keys in the state machine", len(node.kv)),
+            ("keyval_revision", "State machine revision", node.kv.revision),
+            ("keyval_voters", "Voting members in the configuration", len(status.membership.voters)),
+            ("keyval_learners", "Learners in the configuration", len(status.membership.learners)),
+        ):
+            yield GaugeMetricFamily(name, help_text, value=value)
+        role = GaugeMetricFamily("keyval_role", "1 for this node's current role", labels=["role"])
+        for candidate in ("follower", "pre-candidate", "candidate", "leader"):
+            role.add_metric([candidate], int(status.role.value == candidate))
+        yield role
+        if status.peers:
+            match = GaugeMetricFamily("keyval_peer_match_index", "Leader's view: log index a peer matches", labels=["peer"])
+            lag = GaugeMetricFamily("keyval_peer_lag_entries", "Leader's view: entries a peer is behind", labels=["peer"])
+            sent = CounterMetricFamily("keyval_peer_bytes_replicated", "Bytes of entries and snapshots sent to a peer", labels=["peer"])
+            for peer in status.peers:
+                if peer.id == node.id:
+                    continue
+                match.add_metric([peer.id], peer.match)
+                lag.add_metric([peer.id], max(0, status.last_index - peer.match))
+                sent.add_metric([peer.id], peer.bytes_sent)
+            yield from (match, lag, sent)
+        if node.transport is not None:
+            messages = CounterMetricFamily("keyval_transport_messages", "Peer messages by event (sent, received, dropped_*)", labels=["event"])
+            for event, count in sorted(node.transport.stats().items()):
+                if isinstance(count, (int, float)):
+                    messages.add_metric([event], count)
+            yield messages
+
+
+def health(node: "Node") -> tuple[bool, dict]:
+    core = node.core
+    if core is None:
+        return False, {"healthy": False, "reason": "starting"}
+    status = core.status()
+    member = node.id in status.membership.members
+    leader = status.leader or None
+    ok = member and leader is not None and node.fatal is None
+    reason = "" if ok else ("not a member yet" if not member else "no leader" if leader is None else "fatal error")
+    return ok, {"healthy": ok, "id": node.id, "role": status.role.value, "term": status.term, "leader": leader,
+                "commit_index": status.commit, "applied_index": status.applied, "reason": reason}
+
+
+class MetricsServer:
+    """A minimal HTTP/1.0 server for ``GET /metrics`` and ``GET /health``."""
+
+    def __init__(self, node: "Node", metrics: NodeMetrics, address: str) -> None:
+        self.node = node
+        self.metrics = metrics
+        self.address = address
+        self._server: asyncio.base_events.Server | None = None
+
+    async def start(self) -> None:
+        host, _, port = self.address.rpartition(":")
+        self._server = await asyncio.start_server(self._handle, host.strip("[]"), int(port))
+        self.address = f"{host}:{self._server.sockets[0].getsockname()[1]}"
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request_line = await asyncio.wait_for(reader.readline(), 5)
+            while (await asyncio.wait_for(reader.readline(), 5)) not in (b"\r\n", b"\n", b""):
+                pass  # headers are not needed
+            parts = request_line.decode("latin-1").split()
+            path = parts[1].split("?")[0] if len(parts) >= 2 else ""
+            if path == "/metrics":
+                code, ctype, body = 200, "text/plain; version=0.0.4", generate_latest(self.metrics.registry)
+            elif path == "/health":
+                ok, doc = health(self.node)
+                code, ctype, body = (200 if ok else 503), "application/json", json.dumps(doc).encode()
+            else:
+                code, ctype, body = 404, "text/plain", b"not found: try /metrics or /health\n"
+            reason = {200: "OK", 404: "Not Found", 503: "Service Unavailable"}[code]
+            writer.write(f"HTTP/1.0 {code} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+            await writer.drain()
+        except (asyncio.TimeoutError, ConnectionError, UnicodeDecodeError):
+            pass
+        finally:
+            writer.close()
