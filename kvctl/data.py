@@ -15,9 +15,9 @@ from keyval import client_protocol as p
 from keyval.client import AsyncClient
 from keyval.errors import RequestRefused, Unreachable
 from kvctl.endpoints import resolve
-from kvctl.route import leader_first
 from kvctl.options import arg, command, opt
 from kvctl.output import UNREACHABLE, Failure, emit, handles_errors, raw, settings, text
+from kvctl.route import leader_first
 
 T = TypeVar("T")
 

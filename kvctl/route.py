@@ -1,10 +1,12 @@
 """Find the leader before a request, so kvctl's one request goes straight to it.
 
-Why: kvctl runs a single request per process, and right after a leader change the client's
-redirect-following can bounce between followers until its deadline (see the report for
-issue 5). Asking every endpoint for its status is cheap (any node answers it locally) and
-tells which node leads now; that node's client address goes first. It also lets kvctl tell
-"nothing answers" (exit 3, unreachable) from "nodes answer but no leader" (exit 3, no_leader).
+Why: right after a leader change, AsyncClient's redirect-following can bounce between
+followers until its deadline, without pausing (in ``_call`` the ``not_leader`` target is
+inserted at an index computed before the insert, so once the attempt count has wrapped
+around the list the next try is a neighbour, not the leader). Asking every endpoint for its
+status is cheap (any node answers it locally) and tells which node leads now; its client
+address goes first, and the client's first try hits it. It also lets kvctl tell "nothing
+answers" (unreachable) from "nodes answer but none leads" (no_leader); both exit 3.
 """
 from __future__ import annotations
 
