@@ -124,13 +124,18 @@ class AsyncClient:
 
     async def delete(self, key: bytes | str, *, expect_revision: int = -1) -> bool:
         """Delete; True if the key existed."""
+        existed, _ = await self.delete_with_revision(key, expect_revision=expect_revision)
+        return existed
+
+    async def delete_with_revision(self, key: bytes | str, *, expect_revision: int = -1) -> tuple[bool, int]:
+        """Delete; (whether the key existed, the store's revision afterwards)."""
         key = _bytes(key)
         reply = await self._write(lambda seq, acked: p.Delete(key, expect_revision, self.client_id, seq, acked))
         if not reply.ok:
             if reply.error == "revision mismatch":
                 raise RevisionMismatch(key, reply.current_revision)
             raise RequestRefused("refused", reply.error)
-        return reply.existed
+        return reply.existed, reply.revision
 
     async def get(self, key: bytes | str, *, serializable: bool = False) -> bytes | None:
         item = await self.get_item(key, serializable=serializable)
@@ -149,7 +154,10 @@ class AsyncClient:
     async def status(self, endpoint: str | None = None) -> dict[str, Any]:
         """The status of one node (default: whichever answers first)."""
         if endpoint is not None:
-            reply = await self._connection(endpoint).call(p.Status(), self.timeout)
+            try:
+                reply = await self._connection(endpoint).call(p.Status(), self.timeout)
+            except (OSError, ConnectionError, asyncio.TimeoutError) as exc:
+                raise Unreachable(f"no KeyVal node answered at {endpoint}: {exc or type(exc).__name__}") from None
             return self._check(reply).status
         return (await self._call(p.Status(), follow_leader=False)).status
 
@@ -190,9 +198,14 @@ class AsyncClient:
         return reply
 
     async def _call(self, body, *, follow_leader: bool = True, timeout: float | None = None):
+        """Send ``body`` until a node answers it or the deadline passes: on to the leader a
+        follower names, else round the endpoints, pausing (with growing backoff) after each
+        failed round so a leaderless cluster is not flooded."""
         deadline = time.monotonic() + (timeout or self.timeout)
-        order = [self._preferred] + [e for e in self.endpoints if e != self._preferred]
-        attempt = 0
+        rotation = [self._preferred] + [e for e in self.endpoints if e != self._preferred]
+        turn = 0
+        redirect: str | None = None
+        failures = 0
         last_error = ""
         reached_any = False
         while True:
@@ -201,14 +214,18 @@ class AsyncClient:
                 if not reached_any:
                     raise Unreachable(f"no KeyVal node answered at {', '.join(self.endpoints)}: {last_error}")
                 raise Timeout(f"no answer within {timeout or self.timeout:g}s ({last_error}); a write may still apply")
-            endpoint = order[attempt % len(order)]
-            attempt += 1
+            if redirect is not None:
+                endpoint, redirect = redirect, None
+            else:
+                endpoint = rotation[turn % len(rotation)]
+                turn += 1
             try:
                 reply = await self._connection(endpoint).call(body, remaining)
             except (OSError, ConnectionError, asyncio.TimeoutError) as exc:
                 last_error = f"{endpoint}: {exc or type(exc).__name__}"
-                if attempt % len(order) == 0:
-                    await asyncio.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+                failures += 1
+                if turn % len(rotation) == 0:
+                    await self._backoff(failures, deadline)
                 continue
             reached_any = True
             if not isinstance(reply, p.Error):
@@ -217,13 +234,20 @@ class AsyncClient:
             if reply.code not in RETRYABLE or (not follow_leader and reply.code == p.NOT_LEADER):
                 raise RequestRefused(reply.code, reply.message)
             last_error = reply.message
-            if reply.code == p.NOT_LEADER and reply.leader_address:
-                if reply.leader_address not in order:
-                    order.append(reply.leader_address)
+            failures += 1
+            if reply.code == p.NOT_LEADER and reply.leader_address and reply.leader_address != endpoint:
+                if reply.leader_address not in rotation:
+                    rotation.append(reply.leader_address)
                     self.endpoints.append(reply.leader_address)
-                order.insert(attempt % len(order), reply.leader_address)
-                continue
-            await asyncio.sleep(min(0.05 * attempt, 0.5, max(0.0, deadline - time.monotonic())))
+                redirect = reply.leader_address
+                if failures <= 2:
+                    continue  # a fresh hint: follow it at once
+            await self._backoff(failures, deadline)
+
+    @staticmethod
+    async def _backoff(failures: int, deadline: float) -> None:
+        delay = min(0.025 * (2 ** min(failures, 5)), 0.5, max(0.0, deadline - time.monotonic()))
+        await asyncio.sleep(delay)
 
 
 class Client:
@@ -249,6 +273,9 @@ class Client:
 
     def delete(self, key, *, expect_revision: int = -1) -> bool:
         return self._run(self._async.delete(key, expect_revision=expect_revision))
+
+    def delete_with_revision(self, key, *, expect_revision: int = -1) -> tuple[bool, int]:
+        return self._run(self._async.delete_with_revision(key, expect_revision=expect_revision))
 
     def scan(self, prefix=b"", limit: int = 0, *, serializable: bool = False) -> list[Item]:
         return self._run(self._async.scan(prefix, limit, serializable=serializable))

@@ -142,6 +142,7 @@ class Node:
             snapshot_threshold=self.timing.snapshot_threshold,
         )
         self.core = RaftCore(raft_config, self.storage, random.Random())
+        self._check_cluster_identity()
         self.transport = _open_backend("transport", self.config.transport, TRANSPORT_METHODS, lambda: choose_transport(
             self.plugins, self.config.transport).factory(dict(self.config.transport_options)))
         self._adopt_cluster_id(self.core.membership.cluster_id)
@@ -204,6 +205,15 @@ class Node:
         self.storage.set_hard_state(hard_state)
         self.storage.sync()
         log.info("node %s bootstrapped cluster %s with voters %s", self.id, membership.cluster_id, ",".join(sorted(bootstrap)))
+
+    def _check_cluster_identity(self) -> None:
+        """A data dir holds one cluster's data: refuse to run it as another cluster's node."""
+        held = self.core.membership.cluster_id
+        if held and self.config.bootstrap and held != cluster_id_for(self.config.bootstrap):
+            raise KeyvalError(
+                f"data dir {self.config.data_dir!r} belongs to cluster {held}, not the cluster --bootstrap describes "
+                f"({cluster_id_for(self.config.bootstrap)}); start with an empty data dir to join that cluster"
+            )
 
     def _adopt_cluster_id(self, cluster_id: str) -> None:
         if cluster_id and cluster_id != self.cluster_id:

@@ -11,9 +11,8 @@ from typing import Awaitable, Callable, TypeVar
 
 import click
 
-from keyval import client_protocol as p
 from keyval.client import AsyncClient
-from keyval.errors import RequestRefused, Unreachable
+from keyval.errors import Unreachable
 from kvctl.endpoints import resolve
 from kvctl.options import arg, command, opt
 from kvctl.output import UNREACHABLE, Failure, emit, handles_errors, raw, settings, text
@@ -42,15 +41,6 @@ def with_client(call: Callable[[AsyncClient], Awaitable[T]]) -> T:
                       f"(endpoints from {endpoints.source})", UNREACHABLE, "unreachable") from None
 
 
-async def delete_with_revision(client: AsyncClient, key: bytes) -> tuple[bool, int]:
-    # AsyncClient.delete() returns only whether the key existed; the reply also carries
-    # the revision the delete produced, which `delete --json` reports.
-    reply = await client._write(lambda seq, acked: p.Delete(key, -1, client.client_id, seq, acked))
-    if not reply.ok:
-        raise RequestRefused(p.REFUSED, reply.error)
-    return reply.existed, reply.revision
-
-
 @handles_errors
 def put(key: str, value: str) -> None:
     revision = with_client(lambda c: c.put(raw(key), raw(value)))
@@ -73,7 +63,7 @@ def get(key: str) -> None:
 
 @handles_errors
 def delete(key: str) -> None:
-    existed, revision = with_client(lambda c: delete_with_revision(c, raw(key)))
+    existed, revision = with_client(lambda c: c.delete_with_revision(raw(key)))
     shown = text(raw(key))
     if settings().json:
         emit({"key": shown, "deleted": existed, "revision": revision})

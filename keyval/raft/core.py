@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from . import messages as m
 from .config import RaftConfig
-from .log import InvariantViolation, RaftLog
+from .log import RaftLog
 from .progress import Progress, ProgressState
 from .storage import Compacted, LogStorage, SnapshotUnavailable, Unavailable
 from .types import (
