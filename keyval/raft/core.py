@@ -84,11 +84,13 @@ class Status:
 
 
 class _PendingRead:
-    __slots__ = ("context", "index", "acks")
+    __slots__ = ("context", "index", "round", "acks")
 
-    def __init__(self, context: bytes, index: int) -> None:
+    def __init__(self, context: bytes, index: int, round_: int) -> None:
         self.context = context
         self.index = index
+        #: the heartbeat round that confirms it: only acks of this round or a later one count
+        self.round = round_
         self.acks: set[NodeId] = set()
 
 
@@ -122,6 +124,9 @@ class RaftCore:
         self.pending_config_index = 0
         self._incoming_snapshot: tuple[SnapshotMeta, bytearray] | None = None
         self._pending_reads: list[_PendingRead] = []
+        # Heartbeat rounds carry this node's own sequence number, never the caller's context:
+        # an ack proves leadership only for reads registered before its round was sent.
+        self._read_round = 0
         self._reads_before_commit: list[bytes] = []
 
         # outboxes, emptied by ready()
@@ -181,7 +186,7 @@ class RaftCore:
                 self._become_follower(self.term, NONE)
             return
         last = self.log.last_index()
-        for node in config.members:
+        for node in sorted(config.members):
             pr = self.progress.get(node)
             if pr is None:
                 pr = Progress(last + 1, self.config.max_inflight, node in config.learners)
@@ -321,6 +326,7 @@ class RaftCore:
             or self._dropped_reads
             or self._hard_state() != self._prev_hard_state
             or self._soft_state() != self._prev_soft_state
+            or self._snapshot_due()
         )
 
     def ready(self) -> Ready:
@@ -394,12 +400,15 @@ class RaftCore:
     def _soft_state(self) -> tuple[Role, NodeId, int]:
         return (self.role, self.leader, self.term)
 
-    def _snapshot_request(self) -> int:
+    def _snapshot_due(self) -> bool:
         applied = self.log.applied
         base = self.log.storage.snapshot_meta().index
-        if applied - base >= self.config.snapshot_threshold and applied != self._last_snapshot_request:
-            self._last_snapshot_request = applied
-            return applied
+        return applied - base >= self.config.snapshot_threshold and applied != self._last_snapshot_request
+
+    def _snapshot_request(self) -> int:
+        if self._snapshot_due():
+            self._last_snapshot_request = self.log.applied
+            return self.log.applied
         return 0
 
     def _send(self, msg: m.Message) -> None:
@@ -455,7 +464,8 @@ class RaftCore:
         self.role = Role.LEADER
         self._step_role = self._step_leader
         last = self.log.last_index()
-        for node in self.membership.members | {self.id}:
+        # Sorted: message order must not depend on set iteration (PYTHONHASHSEED).
+        for node in sorted(self.membership.members | {self.id}):
             self.progress[node] = Progress(last + 1, self.config.max_inflight, node in self.membership.learners)
         own = self.progress[self.id]
         own.match = last
@@ -521,8 +531,7 @@ class RaftCore:
                 self.lead_transferee = NONE  # the target did not win in time: resume proposals
         if self.heartbeat_elapsed >= self.config.heartbeat_tick:
             self.heartbeat_elapsed = 0
-            context = self._pending_reads[-1].context if self._pending_reads else b""
-            self._broadcast_heartbeat(context)
+            self._broadcast_heartbeat(self._round_context() if self._pending_reads else b"")
 
     def _quorum_active(self) -> bool:
         voters = self.membership.voters
@@ -827,29 +836,38 @@ class RaftCore:
                 commit = min(pr.match, self.log.committed)
                 self._send(m.Heartbeat(self.term, self.id, node, commit, context))
 
+    def _round_context(self) -> bytes:
+        self._read_round += 1
+        return self._read_round.to_bytes(8, "big")
+
     def _start_read(self, context: bytes) -> None:
         voters = self.membership.voters
         if voters == {self.id}:
             self._read_states.append(ReadState(context, self.log.committed))
             return
-        read = _PendingRead(context, self.log.committed)
+        round_context = self._round_context()
+        read = _PendingRead(context, self.log.committed, self._read_round)
         if self.id in voters:
             read.acks.add(self.id)
         self._pending_reads.append(read)
-        self._broadcast_heartbeat(context)
+        self._broadcast_heartbeat(round_context)
 
-    def _ack_read(self, context: bytes, frm: NodeId) -> None:
+    def _ack_read(self, round_context: bytes, frm: NodeId) -> None:
         voters = self.membership.voters
-        for n, read in enumerate(self._pending_reads):
-            if read.context != context:
-                continue
-            if frm in voters:
-                read.acks.add(frm)
-            if len(read.acks & voters) >= len(voters) // 2 + 1:
-                # Confirming this read confirms every earlier one too.
-                done, self._pending_reads = self._pending_reads[: n + 1], self._pending_reads[n + 1 :]
-                self._read_states.extend(ReadState(r.context, r.index) for r in done)
+        if frm not in voters or len(round_context) != 8:
             return
+        acked_round = int.from_bytes(round_context, "big")
+        confirmed = -1
+        for n, read in enumerate(self._pending_reads):
+            if read.round > acked_round:
+                break  # registered after that heartbeat went out: it proves nothing for them
+            read.acks.add(frm)
+            if len(read.acks & voters) >= len(voters) // 2 + 1:
+                confirmed = n
+        if confirmed >= 0:
+            # Confirming a read confirms every earlier one too.
+            done, self._pending_reads = self._pending_reads[: confirmed + 1], self._pending_reads[confirmed + 1 :]
+            self._read_states.extend(ReadState(r.context, r.index) for r in done)
 
 
 def _changed_membership(current: Membership, change: ConfigChange) -> Membership:
