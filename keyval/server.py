@@ -6,6 +6,7 @@ import logging
 import signal
 import sys
 
+from keyval.admin import AdminOperations
 from keyval.client import AsyncClient
 from keyval.client_protocol import RegisterClientAddress
 from keyval.config import NodeConfig
@@ -37,7 +38,9 @@ class Server:
     def __init__(self, config: NodeConfig, plugins: Plugins, timing: Timing = Timing()) -> None:
         self.config = config
         self.node = Node(config, plugins, timing)
-        self.service = ClientService(self.node, config.client_addr)
+        # Areas add their operations here (keyval.cluster, keyval.maintenance).
+        self.admin = AdminOperations()
+        self.service = ClientService(self.node, config.client_addr, admin=self.admin)
         self.metrics_server = MetricsServer(self.node, self.node.metrics, config.metrics_addr) if config.metrics_addr else None
         self._registrar: asyncio.Task | None = None
 

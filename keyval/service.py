@@ -13,6 +13,7 @@ import logging
 from typing import Awaitable, Callable
 
 from keyval import client_protocol as p
+from keyval.admin import OperationRefused, UnknownOperation
 from keyval.kv import CommandError, check_limits, encode_delete, encode_meta, encode_put
 from keyval.node import Node, NodeUnavailable, ProposalLost
 from keyval.raft import NotLeader, ProposalDropped, RaftError
@@ -142,6 +143,10 @@ class ClientService:
             return p.Error(p.UNKNOWN_REQUEST, f"unknown request {type(body).__name__}")
         except CommandError as exc:
             return p.Error(p.INVALID, str(exc))
+        except OperationRefused as exc:
+            return p.Error(p.REFUSED, str(exc))
+        except UnknownOperation as exc:
+            return p.Error(p.UNKNOWN_REQUEST, str(exc))
         except NotLeader as exc:
             return self._not_leader(exc.leader)
         except ProposalDropped as exc:

@@ -30,7 +30,7 @@ def command_path(args):
 def test_every_command_exists_and_says_it_is_not_implemented(args):
     result = invoke(*args)
     assert result.exit_code == 1
-    assert result.output == f"{command_path(args)}: not implemented yet (arrives with the node runtime, issue #5)\n"
+    assert result.output == f"{command_path(args)}: not implemented yet (cluster operations arrive with issue #6)\n"
 
 
 @pytest.mark.parametrize("args", COMMANDS, ids=" ".join)
