@@ -15,12 +15,13 @@ from typing import TYPE_CHECKING
 
 from . import messages as m
 from .config import RaftConfig
+from .leader import LeaderRole, _PendingRead
 from .log import RaftLog
+from .validation import changed_membership, well_formed
 from .progress import Progress, ProgressState
-from .storage import Compacted, LogStorage, SnapshotUnavailable, Unavailable
+from .storage import LogStorage
 from .types import (
     NONE,
-    ChangeKind,
     ConfigChange,
     ConfigChangeRefused,
     Entry,
@@ -29,7 +30,6 @@ from .types import (
     Membership,
     NodeId,
     NotLeader,
-    ProposalDropped,
     Ready,
     ReadState,
     Role,
@@ -83,18 +83,7 @@ class Status:
     peers: tuple[PeerStatus, ...] = ()
 
 
-class _PendingRead:
-    __slots__ = ("context", "index", "round", "acks")
-
-    def __init__(self, context: bytes, index: int, round_: int) -> None:
-        self.context = context
-        self.index = index
-        #: the heartbeat round that confirms it: only acks of this round or a later one count
-        self.round = round_
-        self.acks: set[NodeId] = set()
-
-
-class RaftCore:
+class RaftCore(LeaderRole):
     def __init__(self, config: RaftConfig, storage: LogStorage, rng: random.Random) -> None:
         config.validate()
         self.config = config
@@ -240,7 +229,7 @@ class RaftCore:
             raise ConfigChangeRefused(
                 f"a configuration change is already in progress (index {self.pending_config_index} not yet committed)"
             )
-        new = _changed_membership(self.membership, change)
+        new = changed_membership(self.membership, change)
         index = self.log.last_index() + 1
         self.pending_config_index = index
         self._append_as_leader([Entry(self.term, index, EntryType.CONFIG, new.encode())])
@@ -281,7 +270,7 @@ class RaftCore:
 
     def step(self, msg: m.Message) -> None:
         """Feed a message from a peer. Malformed or stale messages are ignored."""
-        if msg.to != self.id or msg.frm == self.id or not _well_formed(msg):
+        if msg.to != self.id or msg.frm == self.id or not well_formed(msg):
             return
         if msg.term > self.term:
             if isinstance(msg, m.RequestVote):
@@ -594,20 +583,6 @@ class RaftCore:
             elif result == "lost":
                 self._become_follower(self.term, NONE)
 
-    def _step_leader(self, msg: m.Message) -> None:
-        pr = self.progress.get(msg.frm)
-        if pr is None:
-            return
-        if isinstance(msg, (m.AppendResponse, m.HeartbeatResponse, m.SnapshotResponse)):
-            pr.recent_active = True
-            pr.ticks_since_contact = 0
-        if isinstance(msg, m.AppendResponse):
-            self._handle_append_response(msg, pr)
-        elif isinstance(msg, m.HeartbeatResponse):
-            self._handle_heartbeat_response(msg, pr)
-        elif isinstance(msg, m.SnapshotResponse):
-            self._handle_snapshot_response(msg, pr)
-
     # ======================================================================================
     # Follower: appends and snapshots
     # ======================================================================================
@@ -664,263 +639,3 @@ class RaftCore:
         self.log.restore(snapshot)
         self._configs = [(meta.index, meta.membership)]
         self._apply_membership()
-
-    # ======================================================================================
-    # Leader: replication, commit, reads
-    # ======================================================================================
-    def _check_can_propose(self) -> None:
-        if self.role is not Role.LEADER:
-            raise NotLeader(self.leader)
-        if self.lead_transferee:
-            raise ProposalDropped(f"leadership transfer to {self.lead_transferee} is in progress")
-        if self.id not in self.membership.members:
-            raise ProposalDropped("this leader is being removed from the cluster")
-
-    def _committed_in_current_term(self) -> bool:
-        return self.log.term_or_none(self.log.committed) == self.term
-
-    def _append_as_leader(self, entries: list[Entry]) -> None:
-        self.log.append(entries)
-        self._on_log_appended(entries, 0)
-        if self.role is not Role.LEADER:
-            return
-        own = self.progress.get(self.id)
-        if own is not None:
-            own.maybe_update(self.log.last_index())
-        self._maybe_commit()
-        self._broadcast_append()
-
-    def _maybe_commit(self) -> bool:
-        voters = self.membership.voters
-        matches = sorted(
-            (self.progress[n].match if n in self.progress else 0) for n in voters if n != self.id
-        )
-        if self.id in voters:
-            matches.append(self.log.last_index())
-            matches.sort()
-        if not matches:
-            return False
-        quorum_match = matches[len(matches) - (len(matches) // 2 + 1)]
-        # Only an entry of the current term is committed by counting replicas (§5.4.2).
-        if not self.log.maybe_commit(quorum_match, self.term):
-            return False
-        self._on_commit_advanced()
-        return True
-
-    def _on_commit_advanced(self) -> None:
-        if self._reads_before_commit and self._committed_in_current_term():
-            waiting, self._reads_before_commit = self._reads_before_commit, []
-            for context in waiting:
-                self._start_read(context)
-        if self.id not in self.membership.voters and self._configs[-1][0] <= self.log.committed:
-            # Our removal (or demotion) is committed: stop leading. Followers learn the commit
-            # from this last broadcast, then elect a leader among the remaining voters.
-            self._broadcast_append()
-            self._become_follower(self.term, NONE)
-
-    def _broadcast_append(self) -> None:
-        if self.role is not Role.LEADER:
-            return
-        for node in self.progress:
-            if node != self.id:
-                self._send_append(node)
-
-    def _send_append(self, to: NodeId, send_if_empty: bool = True) -> bool:
-        pr = self.progress[to]
-        if pr.is_paused():
-            return False
-        prev_index = pr.next - 1
-        try:
-            prev_term = self.log.term(prev_index)
-            hi = min(self.log.last_index() + 1, pr.next + self.config.max_entries_per_msg)
-            entries = self.log.slice(pr.next, hi, self.config.max_bytes_per_msg)
-        except Compacted:
-            return self._send_snapshot(to, pr)
-        except Unavailable:
-            pr.become_probe()  # next ran ahead of our log (after truncation): probe again
-            return False
-        if not entries and not send_if_empty:
-            return False
-        if entries:
-            pr.sent_entries(entries[-1].index)
-            pr.bytes_sent += sum(len(e.data) for e in entries)
-        elif pr.state is ProgressState.PROBE:
-            pr.probe_sent = True
-        self._send(m.AppendEntries(self.term, self.id, to, prev_index, prev_term, tuple(entries), self.log.committed))
-        return True
-
-    def _send_snapshot(self, to: NodeId, pr: Progress) -> bool:
-        if not pr.recent_active:
-            return False  # don't stream a snapshot at a peer that may be down
-        meta = self.log.storage.snapshot_meta()
-        pr.become_snapshot(meta.index)
-        return self._send_snapshot_chunk(to, pr)
-
-    def _send_snapshot_chunk(self, to: NodeId, pr: Progress) -> bool:
-        size = self.config.snapshot_chunk_size
-        try:
-            data = self.log.storage.snapshot_chunk(pr.pending_snapshot, pr.snapshot_offset, size)
-        except SnapshotUnavailable:
-            meta = self.log.storage.snapshot_meta()
-            pr.become_snapshot(meta.index)
-            data = self.log.storage.snapshot_chunk(meta.index, 0, size)
-        meta = self.log.storage.snapshot_meta()
-        pr.snapshot_ticks = 0
-        pr.bytes_sent += len(data)
-        done = len(data) < size
-        self._send(m.InstallSnapshot(self.term, self.id, to, meta, pr.snapshot_offset, data, done))
-        return True
-
-    def _handle_append_response(self, msg: m.AppendResponse, pr: Progress) -> None:
-        if msg.reject:
-            next_probe = msg.hint_index
-            if msg.hint_term > 0:
-                next_probe = self.log.find_conflict_by_term(msg.hint_index, msg.hint_term)
-            if pr.maybe_decrease_to(msg.index, next_probe):
-                if pr.state is ProgressState.REPLICATE:
-                    pr.become_probe()
-                self._send_append(msg.frm)
-            return
-        was_paused = pr.is_paused()
-        updated = pr.maybe_update(msg.index)
-        # A probe answered at exactly the known match (e.g. right after a snapshot) also
-        # proves where the logs agree: leave PROBE, or the follower waits a heartbeat.
-        if not updated and not (pr.match == msg.index and pr.state is ProgressState.PROBE):
-            return
-        if pr.state is ProgressState.PROBE:
-            pr.become_replicate()
-        elif pr.state is ProgressState.SNAPSHOT and pr.match >= pr.pending_snapshot:
-            pr.become_probe()
-            pr.become_replicate()
-        elif pr.state is ProgressState.REPLICATE:
-            pr.free_inflights_to(msg.index)
-        if self._maybe_commit():
-            self._broadcast_append()
-        elif was_paused:
-            self._send_append(msg.frm)
-        if self.role is not Role.LEADER:
-            return
-        while self._send_append(msg.frm, send_if_empty=False):
-            pass  # fill the pipeline window
-        if msg.frm == self.lead_transferee and pr.match == self.log.last_index():
-            self._send(m.TimeoutNow(self.term, self.id, msg.frm))
-
-    def _handle_heartbeat_response(self, msg: m.HeartbeatResponse, pr: Progress) -> None:
-        pr.probe_sent = False
-        if pr.state is ProgressState.REPLICATE and pr.is_paused():
-            pr.free_first_inflight()
-        if pr.state is ProgressState.SNAPSHOT:
-            if pr.snapshot_ticks >= 2 * self.config.heartbeat_tick:
-                self._send_snapshot_chunk(msg.frm, pr)  # the last chunk or its ack was lost
-        elif pr.match < self.log.last_index():
-            self._send_append(msg.frm)
-        if msg.context:
-            self._ack_read(msg.context, msg.frm)
-
-    def _handle_snapshot_response(self, msg: m.SnapshotResponse, pr: Progress) -> None:
-        if msg.done:
-            pr.maybe_update(msg.snapshot_index)
-            if pr.state is ProgressState.SNAPSHOT:
-                pr.become_probe()
-            self._send_append(msg.frm)
-            return
-        if pr.state is not ProgressState.SNAPSHOT or msg.snapshot_index != pr.pending_snapshot:
-            return
-        if msg.reject or msg.offset > pr.snapshot_offset:
-            pr.snapshot_offset = msg.offset
-            self._send_snapshot_chunk(msg.frm, pr)
-
-    def _broadcast_heartbeat(self, context: bytes) -> None:
-        for node, pr in self.progress.items():
-            if node != self.id:
-                commit = min(pr.match, self.log.committed)
-                self._send(m.Heartbeat(self.term, self.id, node, commit, context))
-
-    def _round_context(self) -> bytes:
-        self._read_round += 1
-        return self._read_round.to_bytes(8, "big")
-
-    def _start_read(self, context: bytes) -> None:
-        voters = self.membership.voters
-        if voters == {self.id}:
-            self._read_states.append(ReadState(context, self.log.committed))
-            return
-        round_context = self._round_context()
-        read = _PendingRead(context, self.log.committed, self._read_round)
-        if self.id in voters:
-            read.acks.add(self.id)
-        self._pending_reads.append(read)
-        self._broadcast_heartbeat(round_context)
-
-    def _ack_read(self, round_context: bytes, frm: NodeId) -> None:
-        voters = self.membership.voters
-        if frm not in voters or len(round_context) != 8:
-            return
-        acked_round = int.from_bytes(round_context, "big")
-        confirmed = -1
-        for n, read in enumerate(self._pending_reads):
-            if read.round > acked_round:
-                break  # registered after that heartbeat went out: it proves nothing for them
-            read.acks.add(frm)
-            if len(read.acks & voters) >= len(voters) // 2 + 1:
-                confirmed = n
-        if confirmed >= 0:
-            # Confirming a read confirms every earlier one too.
-            done, self._pending_reads = self._pending_reads[: confirmed + 1], self._pending_reads[confirmed + 1 :]
-            self._read_states.extend(ReadState(r.context, r.index) for r in done)
-
-
-def _changed_membership(current: Membership, change: ConfigChange) -> Membership:
-    node = change.node
-    if not node:
-        raise ConfigChangeRefused("a member id must not be empty")
-    if change.kind is ChangeKind.ADD_LEARNER:
-        if node in current.voters:
-            raise ConfigChangeRefused(f"{node} is already a voting member")
-        if node in current.learners:
-            raise ConfigChangeRefused(f"{node} is already a learner")
-        return Membership(current.voters, current.learners | {node}, current.addresses, current.cluster_id).with_address(
-            node, change.address
-        )
-    if change.kind is ChangeKind.PROMOTE:
-        if node in current.voters:
-            raise ConfigChangeRefused(f"{node} is already a voting member")
-        if node not in current.learners:
-            raise ConfigChangeRefused(f"{node} is not a member; add it as a learner first")
-        return Membership(current.voters | {node}, current.learners - {node}, current.addresses, current.cluster_id)
-    if change.kind is ChangeKind.REMOVE:
-        if node not in current.members:
-            raise ConfigChangeRefused(f"{node} is not a member of the cluster")
-        if current.voters == {node}:
-            raise ConfigChangeRefused(f"cannot remove {node}: it is the last voting member")
-        return current.without(node)
-    raise ConfigChangeRefused(f"unknown change {change.kind!r}")
-
-
-def _well_formed(msg: m.Message) -> bool:
-    """Cheap sanity checks so a confused or hostile peer cannot crash the core."""
-    if msg.term < 0:
-        return False
-    if isinstance(msg, m.AppendEntries):
-        if msg.prev_index < 0 or msg.prev_term < 0 or msg.commit < 0:
-            return False
-        expected = msg.prev_index + 1
-        last_term = msg.prev_term
-        for entry in msg.entries:
-            if entry.index != expected or entry.term < last_term or entry.term > msg.term:
-                return False
-            if entry.type is EntryType.CONFIG:
-                try:
-                    Membership.decode(entry.data)
-                except ValueError:
-                    return False
-            expected += 1
-            last_term = entry.term
-    elif isinstance(msg, m.InstallSnapshot):
-        if msg.offset < 0 or msg.meta.index <= 0 or msg.meta.term <= 0 or msg.meta.term > msg.term:
-            return False
-    elif isinstance(msg, (m.AppendResponse, m.Heartbeat, m.RequestVote, m.SnapshotResponse)):
-        numbers = [v for v in (getattr(msg, f, 0) for f in ("index", "commit", "last_index", "offset")) if isinstance(v, int)]
-        if any(v < 0 for v in numbers):
-            return False
-    return True
