@@ -28,6 +28,11 @@ class LeaderRole:
         pr = self.progress.get(msg.frm)
         if pr is None:
             return
+        last = self.log.last_index()
+        if (isinstance(msg, m.AppendResponse) and msg.index > last) or (
+            isinstance(msg, m.SnapshotResponse) and msg.done and msg.snapshot_index > last
+        ):
+            return  # an ack for entries we never sent: a confused peer must not move commit
         if isinstance(msg, (m.AppendResponse, m.HeartbeatResponse, m.SnapshotResponse)):
             pr.recent_active = True
             pr.ticks_since_contact = 0

@@ -112,3 +112,16 @@ def test_garbage_is_ignored(target, garbage):
     c.replicate("n1", "c")
     assert all(c.applied(n) == ["a", "b", "c"] for n in c.ids())
     assert c.role("n1") is LEADER and c.term("n1") == 2
+
+
+def test_an_ack_beyond_the_leaders_log_is_ignored():
+    # A confused peer claims to hold entries the leader never sent: commit must not move
+    # (it would commit unreplicated entries, or crash the leader beyond its last index).
+    c = Cluster(3)
+    c.elect("n1")
+    core = c.core("n1")
+    before = (core.log.committed, core.log.last_index())
+    core.step(m.AppendResponse(core.term, "n2", "n1", index=before[1] + 50))
+    core.step(m.SnapshotResponse(core.term, "n3", "n1", snapshot_index=before[1] + 50, offset=0, done=True))
+    assert (core.log.committed, core.log.last_index()) == before
+    assert all(p.match <= before[1] for p in core.status().peers)
