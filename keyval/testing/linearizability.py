@@ -186,7 +186,6 @@ def _check_key(ops: list[Operation], model: Model, max_states: int) -> tuple[boo
     step = model.step
     kind = [model.classify(op) for op in ops]
     required = [op.complete is not None for op in ops]
-    bits = [1 << i for i in range(len(ops))]
 
     # Rank every call and return in time order. Sorting (time, 0=call/1=return) puts
     # calls first at equal times, which is what makes touching intervals concurrent.
@@ -208,6 +207,9 @@ def _check_key(ops: list[Operation], model: Model, max_states: int) -> tuple[boo
         else:
             pending.append((r, i))
     n = len(op_of) - 1
+    op_of.append(-1)
+    is_call.append(False)
+    rank.append(len(events))
     nxt = list(range(1, n + 2)) + [n + 1]
     prv = [0, *range(n + 1)]
     ret_of = [0] * (n + 2)  # call entry -> its return entry
@@ -217,6 +219,13 @@ def _check_key(ops: list[Operation], model: Model, max_states: int) -> tuple[boo
             call_of[op_of[e]] = e
         else:
             ret_of[call_of[op_of[e]]] = e
+    # One bit per op for the bitsets below: completed ops numbered in call order (see
+    # `memo_key`), indeterminate ones numbered separately.
+    bits = [0] * len(ops)
+    for k, e in enumerate(e for e in range(1, n + 1) if is_call[e]):
+        bits[op_of[e]] = 1 << k
+    for k, (_, i) in enumerate(pending):
+        bits[i] = 1 << k
     # Pending blind writes by the state they produce: writes producing the same state
     # are interchangeable (no deadline, and the earlier-invoked one is a candidate
     # whenever the other is), so the search only ever uses the earliest unused one.
@@ -226,6 +235,13 @@ def _check_key(ops: list[Operation], model: Model, max_states: int) -> tuple[boo
             pending_writes.setdefault(step(model.init(), ops[i])[1], []).append((r, i))
     pending_other = [(r, i) for r, i in pending if kind[i] == "other"]
     any_other = "other" in kind
+
+    def memo_key(done_req: int, state: Hashable) -> tuple[int, int, Hashable]:
+        # Ops are numbered in call order, so the set is mostly a run of low ones (ops
+        # long done) then a short ragged part; storing the run's length instead of the
+        # run keeps memo entries small however long the history.
+        low = (~done_req & (done_req + 1)).bit_length() - 1
+        return low, done_req >> low, state
 
     def lift(e: int) -> None:
         for x in (e, ret_of[e]):
@@ -293,18 +309,18 @@ def _check_key(ops: list[Operation], model: Model, max_states: int) -> tuple[boo
                     yield i, new_state
 
     state = model.init()
-    # The configuration: linearized ops as two bitsets (bit i = ops[i]), completed ones
-    # and indeterminate ones, and the model state.
+    # The configuration: the linearized ops as two bitsets, completed ones and
+    # indeterminate ones, and the model state.
     done_req = done_opt = 0
     unseen = False
     required_left = sum(required)
-    # Configurations known to fail, as {(done_req, state): [done_opt, ...]}. Since an
-    # indeterminate op may always be left out, a configuration with the same done_req
-    # and state as a failed one and a superset of its done_opt fails too (same
+    # Configurations known to fail, as {memo_key(done_req, state): [done_opt, ...]}.
+    # Since an indeterminate op may always be left out, a configuration with the same
+    # done_req and state as a failed one and a superset of its done_opt fails too (same
     # obligations, fewer options), so it is pruned. Without indeterminate ops this is
     # the (bitset, state) cache of Lowe's algorithm. `unseen` configurations were not
     # fully explored, so they are not recorded.
-    failed: dict[tuple[int, Hashable], list[int]] = {}
+    failed: dict[tuple[int, int, Hashable], list[int]] = {}
     path: list[tuple[int, Hashable, bool]] = []  # (op, state and unseen before it)
     tries = [moves(state, done_opt, unseen)]
     explored = 0
@@ -320,7 +336,7 @@ def _check_key(ops: list[Operation], model: Model, max_states: int) -> tuple[boo
                     while is_call[overdue]:
                         overdue = nxt[overdue]
                     best = (len(path), [i for i, _, _ in path[-6:]], op_of[overdue], state)
-                prior = failed.setdefault((done_req, state), [])
+                prior = failed.setdefault(memo_key(done_req, state), [])
                 prior[:] = [f for f in prior if done_opt & ~f]  # drop entries we subsume
                 prior.append(done_opt)
             tries.pop()
@@ -340,12 +356,15 @@ def _check_key(ops: list[Operation], model: Model, max_states: int) -> tuple[boo
             req, opt = done_req | bits[i], done_opt
         else:
             req, opt = done_req, done_opt | bits[i]
-        prior = failed.get((req, new_state))
+        prior = failed.get(memo_key(req, new_state))
         if prior is not None and not all(f & ~opt for f in prior):
             continue
         explored += 1
         if explored > max_states:
-            return None, f"gave up after exploring {max_states} states ({len(ops)} operations on this key)"
+            return None, (
+                f"gave up after exploring {max_states} states "
+                f"({len(ops)} operations on this key)"
+            )
         path.append((i, state, unseen))
         done_req, done_opt, state = req, opt, new_state
         unseen = kind[i] == "write" and not required[i]
@@ -356,19 +375,20 @@ def _check_key(ops: list[Operation], model: Model, max_states: int) -> tuple[boo
     else:
         return True, "linearizable"
 
-    depth, tail_ops, blocked, at_state = best  # type: ignore[misc]  # the root sets it
+    assert best is not None  # set at the latest by the root's own dead end
+    depth, tail_ops, blocked, at_state = best
     if depth == 0:
-        prefix = "no operation can be linearized first"
+        where = f"from the initial state ({model.describe(at_state)})"
     else:
         shown = "; ".join(_fmt(ops[i]) for i in tail_ops)
-        more = f"ending with {shown}" if depth > len(tail_ops) else f"namely {shown}"
-        prefix = (
-            f"the longest linearizable prefix found has {depth} operation(s), {more}, "
-            f"leaving the state {model.describe(at_state)}"
+        which = ", ending with" if depth > len(tail_ops) else ":"
+        where = (
+            f"after the longest linearizable prefix found ({depth} operation(s){which} "
+            f"{shown}), which leaves the state {model.describe(at_state)}"
         )
     return False, (
-        f"not linearizable: {prefix}; after it, {_fmt(ops[blocked])} could not be "
-        "linearized, in any order consistent with real time, before it completed"
+        f"not linearizable: {where}, {_fmt(ops[blocked])} could not be linearized "
+        "(nor could any other order of the operations concurrent with it be made to fit)"
     )
 
 
@@ -379,8 +399,12 @@ def _fmt(op: Operation) -> str:
         call = f"put({op.key!r}, {op.value!r})"
     else:
         call = f"{op.kind}({op.key!r})" + ("" if op.value is None else f" {op.value!r}")
-    end = "?" if op.complete is None else f"{op.complete:g}"
-    return f"p{op.process} {call} [{op.invoke:g}, {end}]"
+    end = "?" if op.complete is None else _fmt_time(op.complete)
+    return f"p{op.process} {call} [{_fmt_time(op.invoke)}, {end}]"
+
+
+def _fmt_time(t: float) -> str:
+    return f"{t:.6f}".rstrip("0").rstrip(".") if isinstance(t, float) else str(t)
 
 
 class HistoryRecorder:
@@ -397,7 +421,8 @@ class HistoryRecorder:
 
     def invoke(self, process: int, kind: str, key: str, value: str | None, time: float) -> int:
         with self._lock:
-            self._ops.append([process, kind, key, None if kind == "get" else value, time, None, True])
+            value = None if kind == "get" else value  # a get's value arrives with ok()
+            self._ops.append([process, kind, key, value, time, None, True])
             return len(self._ops) - 1
 
     def ok(self, handle: int, time: float, value: str | None = None) -> None:
