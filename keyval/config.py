@@ -31,6 +31,10 @@ class NodeConfig:
     transport: str = "tcp"
     storage: str = "segment"
     catchup_threshold: int = 100
+    #: promote a learner as soon as it is caught up (kvctl cluster add can override per node)
+    auto_promote: bool = True
+    #: membership changes never leave fewer voters than this
+    min_voters: int = 1
     log_file: str | None = None
     log_level: str = "INFO"
     # Handed to the chosen backend's factory; only settable in the config file.
@@ -134,6 +138,11 @@ def node_config(settings: dict[str, Any]) -> NodeConfig:
     threshold = values.get("catchup_threshold", 100)
     if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 0:
         raise ConfigError(f"catchup_threshold: expected a whole number >= 0, got {threshold!r}")
+    min_voters = values.get("min_voters", 1)
+    if isinstance(min_voters, bool) or not isinstance(min_voters, int) or min_voters < 1:
+        raise ConfigError(f"min_voters: expected a whole number >= 1, got {min_voters!r}")
+    if not isinstance(values.get("auto_promote", True), bool):
+        raise ConfigError(f"auto_promote: expected true or false, got {values['auto_promote']!r}")
     for key in ("storage_options", "transport_options"):
         if not isinstance(values.get(key, {}), dict):
             raise ConfigError(f"{key}: expected a mapping")

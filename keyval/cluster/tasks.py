@@ -1,0 +1,183 @@
+"""Background duties of the membership layer.
+
+``AutoPromoter`` (on the leader): promotes a learner once it has caught up.
+
+``RemovalWatch`` (on every node): shuts the node down cleanly once it learns that it was
+removed. The leader stops replicating to a node as soon as its removal is appended, so a
+removed follower never sees the entry that removes it; it learns instead by asking its peers.
+It asks when the leader nudges it after the removal (``removal_check``), when it lost its
+leader, and when it applied a configuration without itself. Only a leader of its own
+cluster, at its term or later, whose committed configuration lacks this node counts as
+proof. A node that was never in touch with a leader as a member since it started (a removed
+node restarted, waiting to be added again, or a new node not yet added) is not shut down.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from keyval.client import AsyncClient
+from keyval.cluster.view import client_addresses
+from keyval.errors import KeyvalError
+from keyval.node import ProposalLost
+from keyval.raft import ChangeKind, ConfigChange, ConfigChangeRefused, Membership, NotLeader, Role
+
+log = logging.getLogger("keyval.cluster")
+
+PROMOTE_INTERVAL = 0.25
+WATCH_INTERVAL = 0.25
+#: while leaderless, peers are asked at most this often
+LEADERLESS_CHECK_INTERVAL = 2.0
+ASK_TIMEOUT = 1.0
+#: a removed node finishes the requests it is serving for at most this long before exiting
+DRAIN_TIMEOUT = 5.0
+
+
+class AutoPromoter:
+    def __init__(self, ops) -> None:
+        self.ops = ops
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"{self.ops.node.id}-auto-promote")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(PROMOTE_INTERVAL)
+            try:
+                await self.round()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # keep promoting later; one bad round must not end the task
+                log.warning("node %s: auto-promotion round failed: %s", self.ops.node.id, exc, exc_info=exc)
+
+    async def round(self) -> None:
+        node = self.ops.node
+        core = node.core
+        if core is None or core.role is not Role.LEADER:
+            return
+        view = self.ops.view()  # also keeps the progress tracker current for `cluster health`
+        if core.lead_transferee or self.ops.change_in_progress():
+            return
+        mgr = view.manager
+        for learner in mgr.promotion_candidates():
+            lag, limit = mgr.lag(learner), mgr.threshold_for(learner)
+            try:
+                index = await node.propose_change(ConfigChange(ChangeKind.PROMOTE, learner), 5.0)
+            except (ConfigChangeRefused, NotLeader):
+                return  # a manual change got in first, or leadership moved: look again next round
+            except (ProposalLost, asyncio.TimeoutError) as exc:
+                log.warning("node %s term %d: auto-promotion of %s did not commit: %s",
+                            node.id, core.term, learner, exc or "timeout")
+                return
+            log.info("node %s term %d: auto-promoted learner %s to voter at index %d (caught up: %d entries "
+                     "behind, threshold %d)", node.id, node.core.term, learner, index, lag, limit)
+            return  # one change at a time
+
+
+class RemovalWatch:
+    def __init__(self, node, request_shutdown, busy) -> None:
+        self.node = node
+        self._request_shutdown = request_shutdown
+        self._busy = busy
+        self._task: asyncio.Task | None = None
+        self._nudged = asyncio.Event()
+        self._had_contact = False
+        self._last_check = 0.0
+        self._reported_waiting = False
+        self._leaving = False
+
+    def attach(self) -> None:
+        self.node.membership_listeners.append(self._on_applied)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"{self.node.id}-removal-watch")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    def check_soon(self) -> None:
+        self._nudged.set()
+
+    def _on_applied(self, index: int, membership: Membership) -> None:
+        # Replayed at start, or not about us: no news. Otherwise only a hint — a node being
+        # re-added replays its old removal before the entry that adds it back.
+        if index > self.node.initial_commit and self.node.id not in membership.members and self._had_contact:
+            self.check_soon()
+
+    async def _run(self) -> None:
+        while not self._leaving:
+            try:
+                await asyncio.wait_for(self._nudged.wait(), WATCH_INTERVAL)
+            except asyncio.TimeoutError:
+                pass
+            nudged = self._nudged.is_set()
+            self._nudged.clear()
+            try:
+                await self._look(nudged)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("node %s: membership check failed: %s", self.node.id, exc, exc_info=exc)
+
+    async def _look(self, nudged: bool) -> None:
+        core = self.node.core
+        if core is None:
+            return
+        member = self.node.id in core.membership.members
+        if member and (core.leader or core.role is Role.LEADER):
+            self._had_contact = True
+        leaderless = member and not core.leader and core.role is not Role.LEADER
+        due = leaderless and time.monotonic() - self._last_check >= LEADERLESS_CHECK_INTERVAL
+        if not (nudged or due):
+            return
+        self._last_check = time.monotonic()
+        proof = await self._proof_of_removal()
+        if proof is None:
+            return
+        if not self._had_contact:
+            if not self._reported_waiting:
+                self._reported_waiting = True
+                log.info("node %s term %d: not a member of cluster %s any more (%s); waiting to be added again",
+                         self.node.id, core.term, self.node.cluster_id, proof)
+            return
+        self._leaving = True
+        log.info("node %s term %d: removed from the cluster (%s); shutting down", self.node.id, core.term, proof)
+        deadline = time.monotonic() + DRAIN_TIMEOUT
+        while self._busy() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)  # let replies in flight (e.g. the remove itself) go out
+        await asyncio.sleep(0.1)
+        self._request_shutdown()
+
+    async def _proof_of_removal(self) -> str | None:
+        node = self.node
+        peers = {n: a for n, a in client_addresses(node.kv.meta).items() if n != node.id}
+        if not peers:
+            return None
+        answers = await asyncio.gather(*(_ask(address) for address in peers.values()))
+        for answer in answers:
+            if (
+                isinstance(answer, dict)
+                and answer.get("role") == Role.LEADER.value
+                and answer.get("cluster_id") == node.cluster_id
+                and isinstance(answer.get("term"), int) and answer["term"] >= node.core.term
+                and node.id not in answer.get("voters", []) + answer.get("learners", [])
+            ):
+                return f"leader {answer.get('id')} at term {answer['term']} no longer lists it"
+        return None
+
+
+async def _ask(address: str) -> dict | None:
+    try:
+        async with AsyncClient([address], timeout=ASK_TIMEOUT) as client:
+            return await client.admin("membership")
+    except (KeyvalError, OSError, asyncio.TimeoutError):
+        return None

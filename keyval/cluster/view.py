@@ -1,0 +1,155 @@
+"""The leader's view of the cluster, as the interface's JSON and as a MembershipManager.
+
+Everything here reads the node; nothing changes it. ``ProgressTracker`` remembers, per
+member, when its replication last moved, so a learner that stopped catching up can be told
+from one that is merely slow.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+from typing import Any
+
+from keyval.cluster.membership import LEARNER, VOTER, Member, MembershipManager
+from keyval.raft import Membership, Role
+
+CLIENT_ADDRESS_META = "client_address/"  # keyval.service's key, repeated to keep this import-light
+#: replicated per-learner settings given to `kvctl cluster add` (JSON; "" = none)
+LEARNER_SETTINGS_META = "learner_settings/"
+
+
+class ProgressTracker:
+    """When each member's replication (match index or bytes sent) last moved."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, tuple[int, int, float]] = {}
+        self._term = -1
+
+    def update(self, term: int, members: list[Member], now: float | None = None) -> dict[str, float]:
+        """Record what the view shows; returns seconds without progress for each member."""
+        now = time.monotonic() if now is None else now
+        if term != self._term:  # a new leader's progress starts from scratch
+            self._seen, self._term = {}, term
+        stalled: dict[str, float] = {}
+        for m in members:
+            last = self._seen.get(m.id)
+            mark = (m.match_index, m.bytes_replicated)
+            if last is None or last[:2] != mark:
+                self._seen[m.id] = (*mark, now)
+                stalled[m.id] = 0.0
+            else:
+                stalled[m.id] = now - last[2]
+        for gone in set(self._seen) - {m.id for m in members}:
+            del self._seen[gone]
+        return stalled
+
+
+def learner_settings(meta: dict[str, str], node: str) -> dict[str, Any]:
+    try:
+        doc = json.loads(meta.get(LEARNER_SETTINGS_META + node) or "{}")
+    except ValueError:
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def client_addresses(meta: dict[str, str]) -> dict[str, str]:
+    return {k[len(CLIENT_ADDRESS_META):]: v for k, v in meta.items() if k.startswith(CLIENT_ADDRESS_META)}
+
+
+class LeaderView:
+    """One consistent reading of the leader's state (call only on the leader)."""
+
+    def __init__(self, node, config, tracker: ProgressTracker | None = None) -> None:
+        status = node.core.status()
+        if status.role is not Role.LEADER:
+            raise ValueError("the leader's view exists only on the leader")
+        self.status = status
+        self.cluster_id = node.cluster_id
+        self.clients = client_addresses(node.kv.meta)
+        tick = node.timing.tick_interval
+        membership = status.membership
+        peers = {p.id: p for p in status.peers}
+        self.peers = peers
+        members = []
+        for node_id in sorted(membership.members):
+            peer = peers.get(node_id)
+            settings = learner_settings(node.kv.meta, node_id)
+            is_leader = node_id == status.id
+            ticks = peer.ticks_since_contact if peer is not None else None
+            members.append(Member(
+                id=node_id,
+                type=VOTER if node_id in membership.voters else LEARNER,
+                match_index=status.last_index if is_leader else (peer.match if peer else 0),
+                last_contact=0.0 if is_leader else (None if ticks is None else round(ticks * tick, 1)),
+                is_leader=is_leader,
+                peer_address=membership.address_of(node_id) or "",
+                bytes_replicated=peer.bytes_sent if peer and not is_leader else 0,
+                catchup_threshold=settings.get("catchup_threshold"),
+                auto_promote=settings.get("auto_promote"),
+            ))
+        if tracker is not None:
+            stalled = tracker.update(status.term, members)
+            members = [replace(m, stalled_for=None if m.is_leader else round(stalled.get(m.id, 0.0), 1))
+                       for m in members]
+        self.manager = MembershipManager(
+            members, config.catchup_threshold, last_index=status.last_index,
+            auto_promote=config.auto_promote, min_voters=config.min_voters,
+            contact_timeout=2 * node.timing.election_ticks * tick,
+        )
+
+    def member_json(self, node_id: str) -> dict[str, Any]:
+        mgr = self.manager
+        m = mgr.members[node_id]
+        peer = self.peers.get(node_id)
+        return {
+            "id": m.id,
+            "peer_address": m.peer_address,
+            "client_address": self.clients.get(m.id),
+            "type": m.type,
+            "is_leader": m.is_leader,
+            "healthy": mgr.healthy(m.id),
+            "match_index": m.match_index,
+            "lag": mgr.lag(m.id),
+            "last_contact": None if m.is_leader else m.last_contact,
+            "bytes_replicated": m.bytes_replicated,
+            "caught_up": mgr.caught_up(m.id),
+            # beyond the interface's minimum:
+            "catchup_threshold": mgr.threshold_for(m.id),
+            "auto_promote": mgr.auto_promote if m.auto_promote is None else m.auto_promote,
+            "replication_state": "leader" if m.is_leader else (peer.state if peer else None),
+            "stalled_for": m.stalled_for,
+        }
+
+    def cluster_json(self, change_in_progress: str | None) -> dict[str, Any]:
+        mgr, status = self.manager, self.status
+        return {
+            "cluster_id": self.cluster_id,
+            "leader": status.id,
+            "term": status.term,
+            "commit_index": status.commit,
+            "last_index": status.last_index,
+            "voters": mgr.voters,
+            "learners": mgr.learners,
+            "quorum": mgr.quorum,
+            "catchup_threshold": mgr.catchup_threshold,
+            "auto_promote": mgr.auto_promote,
+            "min_voters": mgr.min_voters,
+            "change_in_progress": change_in_progress,
+            "members": [self.member_json(n) for n in sorted(mgr.members)],
+        }
+
+
+def describe_change(before: Membership, after: Membership) -> str:
+    """What turned ``before`` into ``after``, in words ("adding node4 ... as a learner")."""
+    parts = []
+    for node in sorted(after.members - before.members):
+        kind = "voter" if node in after.voters else "learner"
+        parts.append(f"adding {node} ({after.address_of(node) or 'no address'}) as a {kind}")
+    for node in sorted(after.voters & before.learners):
+        parts.append(f"promoting {node} to voter")
+    for node in sorted(before.voters & after.learners):
+        parts.append(f"demoting {node} to learner")
+    for node in sorted(before.members - after.members):
+        parts.append(f"removing {node}")
+    return ", ".join(parts) or "a configuration change"

@@ -1,0 +1,84 @@
+"""How ``kvctl cluster`` commands reach the cluster: the leader's operations, within a budget.
+
+Membership and status operations run on the leader (a follower sends the client on to it),
+so kvctl looks the leader up first, as the data commands do (``kvctl.route``). An operation
+that ran out of time on the server comes back as a result marked ``timeout`` (not as an
+error the client would retry): that becomes exit 3, like any timeout.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, Awaitable, Callable, TypeVar
+
+from keyval.client import AsyncClient
+from keyval.errors import KeyvalError, Unreachable
+from kvctl.endpoints import Endpoints, resolve
+from kvctl.output import UNREACHABLE, Failure, settings
+from kvctl.route import leader_first
+
+T = TypeVar("T")
+#: what a reply may take beyond the time the server was given
+MARGIN = 3.0
+INTRODUCE_TIMEOUT = 1.0
+
+
+def endpoints() -> Endpoints:
+    return resolve(settings())
+
+
+def run(call: Callable[[AsyncClient, float], Awaitable[T]], budget: float) -> T:
+    """``call(client, deadline)`` with a client pointed at the leader; ``budget`` seconds in all."""
+    where = endpoints()
+
+    async def go() -> T:
+        deadline = time.monotonic() + budget
+        order = await leader_first(where.addresses, deadline)
+        remaining = max(0.5, deadline - time.monotonic())
+        async with AsyncClient(order, timeout=remaining) as client:
+            return await call(client, deadline)
+
+    try:
+        return asyncio.run(go())
+    except Unreachable:
+        raise Failure(f"no KeyVal node answered at {', '.join(where.addresses)} within {budget:g}s "
+                      f"(endpoints from {where.source})", UNREACHABLE, "unreachable") from None
+
+
+async def admin(client: AsyncClient, deadline: float, op: str, **args: Any) -> dict[str, Any]:
+    """One operation; the server gets the time left minus a margin for the reply."""
+    remaining = max(0.5, deadline - time.monotonic())
+    if "wait" not in args and op not in ("cluster_status", "cluster_health"):
+        args["wait"] = max(0.5, remaining - MARGIN)
+    result = await client.admin(op, timeout=remaining, **{k: v for k, v in args.items() if v is not None})
+    if result.get("timeout"):
+        raise Failure(result.get("message", f"{op} timed out"), UNREACHABLE, "timeout")
+    return result
+
+
+async def introduce(node_id: str, cluster: dict[str, Any]) -> bool:
+    """Best effort: if one of kvctl's endpoints is node ``node_id``, not yet a member, tell
+    it where the members are, so it can answer the leader once added (a node that joins has
+    no peer address until its first configuration arrives). True if it was told."""
+    members = cluster["members"]
+    known = {m["client_address"] for m in members}
+    peers = {m["id"]: m["peer_address"] for m in members if m["peer_address"]}
+    for endpoint in endpoints().addresses:
+        if endpoint in known:
+            continue
+        try:
+            async with AsyncClient([endpoint], timeout=INTRODUCE_TIMEOUT) as client:
+                status = await client.status(endpoint)
+                if status.get("id") != node_id:
+                    continue
+                result = await client.admin("introduce", peers=peers, cluster_id=cluster["cluster_id"])
+                return bool(result.get("introduced"))
+        except (KeyvalError, OSError, asyncio.TimeoutError):
+            continue
+    return False
+
+
+def call(op: str, budget: float | None = None, **args: Any) -> dict[str, Any]:
+    """One operation on the leader, within ``--timeout`` (or ``budget`` if given)."""
+    budget = budget if budget is not None else settings().request_timeout() + MARGIN
+    return run(lambda client, deadline: admin(client, deadline, op, **args), budget)
