@@ -96,14 +96,28 @@ def serve(ctx: click.Context, config_file: str | None, **flags) -> None:
 @click.option("--data-dir", required=True, metavar="DIR", help="The data dir of the surviving node.")
 @click.option("--force-new-cluster", is_flag=True,
               help="Rewrite the membership so this node alone is the voter, keeping its data.")
+@click.option("--id", "node_id", metavar="ID", help="This node's id (default: the one its data dir records).")
+@click.option("--storage", default=NodeConfig.storage, show_default=True, metavar="NAME",
+              help="The storage backend the node runs with.")
 @click.pass_context
-def recover(ctx: click.Context, data_dir: str, force_new_cluster: bool) -> None:
-    """Offline recovery when quorum is lost for good (the node must be stopped)."""
+def recover(ctx: click.Context, data_dir: str, force_new_cluster: bool, node_id: str | None, storage: str) -> None:
+    """Offline recovery when quorum is lost for good (the node must be stopped).
+
+    See docs/recovery.md for the whole procedure.
+    """
     if not force_new_cluster:
         fail(ctx, "nothing to do: pass --force-new-cluster to make this node the only voter", USAGE_ERROR)
     if not Path(data_dir).is_dir():
         fail(ctx, f"data dir {data_dir!r} does not exist")
-    fail(ctx, "offline recovery is not implemented yet (issue #5)")
+    from keyval.recover import force_new_cluster as make_sole_voter
+
+    try:
+        backend = choose_storage(build_plugin_manager(), storage)
+        recovery = make_sole_voter(data_dir, lambda d: backend.factory(d, {}), node_id)
+    except (KeyvalError, OSError) as exc:
+        fail(ctx, str(exc))
+    for line in recovery.describe():
+        click.echo(line)
 
 
 @cli.command(

@@ -6,8 +6,15 @@ exception). Writes carry (client, seq, acked) so a retried write is applied once
 of a client's writes are remembered until the client reports (``acked``: every seq below it
 was answered) that it will not retry them (the session scheme of the Raft dissertation, §6.3).
 
-Entry data: one format byte, then a msgpack array (see ``encode_command``). Snapshot data:
-one format byte, then msgpack of the whole state.
+A restore replaces the data through the log itself, so every member — followers, learners,
+a node replaying its log after a restart — ends with exactly the same state: RESTORE_BEGIN
+stages an upload beside the live data (dropping any earlier, abandoned one), RESTORE_CHUNKs
+fill it in order, RESTORE_COMMIT checks it (``keyval.kv_restore``) and swaps it in as one
+write. The staged bytes are part of the state (and of snapshots), so a node that installs a
+snapshot taken mid-upload can still commit it.
+
+Entry data: one format byte, then a msgpack array (see the ``encode_*`` functions). Snapshot
+data: see ``keyval.kv_snapshot``.
 """
 from __future__ import annotations
 
@@ -17,8 +24,10 @@ from typing import Iterator
 import msgspec
 from sortedcontainers import SortedDict
 
+from keyval.kv_restore import StagedRestore
+from keyval.kv_snapshot import SNAPSHOT_FORMAT, FrozenState, decode_snapshot  # noqa: F401
+
 COMMAND_FORMAT = 1
-SNAPSHOT_FORMAT = 1
 #: Sessions remembered for deduplication; the least recently written are forgotten first.
 MAX_SESSIONS = 10_000
 
@@ -26,6 +35,11 @@ MAX_SESSIONS = 10_000
 PUT = 1  # [PUT, key, value, expect_revision (-1: none, 0: must be absent), client, seq, acked]
 DELETE = 2  # [DELETE, key, expect_revision, client, seq, acked]
 META = 3  # [META, name, value]: cluster metadata (e.g. members' client addresses), no revision
+RESTORE_BEGIN = 4  # [RESTORE_BEGIN, id, size, sha256 hex]: stage a restore (dropping any other)
+RESTORE_CHUNK = 5  # [RESTORE_CHUNK, id, offset, bytes]: the staged restore's bytes, in order
+RESTORE_COMMIT = 6  # [RESTORE_COMMIT, id]: verify the staged bytes and make them the data
+RESTORE_ABORT = 7  # [RESTORE_ABORT, id]: drop the staged restore
+RESTORE_OPS = (RESTORE_BEGIN, RESTORE_CHUNK, RESTORE_COMMIT, RESTORE_ABORT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +84,22 @@ def encode_meta(name: str, value: str) -> bytes:
     return bytes([COMMAND_FORMAT]) + msgspec.msgpack.encode([META, name, value])
 
 
+def encode_restore_begin(restore_id: str, size: int, checksum: str) -> bytes:
+    return bytes([COMMAND_FORMAT]) + msgspec.msgpack.encode([RESTORE_BEGIN, restore_id, size, checksum])
+
+
+def encode_restore_chunk(restore_id: str, offset: int, data: bytes) -> bytes:
+    return bytes([COMMAND_FORMAT]) + msgspec.msgpack.encode([RESTORE_CHUNK, restore_id, offset, data])
+
+
+def encode_restore_commit(restore_id: str) -> bytes:
+    return bytes([COMMAND_FORMAT]) + msgspec.msgpack.encode([RESTORE_COMMIT, restore_id])
+
+
+def encode_restore_abort(restore_id: str) -> bytes:
+    return bytes([COMMAND_FORMAT]) + msgspec.msgpack.encode([RESTORE_ABORT, restore_id])
+
+
 def check_limits(key: bytes, value: bytes | None, limits: Limits) -> None:
     if not key:
         raise CommandError("the key must not be empty")
@@ -89,13 +119,22 @@ class KVStore:
         self._sessions: dict[str, tuple[int, dict[int, WriteResult]]] = {}
         #: cluster metadata kept beside the data (not visible to get/scan)
         self.meta: dict[str, str] = {}
+        #: the restore being uploaded, if any
+        self._staged: StagedRestore | None = None
+        #: id of the last committed restore, so a retried commit is answered, not refused
+        self.last_restore = ""
+        #: the revision of the last restore: a key the restore wrote and nothing changed
+        #: since holds 0 for its revisions, standing for this (so the commit is O(1))
+        self.restored_at = 0
+        #: frozen views being serialized; each learns a key's value before its first change
+        self._frozen: tuple[FrozenState, ...] = ()
 
     # -- reads (local; the node decides whether they are linearizable) ---------------------
     def get(self, key: bytes) -> Item | None:
         found = self._data.get(key)
         if found is None:
             return None
-        return Item(key, found[0], found[1], found[2])
+        return Item(key, found[0], found[1] or self.restored_at, found[2] or self.restored_at)
 
     def scan(self, prefix: bytes = b"", limit: int = 0) -> list[Item]:
         out: list[Item] = []
@@ -103,7 +142,7 @@ class KVStore:
             if not key.startswith(prefix):
                 break
             value, created, modified = self._data[key]
-            out.append(Item(key, value, created, modified))
+            out.append(Item(key, value, created or self.restored_at, modified or self.restored_at))
             if limit and len(out) >= limit:
                 break
         return out
@@ -129,6 +168,8 @@ class KVStore:
                     raise CommandError("metadata name and value must be strings")
                 self.meta[name] = value
                 return WriteResult(True, self.revision)
+            if op in RESTORE_OPS:
+                return self._restore_command(op, cmd[1:])
             if op == PUT:
                 _, key, value, expect, client, seq, acked = cmd
                 _check_types(key, value, expect, client, seq, acked)
@@ -165,15 +206,17 @@ class KVStore:
 
     def _current(self, key: bytes) -> int:
         found = self._data.get(key)
-        return found[2] if found is not None else 0
+        return (found[2] or self.restored_at) if found is not None else 0
 
     def _put(self, key: bytes, value: bytes, expect: int) -> WriteResult:
         current = self._current(key)
         if expect >= 0 and expect != current:
             return WriteResult(False, self.revision, current_revision=current, error="revision mismatch")
-        self.revision += 1
         found = self._data.get(key)
-        created = found[1] if found is not None else self.revision
+        for frozen in self._frozen:
+            frozen.remember(self._data, key, found)
+        self.revision += 1
+        created = (found[1] or self.restored_at) if found is not None else self.revision
         self._data[key] = (value, created, self.revision)
         return WriteResult(True, self.revision, existed=found is not None)
 
@@ -183,27 +226,83 @@ class KVStore:
             return WriteResult(False, self.revision, current_revision=current, error="revision mismatch")
         if current == 0:
             return WriteResult(True, self.revision, existed=False)
+        for frozen in self._frozen:
+            frozen.remember(self._data, key, self._data[key])
         self.revision += 1
         del self._data[key]
         return WriteResult(True, self.revision, existed=True)
 
+    # -- staged restore --------------------------------------------------------------------
+    def _restore_command(self, op: int, args: list) -> WriteResult:
+        """Every outcome depends only on the state and the command: each node agrees."""
+        restore_id = args[0]
+        if not isinstance(restore_id, str) or not restore_id:
+            raise CommandError("a restore id is a non-empty string")
+        staged = self._staged
+        if op == RESTORE_BEGIN:
+            _, size, checksum = args
+            if not (isinstance(size, int) and size > 0 and isinstance(checksum, str) and len(checksum) == 64):
+                raise CommandError("restore size must be positive and the checksum a sha256 hex digest")
+            if staged is None or staged.id != restore_id:  # a retried BEGIN keeps what is staged
+                self._staged = StagedRestore(restore_id, size, checksum)
+            return self._ok()
+        if op == RESTORE_COMMIT and restore_id == self.last_restore and (staged is None or staged.id != restore_id):
+            return self._ok()  # a retried commit
+        if staged is None or staged.id != restore_id:
+            return self._refused(f"no restore {restore_id} is staged (it was committed, aborted or replaced by another)")
+        if op == RESTORE_ABORT:
+            self._staged = None
+            return self._ok()
+        if op == RESTORE_CHUNK:
+            return self._stage(staged, *args[1:])
+        self._staged = None  # committed or refused, the staging is used up
+        problem = staged.problem()
+        if problem:
+            return self._refused(f"restore {restore_id} not committed, nothing changed: {problem}")
+        # One write at a new revision: every restored key gets it (as 0, see restored_at), so
+        # no revision a client saw before the restore matches a key afterwards.
+        self.revision += 1
+        self.restored_at = self.revision
+        self._data = staged.items
+        self.last_restore = restore_id
+        return self._ok()
+
+    def _stage(self, staged: StagedRestore, offset, chunk) -> WriteResult:
+        if not (isinstance(offset, int) and isinstance(chunk, bytes) and offset >= 0):
+            raise CommandError("a restore chunk is an offset and bytes")
+        have = len(staged.raw)
+        if offset < have:  # a retried chunk: fine if it is the same bytes
+            if offset + len(chunk) <= have and staged.raw[offset : offset + len(chunk)] == chunk:
+                return self._ok()
+            return self._refused(f"restore chunk at {offset} overlaps different staged bytes")
+        if offset > have:
+            return self._refused(f"restore chunk at {offset}, but {have} bytes are staged")
+        if have + len(chunk) > staged.size:
+            return self._refused(f"restore chunk goes past the announced size of {staged.size} bytes")
+        staged.feed(chunk)
+        return self._ok()
+
+    def staged_restore(self) -> tuple[str, int, int] | None:
+        """(id, bytes staged, size) of the restore being uploaded, if any."""
+        staged = self._staged
+        return None if staged is None else (staged.id, len(staged.raw), staged.size)
+
+    def _ok(self) -> WriteResult:
+        return WriteResult(True, self.revision)
+
+    def _refused(self, why: str) -> WriteResult:
+        return WriteResult(False, self.revision, error=why)
+
     # -- snapshots -------------------------------------------------------------------------
+    def freeze(self) -> FrozenState:
+        """A point-in-time view to serialize on another thread: ``with kv.freeze() as f:``
+        on the applying thread, ``f.chunks()`` anywhere until the block ends."""
+        return FrozenState(self)
+
     def snapshot_chunks(self, batch: int = 10_000) -> Iterator[bytes]:
         """The whole state as a stream of bytes (format byte, header, then item batches)."""
-        sessions = [
-            [c, low, [[s, r.ok, r.revision, r.current_revision, r.existed, r.error] for s, r in results.items()]]
-            for c, (low, results) in self._sessions.items()
-        ]
-        header = {"revision": self.revision, "items": len(self._data), "sessions": sessions, "meta": self.meta}
-        yield bytes([SNAPSHOT_FORMAT]) + _frame(msgspec.msgpack.encode(header))
-        items = []
-        for key, (value, created, modified) in self._data.items():
-            items.append((key, value, created, modified))
-            if len(items) >= batch:
-                yield _frame(msgspec.msgpack.encode(items))
-                items = []
-        if items:
-            yield _frame(msgspec.msgpack.encode(items))
+        with self.freeze() as frozen:
+            yield from frozen.chunks(batch)
 
     def snapshot(self) -> bytes:
         return b"".join(self.snapshot_chunks())
@@ -214,27 +313,23 @@ class KVStore:
         if not data:
             fresh = KVStore(self.limits)
             self.revision, self._data, self._sessions, self.meta = fresh.revision, fresh._data, fresh._sessions, {}
+            self._staged, self.last_restore, self.restored_at = None, "", 0
             return
-        if data[0] != SNAPSHOT_FORMAT:
-            raise ValueError(f"unknown snapshot format {data[0]}")
-        view = memoryview(data)[1:]
+        decoded = decode_snapshot(data)
         try:
-            frames = list(_unframe(view))
-            header = msgspec.msgpack.decode(frames[0])
-            new_data = SortedDict()
-            for frame in frames[1:]:
-                for key, value, created, modified in msgspec.msgpack.decode(frame):
-                    new_data[key] = (value, created, modified)
-            if len(new_data) != header["items"]:
-                raise ValueError(f"snapshot holds {len(new_data)} items, header says {header['items']}")
             sessions = {
                 c: (low, {s: WriteResult(ok, rev, cur, ex, err) for s, ok, rev, cur, ex, err in results})
-                for c, low, results in header["sessions"]
+                for c, low, results in decoded.sessions
             }
-            meta = dict(header.get("meta", {}))
-        except (msgspec.DecodeError, KeyError, TypeError, IndexError) as exc:
-            raise ValueError(f"malformed snapshot: {exc}") from exc
-        self.revision, self._data, self._sessions, self.meta = header["revision"], new_data, sessions, meta
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"malformed snapshot sessions: {exc}") from exc
+        try:
+            staged = None if decoded.staged is None else StagedRestore.from_snapshot(decoded.staged)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"malformed staged restore in snapshot: {exc}") from exc
+        self.revision, self._data, self._sessions, self.meta = decoded.revision, decoded.data, sessions, decoded.meta
+        # Snapshots hold real revisions (a 0 is written as what it stands for).
+        self._staged, self.last_restore, self.restored_at = staged, decoded.last_restore, 0
 
 
 def _check_types(key, value, expect, client, seq, acked) -> None:
@@ -243,18 +338,3 @@ def _check_types(key, value, expect, client, seq, acked) -> None:
     if not all(isinstance(n, int) for n in (expect, seq, acked)) or expect < -1 or seq < 0 or acked < 0:
         raise CommandError("expect_revision, seq and acked must be integers")
 
-
-def _frame(payload: bytes) -> bytes:
-    return len(payload).to_bytes(4, "big") + payload
-
-
-def _unframe(view: memoryview) -> Iterator[memoryview]:
-    pos = 0
-    while pos < len(view):
-        if pos + 4 > len(view):
-            raise ValueError("truncated snapshot frame header")
-        size = int.from_bytes(view[pos : pos + 4], "big")
-        if pos + 4 + size > len(view):
-            raise ValueError("truncated snapshot frame")
-        yield view[pos + 4 : pos + 4 + size]
-        pos += 4 + size

@@ -12,6 +12,7 @@ from keyval.client_protocol import RegisterClientAddress
 from keyval.config import NodeConfig
 from keyval.errors import KeyvalError
 from keyval.kv import encode_meta
+from keyval.maintenance import Maintenance
 from keyval.metrics import MetricsServer
 from keyval.node import Node, Timing
 from keyval.plugins import Plugins
@@ -40,6 +41,7 @@ class Server:
         self.node = Node(config, plugins, timing)
         # Areas add their operations here (keyval.cluster, keyval.maintenance).
         self.admin = AdminOperations()
+        self.maintenance = Maintenance(self.node).register(self.admin)
         self.service = ClientService(self.node, config.client_addr, admin=self.admin)
         self.metrics_server = MetricsServer(self.node, self.node.metrics, config.metrics_addr) if config.metrics_addr else None
         self._registrar: asyncio.Task | None = None
@@ -65,6 +67,7 @@ class Server:
             self._registrar.cancel()
             await asyncio.gather(self._registrar, return_exceptions=True)
         await self.service.close()
+        self.maintenance.close()
         if self.metrics_server is not None:
             await self.metrics_server.close()
         await self.node.stop()

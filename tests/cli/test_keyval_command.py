@@ -83,7 +83,7 @@ def test_recover(tmp_path):
     result = invoke("recover", "--data-dir", str(tmp_path / "absent"), "--force-new-cluster")
     assert result.exit_code == 1 and "does not exist" in result.output
     result = invoke("recover", "--data-dir", str(tmp_path), "--force-new-cluster")
-    assert result.exit_code == 1 and "not implemented yet" in result.output
+    assert result.exit_code == 1 and "holds no Raft data" in result.output
 
 
 def test_simulate_passes_every_argument_through(monkeypatch):

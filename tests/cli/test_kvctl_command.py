@@ -13,8 +13,7 @@ COMMANDS = [
     ["cluster", "info"], ["cluster", "health"], ["cluster", "members"], ["cluster", "member", "node1"],
     ["cluster", "leader"], ["cluster", "add", "node4", "localhost:7004"], ["cluster", "promote", "node4"],
     ["cluster", "remove", "node3"], ["cluster", "replace", "node2", "node4", "localhost:7004"],
-    ["cluster", "transfer", "node2"], ["snapshot", "create"], ["snapshot", "list"], ["compact"],
-    ["backup", "/tmp/b.tar.gz"], ["restore", "/tmp/b.tar.gz", "--yes"],
+    ["cluster", "transfer", "node2"],
 ]
 
 
@@ -49,7 +48,7 @@ def test_json_errors_are_one_document(args):
 ])
 def test_global_options_before_or_after_the_subcommand(args):
     result = invoke(*args)
-    assert result.exit_code == 1
+    assert result.exit_code in (1, 3)  # a stub, or no cluster to talk to
     assert "error" in json.loads(result.output)
 
 

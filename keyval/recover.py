@@ -1,0 +1,134 @@
+"""Offline recovery when a cluster lost its quorum for good:
+``keyval recover --data-dir DIR --force-new-cluster``.
+
+Run on the stopped node with the most complete data. It rewrites the membership so that this
+node alone is the voter, keeping every entry and snapshot it holds: one CONFIG entry is
+appended after the last entry, in a term above any the node has seen, and the hard state
+records it as committed (with everything before it). On its next start the node is a
+single-voter cluster: it elects itself and serves. The other members are then added back
+as learners with empty data dirs.
+
+What it costs: entries this node held but had not seen committed become committed (the
+lost voters can no longer say otherwise), and entries the lost voters committed that never
+reached this node are gone. That is why it is an explicit, offline operator action.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from keyval.datadir import DataDirLock
+from keyval.errors import ConfigError, KeyvalError
+from keyval.raft import NONE, Entry, EntryType, HardState, Membership
+
+#: The node id is kept in the data dir so that an offline tool knows whose data it is.
+NODE_ID_FILE = "NODE_ID"
+
+
+def record_node_id(data_dir: str, node_id: str) -> None:
+    path = Path(data_dir) / NODE_ID_FILE
+    try:
+        if path.read_text().strip() == node_id:
+            return
+    except OSError:
+        pass
+    tmp = path.with_name(NODE_ID_FILE + ".tmp")
+    tmp.write_text(node_id + "\n")
+    os.replace(tmp, path)
+
+
+def recorded_node_id(data_dir: str) -> str | None:
+    try:
+        return (Path(data_dir) / NODE_ID_FILE).read_text().strip() or None
+    except OSError:
+        return None
+
+
+@dataclass(frozen=True)
+class Recovery:
+    node: str
+    old: Membership
+    new: Membership
+    #: index and term of the new configuration entry
+    index: int
+    term: int
+    previous_term: int
+    #: what the node knew committed before; entries after it up to ``index`` became committed
+    previous_commit: int
+
+    def describe(self) -> list[str]:
+        old_learners = ", ".join(sorted(self.old.learners)) or "none"
+        lines = [
+            f"recovered {self.node}: voters were {', '.join(sorted(self.old.voters))} (learners: {old_learners}); "
+            f"now {self.node} alone is the voter",
+            f"wrote a configuration entry at index {self.index}, term {self.term} (was term {self.previous_term}), "
+            f"committed; cluster id {self.old.cluster_id or '(none)'} kept",
+        ]
+        if self.previous_commit < self.index - 1:
+            lines.append(f"entries {self.previous_commit + 1}..{self.index - 1} were not known to be committed; "
+                         f"they are kept and are now committed")
+        if self.node in self.old.learners:
+            lines.append(f"{self.node} was a learner: it may lack the last entries the lost voters had")
+        lines.append(f"next: start {self.node} as usual (it elects itself), then add the other nodes back "
+                     f"as learners with EMPTY data dirs: kvctl cluster add ID ADDR")
+        return lines
+
+
+def force_new_cluster(data_dir: str, open_storage, node_id: str | None = None) -> Recovery:
+    """Make the node whose data is in ``data_dir`` the only voter. ``open_storage(data_dir)``
+    opens its storage backend. Refuses (KeyvalError) while a node runs on the data dir."""
+    lock = DataDirLock(data_dir)
+    try:
+        lock.acquire()
+    except ConfigError as exc:
+        raise KeyvalError(f"{exc}: stop that node first (recovery works offline)") from None
+    try:
+        storage = open_storage(data_dir)
+        try:
+            return _rewrite(storage, data_dir, node_id or recorded_node_id(data_dir))
+        finally:
+            storage.close()
+    finally:
+        lock.release()
+
+
+def _rewrite(storage, data_dir: str, node_id: str | None) -> Recovery:
+    hard_state, snap = storage.initial_state()
+    last = storage.last_index()
+    if hard_state.term == 0 and snap.index == 0 and last == 0:
+        raise KeyvalError(f"data dir {data_dir!r} holds no Raft data (wrong --data-dir or --storage?)")
+    old = _current_membership(storage, snap.membership)
+    if not old.voters:
+        raise KeyvalError(f"data dir {data_dir!r} holds no cluster configuration")
+    if node_id is None:
+        raise KeyvalError(f"cannot tell which node data dir {data_dir!r} belongs to; pass --id "
+                          f"(one of {', '.join(sorted(old.members))})")
+    if node_id not in old.members:
+        raise KeyvalError(f"{node_id} is not a member in this data dir's configuration "
+                          f"(voters: {', '.join(sorted(old.voters))}); check --id and --data-dir")
+    address = old.address_of(node_id)
+    new = Membership(voters=frozenset({node_id}), addresses=((node_id, address),) if address else (),
+                     cluster_id=old.cluster_id)
+    # A term above any this node saw: no entry of the lost cluster can share (index, term)
+    # with the new configuration.
+    term = max(hard_state.term, storage.term(last)) + 1
+    index = last + 1
+    storage.append([Entry(term=term, index=index, type=EntryType.CONFIG, data=new.encode())])
+    storage.sync()
+    # After the entry is durable: a backend never records a commit beyond what it holds.
+    storage.set_hard_state(HardState(term=term, vote=NONE, commit=index))
+    storage.sync()
+    return Recovery(node_id, old, new, index, term, hard_state.term, max(hard_state.commit, snap.index))
+
+
+def _current_membership(storage, membership: Membership) -> Membership:
+    """The configuration in force: the last one in the log, else the snapshot's."""
+    first, last = storage.first_index(), storage.last_index()
+    while first <= last:
+        batch = storage.entries(first, last + 1, 4 << 20)
+        for entry in batch:
+            if entry.type is EntryType.CONFIG:
+                membership = Membership.decode(entry.data)
+        first = batch[-1].index + 1
+    return membership
