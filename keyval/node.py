@@ -12,7 +12,7 @@ import logging
 import random
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from keyval.config import NodeConfig
 from keyval.datadir import DataDirLock, cluster_id_for
@@ -23,6 +23,7 @@ from keyval.plugins import Plugins, choose_storage, choose_transport
 from keyval.recover import record_node_id
 from keyval.raft import (
     NONE,
+    ConfigChange,
     EntryType,
     Membership,
     NotLeader,
@@ -129,6 +130,13 @@ class Node:
         # takes snapshot writes one at a time (its log writes go on meanwhile).
         self._snapshot_lock = asyncio.Lock()
         self._snapshot_tasks: set[asyncio.Task] = set()
+        #: commit index found on disk at start: configurations up to it are replayed, not news
+        self.initial_commit = 0
+        #: called with (index, membership) for each committed configuration applied here
+        self.membership_listeners: list[Callable[[int, Membership], None]] = []
+        #: peer addresses learned outside the log: a node being added cannot answer its
+        #: leader until its first configuration arrives, unless it was told where peers are
+        self.peer_hints: dict[str, str] = {}
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -160,6 +168,7 @@ class Node:
             snapshot_threshold=self.timing.snapshot_threshold,
         )
         self.core = RaftCore(raft_config, self.storage, random.Random())
+        self.initial_commit = self.core.log.committed
         self._check_cluster_identity()
         self.transport = _open_backend("transport", self.config.transport, TRANSPORT_METHODS, lambda: choose_transport(
             self.plugins, self.config.transport).factory(dict(self.config.transport_options)))
@@ -331,7 +340,8 @@ class Node:
     def _send(self, messages) -> None:
         membership = self.core.membership
         for msg in messages:
-            address = membership.address_of(msg.to) or self.applied_membership.address_of(msg.to)
+            address = (membership.address_of(msg.to) or self.applied_membership.address_of(msg.to)
+                       or self.peer_hints.get(msg.to))
             if address:
                 self.transport.send(msg.to, address, msg)
 
@@ -349,6 +359,7 @@ class Node:
         self.kv.restore(snapshot.data)
         self.applied_membership = snapshot.meta.membership
         self._adopt_cluster_id(snapshot.meta.membership.cluster_id)
+        self._membership_applied(snapshot.meta.index, snapshot.meta.membership)
         log.info("node %s term %d: restored snapshot at index %d (%d keys)", self.id, self.core.term, snapshot.meta.index, len(self.kv))
 
     def _apply(self, entry) -> None:
@@ -357,6 +368,7 @@ class Node:
             self.applied_membership = Membership.decode(entry.data)
             self._adopt_cluster_id(self.applied_membership.cluster_id)
             self._notify("keyval_membership_changed", node_id=self.id, term=entry.term, membership=self.applied_membership)
+            self._membership_applied(entry.index, self.applied_membership)
         else:
             restored = self.kv.last_restore
             result = self.kv.apply(entry.data)
@@ -371,6 +383,13 @@ class Node:
                     fut.set_result(result)
                 else:
                     fut.set_exception(ProposalLost("the write was superseded after a leader change; retry"))
+
+    def _membership_applied(self, index: int, membership: Membership) -> None:
+        for listener in self.membership_listeners:
+            try:
+                listener(index, membership)
+            except Exception as exc:  # an observer's bug must not stop the apply loop
+                log.error("node %s: membership listener failed: %s", self.id, exc, exc_info=exc)
 
     def _start_snapshot(self, full_compaction: bool) -> asyncio.Task:
         task = asyncio.create_task(self._snapshot(full_compaction), name=f"{self.id}-snapshot")
@@ -450,6 +469,31 @@ class Node:
             self.metrics.proposals.labels(outcome).inc()
             if not fut.done():
                 self._waiters.pop(index, None)
+
+    async def propose_change(self, change: ConfigChange, timeout: float) -> int:
+        """Propose a membership change; its index once applied here. Raises NotLeader,
+        ConfigChangeRefused, ProposalLost or asyncio.TimeoutError (outcome unknown)."""
+        term, index = self.core.propose_change(change)
+        fut = asyncio.get_running_loop().create_future()
+        self._waiters[index] = (term, fut)
+        self._wake.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(fut), timeout)
+        finally:
+            if not fut.done():
+                self._waiters.pop(index, None)
+        return index
+
+    def transfer_leadership(self, target: str) -> None:
+        """Start moving leadership to ``target`` (raises NotLeader, TransferRefused)."""
+        self.core.transfer_leadership(target)
+        self._wake.set()
+
+    def learn_peers(self, peers: dict[str, str], cluster_id: str) -> None:
+        """Before being added: where the members of ``cluster_id`` are, so this node can
+        answer its leader (and be accepted: peers drop messages of another cluster id)."""
+        self.peer_hints.update({n: a for n, a in peers.items() if n != self.id})
+        self._adopt_cluster_id(cluster_id)
 
     async def linearizable_barrier(self, timeout: float) -> None:
         """Return once this node's state machine reflects every write acknowledged before

@@ -9,6 +9,7 @@ import sys
 from keyval.admin import AdminOperations
 from keyval.client import AsyncClient
 from keyval.client_protocol import RegisterClientAddress
+from keyval.cluster.operations import ClusterOperations
 from keyval.config import NodeConfig
 from keyval.errors import KeyvalError
 from keyval.kv import encode_meta
@@ -42,6 +43,9 @@ class Server:
         # Areas add their operations here (keyval.cluster, keyval.maintenance).
         self.admin = AdminOperations()
         self.maintenance = Maintenance(self.node).register(self.admin)
+        # Set when the node should exit on its own (e.g. it learned it was removed).
+        self.shutdown_requested = asyncio.Event()
+        self.cluster = ClusterOperations(self.node, config, self.admin, self.shutdown_requested.set)
         self.service = ClientService(self.node, config.client_addr, admin=self.admin)
         self.metrics_server = MetricsServer(self.node, self.node.metrics, config.metrics_addr) if config.metrics_addr else None
         self._registrar: asyncio.Task | None = None
@@ -60,9 +64,11 @@ class Server:
             await self.node.stop()
             raise KeyvalError(f"cannot listen: {exc}") from None
         self._registrar = asyncio.create_task(self._register_client_address())
+        self.cluster.start()
         log.info("node %s serving clients on %s, peers on %s", self.node.id, self.service.address, self.config.peer_addr)
 
     async def stop(self) -> None:
+        await self.cluster.stop()
         if self._registrar is not None:
             self._registrar.cancel()
             await asyncio.gather(self._registrar, return_exceptions=True)
@@ -112,8 +118,10 @@ async def run(config: NodeConfig, plugins: Plugins) -> int:
         loop.add_signal_handler(sig, stop.set)
     stopped = asyncio.create_task(server.node.wait_stopped())
     waiter = asyncio.create_task(stop.wait())
-    await asyncio.wait({stopped, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    leaving = asyncio.create_task(server.shutdown_requested.wait())
+    await asyncio.wait({stopped, waiter, leaving}, return_when=asyncio.FIRST_COMPLETED)
     log.info("node %s shutting down", config.id)
     await server.stop()
     waiter.cancel()
+    leaving.cancel()
     return 1 if server.node.fatal is not None else 0
