@@ -6,9 +6,10 @@ from click.testing import CliRunner
 from kvctl.cli import build_cli
 
 GROUPS = ("cluster", "snapshot", "local")
-# Every documented command still a stub, with example arguments. The data and `local`
-# commands are real now (tested with real processes in tests/kvctl/); invoking them here
-# would start clusters in the current directory.
+# The cluster commands with example arguments, pointed at an address where nothing listens
+# (real clusters: tests/cluster/). The data and `local` commands are tested with real
+# processes in tests/kvctl/; invoking them here would start clusters in the current directory.
+NOWHERE = ["--endpoints", "127.0.0.1:9", "--timeout", "0.3"]
 COMMANDS = [
     ["cluster", "info"], ["cluster", "health"], ["cluster", "members"], ["cluster", "member", "node1"],
     ["cluster", "leader"], ["cluster", "add", "node4", "localhost:7004"], ["cluster", "promote", "node4"],
@@ -26,18 +27,19 @@ def command_path(args):
 
 
 @pytest.mark.parametrize("args", COMMANDS, ids=" ".join)
-def test_every_command_exists_and_says_it_is_not_implemented(args):
-    result = invoke(*args)
-    assert result.exit_code == 1
-    assert result.output == f"{command_path(args)}: not implemented yet (cluster operations arrive with issue #6)\n"
+def test_every_cluster_command_says_when_no_cluster_answers(args):
+    result = invoke(*NOWHERE, *args)
+    assert result.exit_code == 3
+    assert result.output.startswith(f"{command_path(args)}: no KeyVal node answered at 127.0.0.1:9")
+    assert result.output.count("\n") == 1 and "Traceback" not in result.output
 
 
 @pytest.mark.parametrize("args", COMMANDS, ids=" ".join)
 def test_json_errors_are_one_document(args):
-    result = invoke("--json", *args)
-    assert result.exit_code == 1
+    result = invoke("--json", *NOWHERE, *args)
+    assert result.exit_code == 3
     error = json.loads(result.output)["error"]
-    assert error["code"] == "not_implemented" and error["message"].startswith(command_path(args))
+    assert error["code"] == "unreachable" and "127.0.0.1:9" in error["message"]
 
 
 @pytest.mark.parametrize("args", [
