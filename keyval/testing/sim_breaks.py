@@ -5,19 +5,23 @@ outside, so the core's source stays clean. They exist to show the checks have te
 """
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 
 from keyval.raft import NONE, RaftCore
 from keyval.raft import messages as m
 
 
-def commit_old_term(core: RaftCore) -> None:
+def commit_old_term(core: RaftCore, fired: Counter) -> None:
     """The leader commits by counting replicas whatever the entry's term (Figure 8 of the
     Raft paper): an entry of an earlier term may be committed, then overwritten."""
     log = core.log
 
     def maybe_commit(index: int, term: int) -> bool:
-        if index > log.committed and log.term_or_none(index) is not None:  # no "== term"
+        entry_term = log.term_or_none(index)
+        if index > log.committed and entry_term is not None:  # no "== term"
+            if entry_term != term:
+                fired["break-fired"] += 1
             log.commit_to(index)
             return True
         return False
@@ -25,7 +29,7 @@ def commit_old_term(core: RaftCore) -> None:
     log.maybe_commit = maybe_commit
 
 
-def double_vote(core: RaftCore) -> None:
+def double_vote(core: RaftCore, fired: Counter) -> None:
     """A node grants its vote to any up-to-date candidate, even after voting for another
     candidate in the same term."""
     honest = core._handle_vote_request
@@ -35,6 +39,7 @@ def double_vote(core: RaftCore) -> None:
         if msg.pre_vote or not voted_other or not core.log.is_up_to_date(msg.last_index, msg.last_term):
             honest(msg)
             return
+        fired["break-fired"] += 1
         core._send(m.VoteResponse(msg.term, core.id, msg.frm, granted=True))
         core.election_elapsed = 0
         core.vote = msg.frm
@@ -42,7 +47,9 @@ def double_vote(core: RaftCore) -> None:
     core._handle_vote_request = handle_vote_request
 
 
-BREAKS: dict[str, Callable[[RaftCore], None]] = {
+#: name -> patch(core, counter): the patch counts in counter["break-fired"] each time the bug
+#: actually changes behaviour, so a report can tell "never triggered" from "not caught".
+BREAKS: dict[str, Callable[[RaftCore, Counter], None]] = {
     "commit-old-term": commit_old_term,
     "double-vote": double_vote,
 }

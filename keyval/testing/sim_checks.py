@@ -154,8 +154,10 @@ class SafetyChecker:
         self._memory[node.id] = (core.term, core.vote)
 
     # -- after every step -------------------------------------------------------------------
-    def after_step(self) -> None:
+    def after_step(self) -> bool:
+        """Run every per-step check; returns whether some live node is leader."""
         self._steps += 1
+        any_leader = False
         for nid, node in self.sim.nodes.items():  # insertion order: deterministic
             core = node.core
             if core is None:
@@ -182,12 +184,14 @@ class SafetyChecker:
                         ct[index] = term
                 self._commit_seen[nid] = committed
             if core.role is Role.LEADER:
+                any_leader = True
                 who = self.leader_of_term.setdefault(term, nid)
                 if who != nid:
                     self.fail(f"Election Safety: {who} and {nid} were both leaders of term {term}")
                 self._check_completeness(node)
         if self._steps % FULL_CHECK_EVERY == 0:
             self.check_logs_pairwise()
+        return any_leader
 
     def _check_completeness(self, node: "SimNode") -> None:
         core = node.core

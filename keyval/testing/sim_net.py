@@ -70,13 +70,19 @@ class Network:
         self._link_tail.clear()
 
 
-def partition_links(rng: random.Random, nodes: list[str]) -> tuple[str, set[tuple[str, str]]]:
-    """A random partition among ``nodes`` (sorted): (description, directed links to cut)."""
+def partition_links(
+    rng: random.Random, nodes: list[str], leader: str | None = None
+) -> tuple[str, set[tuple[str, str]]]:
+    """A random partition among ``nodes`` (sorted): (description, directed links to cut).
+
+    A one-node partition picks the current ``leader`` half the time."""
     kind = rng.choice(("isolate", "split", "one-way", "one-way-split", "bridge"))
     if len(nodes) < 2:
         return "none", set()
     if kind in ("isolate", "one-way"):
         victim = rng.choice(nodes)
+        if leader in nodes and rng.random() < 0.5:
+            victim = leader
         others = [n for n in nodes if n != victim]
         if kind == "isolate":
             links = {(victim, o) for o in others} | {(o, victim) for o in others}

@@ -31,8 +31,10 @@ class SimNode:
         self.incarnation = 0
         #: permanently stopped (removed from the cluster); never restarted
         self.stopped = False
-        #: set by the fault injector: crash at this point of the next Ready
-        self.crash_point: str | None = None
+        #: set by the fault injector: (point in the Ready pipeline, expiry time)
+        self.crash_point: tuple[str, int] | None = None
+        #: the last term in which this node, as leader, advanced its commit index
+        self.leader_commits = 0
         self.tick_interval = 10
         # The state machine, as of ``applied``.
         self.kv: dict[str, str] = {}

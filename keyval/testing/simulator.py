@@ -60,7 +60,7 @@ LIVENESS_KEY = "__liveness__"
 @dataclass(frozen=True)
 class SimOptions:
     seed: int = 0
-    steps: int = 3000  # ms of faulty run (then heal, settle, check)
+    steps: int = 10_000  # ms of faulty run (then heal, settle, check)
     nodes: int | None = None  # initial voters; None: 3 or 5, drawn from the seed
     faults: frozenset[str] = frozenset(FAULT_KINDS)
     breaks: tuple[str, ...] = ()
@@ -97,6 +97,8 @@ class Knobs:
     crash_gap: int  # mean ms between crashes (0: none)
     operator_gap: int  # mean ms between operator actions (0: none)
     skew: bool
+    phases: bool  # storms and quiet spells; False: one long storm
+    buggify: float  # probability of a fault at an election or a new leader's first commit
     raft: dict = field(default_factory=dict)
 
     def describe(self) -> str:
@@ -105,7 +107,7 @@ class Knobs:
             f"voters={self.voters} clients={self.clients} keys={self.keys} drop={self.drop:.3f} "
             f"duplicate={self.duplicate:.3f} delay={self.delay:.3f} reorder={self.reorder} "
             f"partition_gap={self.partition_gap} crash_gap={self.crash_gap} "
-            f"operator_gap={self.operator_gap} skew={self.skew}\n  raft: {raft}"
+            f"operator_gap={self.operator_gap} skew={self.skew} phases={self.phases} buggify={self.buggify}\n  raft: {raft}"
         )
 
 
@@ -122,10 +124,14 @@ def draw_knobs(rng: random.Random, opts: SimOptions) -> Knobs:
         duplicate=rng.uniform(0.0, 0.05) if "duplicate" in on else 0.0,
         delay=rng.uniform(0.0, 0.1) if "delay" in on else 0.0,
         reorder=("reorder" in on) & (rng.random() < 0.8),
-        partition_gap=rng.randint(150, 800) if "partitions" in on else 0,
-        crash_gap=rng.randint(150, 800) if "crashes" in on else 0,
+        # Some seeds flap partitions every few tens of ms (the MIT 6.824 "Figure 8 unreliable"
+        # regime, which is what exposes commit-rule bugs), others partition rarely.
+        partition_gap=rng.choice((20, 50, 150, 400, 800)) if "partitions" in on else 0,
+        crash_gap=rng.choice((50, 150, 300, 600, 1500)) if "crashes" in on else 0,
         operator_gap=rng.randint(100, 400) if "membership" in on else 0,
         skew="skew" in on,
+        phases=rng.random() < 0.8,
+        buggify=rng.choice((0.0, 0.2, 0.4, 0.6)),
     )
     raft = dict(
         heartbeat_tick=rng.choice((1, 2, 3)),
@@ -178,6 +184,10 @@ class Simulation:
         self.committed_config: tuple[int, Membership] = (0, Membership())
         self._ever_member: set[str] = set()
         self._liveness_done = False
+        self._leader_since: int | None = None
+        #: faults come in storms separated by quiet spells (as a Jepsen nemesis schedule does)
+        self.stormy = True
+        self._storm = 0
         self._liveness_proposed = -(10**9)
 
         ids = [f"n{i}" for i in range(1, k.voters + 1)]
@@ -200,11 +210,13 @@ class Simulation:
         events = self._events
         while events and events[0][0] <= end:
             now = self.now = events[0][0]
+            if self._leader_since is not None:
+                self.stats["leader-ms"] += now - self._leader_since
             while events and events[0][0] == now:
                 _, _, fn, args = heapq.heappop(events)
                 fn(*args)
             self._process_readies()
-            self.checker.after_step()
+            self._leader_since = now if self.checker.after_step() else None
             self.stats["steps"] += 1
             if stop is not None and stop():
                 return
@@ -216,7 +228,7 @@ class Simulation:
         config = RaftConfig(id=node.id, election_tick=ELECTION_TICK, applied=0, **k.raft)
         core = RaftCore(config, node.storage, random.Random(self.rng.getrandbits(64)))
         for name in self.opts.breaks:
-            BREAKS[name](core)
+            BREAKS[name](core, self.stats)
         self.nodes[node.id] = node
         node.start(core)
         node.tick_interval = TICK_MS + (self.rng.choice((-1, 0, 0, 1)) if k.skew else 0)
@@ -312,7 +324,7 @@ class Simulation:
     def _handle_ready(self, node: SimNode) -> None:
         core, storage, now = node.core, node.storage, self.now
         rd = core.ready()
-        crash = node.crash_point
+        crash = self._crash_here(node, rd)
         if rd.soft_state is not None:
             role, leader, term = rd.soft_state
             self.trace.add(now, node.id, f"{role.value} term={term} leader={leader or '-'}")
@@ -333,6 +345,8 @@ class Simulation:
             storage.set_hard_state(rd.hard_state)
         if crash == "after-persist":
             return self._crash(node, "after persisting, before sending")
+        if crash == "isolate":
+            self._isolate(node)  # its messages go out into a partition
         # 2. send (stable-sorted by destination: only per-peer order is meaningful, and this
         # keeps the run independent of the core's set iteration order)
         for msg in sorted(rd.messages, key=lambda msg: msg.to):
@@ -367,6 +381,46 @@ class Simulation:
         if rd.snapshot_request or self.rng.random() < 0.005:
             self._snapshot(node, rd.snapshot_request)
 
+    def _crash_here(self, node: SimNode, rd) -> str | None:
+        """The fault this Ready suffers, if any: a crash point, or "isolate".
+
+        Besides crashes scheduled at random, a storm "buggifies" (FoundationDB's word) the
+        moments that matter to the protocol: the Ready that makes a node leader, and a new
+        leader's first commit. With the seed's probability, the node crashes there or is cut
+        off from everyone (it keeps accepting writes it cannot replicate).
+        """
+        core, k = node.core, self.knobs
+        elected = rd.soft_state is not None and rd.soft_state[0] is Role.LEADER
+        first_commit = (
+            core.role is Role.LEADER
+            and node.leader_commits != core.term
+            and rd.hard_state is not None
+            and rd.hard_state.commit > node.storage.hard_state.commit
+        )
+        if first_commit:
+            node.leader_commits = core.term
+        if (elected or first_commit) and k.buggify and not self.healed:
+            if self.rng.random() < k.buggify:
+                # Mostly the two faults that strand the Ready's entries on this node alone.
+                faults, weights = [], []
+                if k.partition_gap:
+                    faults.append("isolate")
+                    weights.append(35)
+                if k.crash_gap and self._down() < self._max_down():
+                    faults += ["after-persist", "before-persist", "after-send", "after-apply"]
+                    weights += [35, 10, 10, 10]
+                if faults:
+                    fault = self.rng.choices(faults, weights)[0]
+                    self.trace.add(self.now, node.id, f"buggify ({'elected' if elected else 'first commit'}): {fault}")
+                    return fault
+        if node.crash_point is None:
+            return None
+        point, expires = node.crash_point
+        if self.now > expires:
+            node.crash_point = None
+            return None
+        return point
+
     def _snapshot(self, node: SimNode, requested: int) -> None:
         storage = node.storage
         if node.applied <= storage.snapshot.meta.index:
@@ -397,38 +451,79 @@ class Simulation:
     def _next(self, gap: int) -> int:
         return self.now + max(1, int(self.rng.expovariate(1.0 / gap)))
 
-    def _partition_event(self) -> None:
+    def _phase(self) -> None:
         if self.healed:
             return
+        self.stormy = not self.stormy
+        self._storm += 1
+        self._partition += 1  # a partition in force ends with its storm
+        self.net.heal()
+        if self.stormy:
+            self.schedule(self.now + self.rng.randint(500, 3000), self._phase)
+            self.trace.add(self.now, "sim", "storm: faults start")
+            if self.knobs.partition_gap:
+                self.schedule(self._next(self.knobs.partition_gap), self._partition_event, self._storm)
+        else:
+            self.schedule(self.now + self.rng.randint(300, 1500), self._phase)
+            self.trace.add(self.now, "sim", "quiet: no new faults, partitions healed")
+
+    def _partition_event(self, storm: int) -> None:
+        if self.healed or storm != self._storm:
+            return
         nodes = [nid for nid, node in sorted(self.nodes.items()) if not node.stopped]
-        what, links = partition_links(self.rng, nodes)
+        leader = self.current_leader()
+        what, links = partition_links(self.rng, nodes, leader.id if leader else None)
         self._partition += 1
         self.net.cut = links
         self.stats["partitions"] += 1
         self.trace.add(self.now, "net", f"PARTITION {what}")
-        self.schedule(self.now + self.rng.randint(30, 800), self._heal_partition, self._partition)
+        longest = 8 * self.knobs.partition_gap if self.rng.random() < 0.1 else 2 * self.knobs.partition_gap
+        self.schedule(self.now + self.rng.randint(10, max(20, longest)), self._heal_partition, self._partition)
+
+    def _isolate(self, node: SimNode) -> None:
+        others = [nid for nid, n in sorted(self.nodes.items()) if nid != node.id and not n.stopped]
+        self._partition += 1
+        self.net.cut = {(node.id, o) for o in others} | {(o, node.id) for o in others}
+        self.stats["partitions"] += 1
+        self.trace.add(self.now, "net", f"PARTITION isolate {node.id} (armed)")
+        duration = self.rng.randint(10, max(20, 4 * self.knobs.partition_gap))
+        self.schedule(self.now + duration, self._heal_partition, self._partition)
 
     def _heal_partition(self, generation: int) -> None:
         if generation != self._partition or self.healed:
             return
         self.net.heal()
         self.trace.add(self.now, "net", "partition healed")
-        self.schedule(self._next(self.knobs.partition_gap), self._partition_event)
+        self.schedule(self._next(self.knobs.partition_gap), self._partition_event, self._storm)
+
+    def _victim(self, candidates: list[SimNode]) -> SimNode:
+        """Half the time the leader: that is where the interesting failures are."""
+        leader = self.current_leader()
+        if leader is not None and leader in candidates and self.rng.random() < 0.5:
+            return leader
+        return self.rng.choice(candidates)
+
+    def _down(self) -> int:
+        return sum(1 for n in self.nodes.values() if not n.stopped and (not n.alive or n.crash_point))
+
+    def _max_down(self) -> int:
+        return max(2, sum(1 for n in self.nodes.values() if not n.stopped) // 2)
 
     def _crash_event(self) -> None:
         if self.healed:
             return
         self.schedule(self._next(self.knobs.crash_gap), self._crash_event)
-        down = sum(1 for n in self.nodes.values() if not n.stopped and (not n.alive or n.crash_point))
-        live = self.live_nodes()
-        if down >= 2 or not live:
+        if not self.stormy:
             return
-        node = self.rng.choice(live)
+        live = self.live_nodes()
+        if self._down() >= self._max_down() or not live:
+            return
         point = self.rng.choice(CRASH_POINTS)
         if point == "now":
-            self._crash(node, "between steps")
+            self._crash(self._victim(live), "between steps")
         else:
-            node.crash_point = point
+            node = self._victim(live)
+            node.crash_point = point, self.now + self.rng.randint(200, 2000)
             self.trace.add(self.now, node.id, f"will crash at its next Ready ({point})")
 
     # -- the run ---------------------------------------------------------------------------
@@ -463,9 +558,11 @@ class Simulation:
         if k.operator_gap:
             self.operator.start()
         if k.partition_gap:
-            self.schedule(self._next(k.partition_gap), self._partition_event)
+            self.schedule(self._next(k.partition_gap), self._partition_event, self._storm)
         if k.crash_gap:
             self.schedule(self._next(k.crash_gap), self._crash_event)
+        if k.phases:
+            self.schedule(self.now + self.rng.randint(500, 3000), self._phase)
         self._run_until(self.opts.steps)
         self._heal()
         self._settle()
