@@ -243,7 +243,7 @@ def _read_members(stream: io.BufferedIOBase) -> tuple[Manifest, bytes]:
                 manifest = Manifest.from_json(tar.extractfile(member).read())
             else:
                 if manifest is None:
-                    raise ArchiveError(f"{DATA_NAME} comes before {MANIFEST_NAME}")
+                    raise ArchiveError(f"no {MANIFEST_NAME} before {DATA_NAME}: not a KeyVal backup")
                 if member.size != manifest.size:
                     raise ArchiveError(f"{DATA_NAME} is {member.size} bytes, the manifest says {manifest.size}")
                 data = tar.extractfile(member).read()
