@@ -34,7 +34,8 @@ class ClientService:
         self.request_timeout = request_timeout
         self.admin = admin
         self._server: asyncio.base_events.Server | None = None
-        self._connections: set[asyncio.Task] = set()
+        self._connections: dict[asyncio.Task, asyncio.StreamWriter] = {}
+        self._jobs: set[asyncio.Task] = set()
 
     async def start(self) -> None:
         host, _, port = self.address.rpartition(":")
@@ -45,15 +46,19 @@ class ClientService:
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
-        for task in list(self._connections):
-            task.cancel()
+        # Hang up rather than cancel: asyncio (3.11) logs a cancelled connection handler as an
+        # error with a traceback, and a node that stops on its own (removed) has clients.
+        for job in list(self._jobs):
+            job.cancel()
+        for writer in list(self._connections.values()):
+            writer.transport.abort()
         await asyncio.gather(*self._connections, return_exceptions=True)
         if self._server is not None:
             await self._server.wait_closed()
 
     async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
-        self._connections.add(task)
+        self._connections[task] = writer
         pending: set[asyncio.Task] = set()
         bad = 0
         try:
@@ -77,6 +82,8 @@ class ClientService:
                 job = asyncio.create_task(self._serve(request, writer))
                 pending.add(job)
                 job.add_done_callback(pending.discard)
+                self._jobs.add(job)
+                job.add_done_callback(self._jobs.discard)
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
         except (ConnectionError, asyncio.IncompleteReadError):
@@ -85,7 +92,7 @@ class ClientService:
             for job in pending:
                 job.cancel()
             writer.close()
-            self._connections.discard(task)
+            self._connections.pop(task, None)
 
     def _reply(self, writer: asyncio.StreamWriter, request_id: int, body) -> None:
         if not writer.is_closing():
