@@ -99,8 +99,10 @@ def serve(ctx: click.Context, config_file: str | None, **flags) -> None:
 @click.option("--id", "node_id", metavar="ID", help="This node's id (default: the one its data dir records).")
 @click.option("--storage", default=NodeConfig.storage, show_default=True, metavar="NAME",
               help="The storage backend the node runs with.")
+@click.option("--dry-run", is_flag=True, help="Only show what the data dir holds and what would change.")
 @click.pass_context
-def recover(ctx: click.Context, data_dir: str, force_new_cluster: bool, node_id: str | None, storage: str) -> None:
+def recover(ctx: click.Context, data_dir: str, force_new_cluster: bool, node_id: str | None, storage: str,
+            dry_run: bool) -> None:
     """Offline recovery when quorum is lost for good (the node must be stopped).
 
     See docs/recovery.md for the whole procedure.
@@ -113,7 +115,7 @@ def recover(ctx: click.Context, data_dir: str, force_new_cluster: bool, node_id:
 
     try:
         backend = choose_storage(build_plugin_manager(), storage)
-        recovery = make_sole_voter(data_dir, lambda d: backend.factory(d, {}), node_id)
+        recovery = make_sole_voter(data_dir, lambda d: backend.factory(d, {}), node_id, dry_run)
     except (KeyvalError, OSError) as exc:
         fail(ctx, str(exc))
     for line in recovery.describe():

@@ -54,11 +54,20 @@ class Recovery:
     index: int
     term: int
     previous_term: int
+    #: term of the last entry before recovery (to compare survivors)
+    last_term: int
     #: what the node knew committed before; entries after it up to ``index`` became committed
     previous_commit: int
+    #: nothing was written: what recovery would do
+    dry_run: bool = False
 
     def describe(self) -> list[str]:
         old_learners = ", ".join(sorted(self.old.learners)) or "none"
+        if self.dry_run:
+            return [f"{self.node} holds entries up to index {self.index - 1} (last term {self.last_term}, "
+                    f"commit {self.previous_commit}); voters {', '.join(sorted(self.old.voters))}, "
+                    f"learners {old_learners}",
+                    "dry run: nothing written; recover the survivor with the highest last term, then index"]
         lines = [
             f"recovered {self.node}: voters were {', '.join(sorted(self.old.voters))} (learners: {old_learners}); "
             f"now {self.node} alone is the voter",
@@ -75,25 +84,26 @@ class Recovery:
         return lines
 
 
-def force_new_cluster(data_dir: str, open_storage, node_id: str | None = None) -> Recovery:
+def force_new_cluster(data_dir: str, open_storage, node_id: str | None = None, dry_run: bool = False) -> Recovery:
     """Make the node whose data is in ``data_dir`` the only voter. ``open_storage(data_dir)``
-    opens its storage backend. Refuses (KeyvalError) while a node runs on the data dir."""
+    opens its storage backend. Refuses (KeyvalError) while a node runs on the data dir.
+    ``dry_run``: only say what it would do."""
     lock = DataDirLock(data_dir)
     try:
         lock.acquire()
     except ConfigError as exc:
-        raise KeyvalError(f"{exc}: stop that node first (recovery works offline)") from None
+        raise KeyvalError(f"{exc}; recovery works offline: stop that node first") from None
     try:
         storage = open_storage(data_dir)
         try:
-            return _rewrite(storage, data_dir, node_id or recorded_node_id(data_dir))
+            return _rewrite(storage, data_dir, node_id or recorded_node_id(data_dir), dry_run)
         finally:
             storage.close()
     finally:
         lock.release()
 
 
-def _rewrite(storage, data_dir: str, node_id: str | None) -> Recovery:
+def _rewrite(storage, data_dir: str, node_id: str | None, dry_run: bool) -> Recovery:
     hard_state, snap = storage.initial_state()
     last = storage.last_index()
     if hard_state.term == 0 and snap.index == 0 and last == 0:
@@ -112,14 +122,18 @@ def _rewrite(storage, data_dir: str, node_id: str | None) -> Recovery:
                      cluster_id=old.cluster_id)
     # A term above any this node saw: no entry of the lost cluster can share (index, term)
     # with the new configuration.
-    term = max(hard_state.term, storage.term(last)) + 1
+    last_term = storage.term(last)
+    term = max(hard_state.term, last_term) + 1
     index = last + 1
+    commit = max(hard_state.commit, snap.index)
+    if dry_run:
+        return Recovery(node_id, old, new, index, term, hard_state.term, last_term, commit, dry_run=True)
     storage.append([Entry(term=term, index=index, type=EntryType.CONFIG, data=new.encode())])
     storage.sync()
     # After the entry is durable: a backend never records a commit beyond what it holds.
     storage.set_hard_state(HardState(term=term, vote=NONE, commit=index))
     storage.sync()
-    return Recovery(node_id, old, new, index, term, hard_state.term, max(hard_state.commit, snap.index))
+    return Recovery(node_id, old, new, index, term, hard_state.term, last_term, commit)
 
 
 def _current_membership(storage, membership: Membership) -> Membership:

@@ -107,3 +107,15 @@ def test_the_command(data_dir, tmp_path):
     result = CliRunner().invoke(cli, ["recover", "--data-dir", str(data_dir), "--force-new-cluster",
                                       "--storage", "nosuch"])
     assert result.exit_code == 1 and "unknown storage backend 'nosuch'" in result.output
+
+
+def test_a_dry_run_writes_nothing(data_dir):
+    result = CliRunner().invoke(cli, ["recover", "--data-dir", str(data_dir), "--force-new-cluster", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("n2 holds entries up to index 20 (last term 2, commit 15)")
+    assert "dry run: nothing written" in result.output
+    storage = open_segment(data_dir)
+    try:
+        assert storage.last_index() == 20 and storage.initial_state()[0] == HardState(term=4, vote="n1", commit=15)
+    finally:
+        storage.close()
