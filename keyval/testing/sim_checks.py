@@ -80,6 +80,41 @@ class SafetyChecker:
                     f"whose leader is {leader}"
                 )
 
+    def before_append(self, node: "SimNode", entries: tuple[Entry, ...]) -> None:
+        """What the append is about to overwrite: never a committed entry, and never an entry
+        of the current term while this node leads it (Leader Append-Only)."""
+        storage, core = node.storage, node.core
+        commit = storage.hard_state.commit
+        leading = core.term if core.role is Role.LEADER else None
+        for entry in entries:
+            if entry.index > storage.last_index():
+                break
+            try:
+                held = storage.term(entry.index)
+            except Compacted:
+                continue
+            if held == entry.term:
+                continue
+            if entry.index <= commit:
+                self.fail(
+                    f"{node.id}: a Ready overwrites committed entry {entry.index}/t{held} "
+                    f"(persisted commit {commit}) with {entry.index}/t{entry.term}"
+                )
+            if held == leading:
+                self.fail(
+                    f"Leader Append-Only: {node.id}, leader of term {leading}, overwrites its own "
+                    f"entry {entry.index}/t{held} with {entry.index}/t{entry.term}"
+                )
+            break  # everything after the first conflict is replaced anyway
+
+    def after_persist(self, node: "SimNode") -> None:
+        storage = node.storage
+        if storage.hard_state.commit > storage.last_index():
+            self.fail(
+                f"{node.id}: persisted commit {storage.hard_state.commit} is beyond the persisted log "
+                f"(last index {storage.last_index()}): a restart could not honour it"
+            )
+
     def on_persisted_entries(self, node: "SimNode", entries: tuple[Entry, ...]) -> None:
         storage = node.storage
         base = storage.snapshot.meta.index

@@ -337,12 +337,14 @@ class Simulation:
             storage.apply_snapshot(rd.snapshot)
             self.trace.add(now, node.id, f"persist snapshot @{rd.snapshot.meta.index}/t{rd.snapshot.meta.term}")
         if rd.entries:
+            self.checker.before_append(node, rd.entries)
             storage.append(rd.entries)
             self.checker.on_persisted_entries(node, rd.entries)
             self.trace.add(now, node.id, f"persist {fmt_entries(rd.entries)}")
         if rd.hard_state is not None:
             self.checker.on_hard_state(node, rd.hard_state)
             storage.set_hard_state(rd.hard_state)
+        self.checker.after_persist(node)
         if crash == "after-persist":
             return self._crash(node, "after persisting, before sending")
         if crash == "isolate":
