@@ -2,6 +2,7 @@
 (re-run after an interruption) and by the manual steps, under writes."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 
@@ -58,3 +59,19 @@ def test_replace_a_failed_node(new_cluster):
         assert all(m["type"] == "Voter" and m["healthy"] for m in final.values())
         assert run_json(c, "cluster", "info")["quorum"] == 2
         assert writer.check() > 0
+
+    # Two of three voters down: no leader, no quorum — health says so, and exits 1.
+    ok(c.kvctl("local", "stop", "node4"))
+    ok(c.kvctl("local", "stop", "node5"))
+
+    def leaderless():
+        result = c.kvctl("cluster", "health", "--json")
+        return result.returncode == 1 and json.loads(result.stdout)
+
+    health = wait_for("health to see no leader", lambda: (h := leaderless()) and h["leader"] is None and h)
+    assert (health["healthy"], health["quorum_available"], health["total_members"]) == (False, False, 3)
+    assert health["issues"][:2] == ["No leader elected: 1 of 3 members answer and none of them leads",
+                                    "Quorum lost: only 1 of 3 voters are reachable (a quorum needs 2)"]
+    assert health["issues"][2].startswith("Member node4 is unreachable: it does not answer at 127.0.0.1:")
+    shown = c.kvctl("cluster", "health").stdout
+    assert "Status:          Unhealthy\nLeader:          none (No leader elected)\nQuorum:          LOST" in shown
