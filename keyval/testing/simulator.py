@@ -43,17 +43,14 @@ from keyval.testing.linearizability import CheckResult, HistoryRecorder, check_h
 
 from .sim_breaks import BREAKS
 from .sim_checks import SafetyChecker, SafetyViolation
-from .sim_net import NetFaults, Network, partition_links
+from .sim_faults import FAULT_KINDS, Knobs, Nemesis, draw_knobs
+from .sim_net import NetFaults, Network
 from .sim_node import SimNode, encode_command
 from .sim_trace import Trace, fmt_entries, fmt_msg
 from .sim_workload import Clients, Operator
 
 TICK_MS = 10
 ELECTION_TICK = 10
-#: Every fault kind, all on by default; each has a --no-KIND switch.
-FAULT_KINDS = ("drop", "duplicate", "delay", "reorder", "partitions", "crashes", "skew", "membership")
-#: Where in the Ready pipeline a crash may strike ("now": between two steps).
-CRASH_POINTS = ("now", "before-persist", "after-persist", "after-send", "after-apply")
 LIVENESS_KEY = "__liveness__"
 
 
@@ -82,71 +79,6 @@ class SimOptions:
         return " ".join(args) + " --verbose"
 
 
-@dataclass(frozen=True)
-class Knobs:
-    """Everything drawn from the seed before the run: fault intensities and Raft tunables."""
-
-    voters: int
-    clients: int
-    keys: int
-    drop: float
-    duplicate: float
-    delay: float
-    reorder: bool
-    partition_gap: int  # mean ms between partitions (0: none)
-    crash_gap: int  # mean ms between crashes (0: none)
-    operator_gap: int  # mean ms between operator actions (0: none)
-    skew: bool
-    phases: bool  # storms and quiet spells; False: one long storm
-    buggify: float  # probability of a fault at an election or a new leader's first commit
-    raft: dict = field(default_factory=dict)
-
-    def describe(self) -> str:
-        raft = " ".join(f"{k}={v}" for k, v in sorted(self.raft.items()))
-        return (
-            f"voters={self.voters} clients={self.clients} keys={self.keys} drop={self.drop:.3f} "
-            f"duplicate={self.duplicate:.3f} delay={self.delay:.3f} reorder={self.reorder} "
-            f"partition_gap={self.partition_gap} crash_gap={self.crash_gap} "
-            f"operator_gap={self.operator_gap} skew={self.skew} phases={self.phases} buggify={self.buggify}\n  raft: {raft}"
-        )
-
-
-def draw_knobs(rng: random.Random, opts: SimOptions) -> Knobs:
-    # Draw everything whatever the switches say, so that turning one fault off does not
-    # reshuffle the rest of the seed.
-    on = opts.faults
-    voters = rng.choice((3, 5))
-    knobs = dict(
-        voters=opts.nodes or voters,
-        clients=rng.randint(3, 5),
-        keys=rng.choice((2, 3, 3)),
-        drop=rng.uniform(0.0, 0.1) if "drop" in on else 0.0,
-        duplicate=rng.uniform(0.0, 0.05) if "duplicate" in on else 0.0,
-        delay=rng.uniform(0.0, 0.1) if "delay" in on else 0.0,
-        reorder=("reorder" in on) & (rng.random() < 0.8),
-        # Some seeds flap partitions every few tens of ms (the MIT 6.824 "Figure 8 unreliable"
-        # regime, which is what exposes commit-rule bugs), others partition rarely.
-        partition_gap=rng.choice((20, 50, 150, 400, 800)) if "partitions" in on else 0,
-        crash_gap=rng.choice((50, 150, 300, 600, 1500)) if "crashes" in on else 0,
-        operator_gap=rng.randint(100, 400) if "membership" in on else 0,
-        skew="skew" in on,
-        phases=rng.random() < 0.8,
-        buggify=rng.choice((0.0, 0.2, 0.4, 0.6)),
-    )
-    raft = dict(
-        heartbeat_tick=rng.choice((1, 2, 3)),
-        max_entries_per_msg=rng.choice((1, 2, 3, 8, 512)),
-        max_bytes_per_msg=rng.choice((100, 300, 1 << 20)),
-        max_inflight=rng.choice((1, 2, 4, 64)),
-        max_apply_bytes=rng.choice((50, 200, 4 << 20)),
-        snapshot_chunk_size=rng.choice((16, 32, 64, 128)),
-        snapshot_threshold=rng.choice((4, 8, 16, 64)),
-        pre_vote=rng.random() < 0.85,
-        check_quorum=rng.random() < 0.85,
-    )
-    return Knobs(**knobs, raft=raft)
-
-
 @dataclass
 class SimResult:
     seed: int
@@ -167,7 +99,7 @@ class Simulation:
             raise ValueError(f"unknown --break {unknown}; known: {sorted(BREAKS)}")
         self.opts = opts
         self.rng = random.Random(opts.seed)
-        self.knobs = draw_knobs(self.rng, opts)
+        self.knobs: Knobs = draw_knobs(self.rng, opts.faults, opts.nodes)
         k = self.knobs
         self.trace = Trace(opts.trace_limit, echo=opts.verbose)
         self.stats: Counter = Counter()
@@ -180,14 +112,10 @@ class Simulation:
         self.nodes: dict[str, SimNode] = {}
         self.dirty: set[str] = set()
         self.healed = False
-        self._partition = 0  # generation of the active partition, 0 when none
         self.committed_config: tuple[int, Membership] = (0, Membership())
         self._ever_member: set[str] = set()
         self._liveness_done = False
         self._leader_since: int | None = None
-        #: faults come in storms separated by quiet spells (as a Jepsen nemesis schedule does)
-        self.stormy = True
-        self._storm = 0
         self._liveness_proposed = -(10**9)
 
         ids = [f"n{i}" for i in range(1, k.voters + 1)]
@@ -198,6 +126,7 @@ class Simulation:
             storage.append(entries)
             storage.set_hard_state(hard_state)
             self._start_node(SimNode(nid, storage))
+        self.nemesis = Nemesis(self, self.rng, k)
         self.clients = Clients(self, self.rng, k.clients, k.keys)
         self.operator = Operator(self, self.rng, next_id=k.voters + 1, gap=k.operator_gap or 1)
 
@@ -277,7 +206,7 @@ class Simulation:
         for at in times:
             self.schedule(at, self._deliver, msg)
 
-    def _crash(self, node: SimNode, where: str) -> None:
+    def crash(self, node: SimNode, where: str) -> None:
         node.crash()
         self.stats["crashes"] += 1
         self.trace.add(self.now, node.id, f"CRASH ({where})")
@@ -324,14 +253,14 @@ class Simulation:
     def _handle_ready(self, node: SimNode) -> None:
         core, storage, now = node.core, node.storage, self.now
         rd = core.ready()
-        crash = self._crash_here(node, rd)
+        crash = self.nemesis.fault_for_ready(node, rd)
         if rd.soft_state is not None:
             role, leader, term = rd.soft_state
             self.trace.add(now, node.id, f"{role.value} term={term} leader={leader or '-'}")
             if role is Role.LEADER:
                 self.stats["elections"] += 1
         if crash == "before-persist":
-            return self._crash(node, "before persisting its Ready")
+            return self.crash(node, "before persisting its Ready")
         # 1. persist: snapshot, entries, hard state
         if rd.snapshot is not None:
             storage.apply_snapshot(rd.snapshot)
@@ -346,15 +275,15 @@ class Simulation:
             storage.set_hard_state(rd.hard_state)
         self.checker.after_persist(node)
         if crash == "after-persist":
-            return self._crash(node, "after persisting, before sending")
+            return self.crash(node, "after persisting, before sending")
         if crash == "isolate":
-            self._isolate(node)  # its messages go out into a partition
+            self.nemesis.isolate(node)  # its messages go out into a partition
         # 2. send (stable-sorted by destination: only per-peer order is meaningful, and this
         # keeps the run independent of the core's set iteration order)
         for msg in sorted(rd.messages, key=lambda msg: msg.to):
             self._send(msg)
         if crash == "after-send":
-            return self._crash(node, "after sending, before applying")
+            return self.crash(node, "after sending, before applying")
         # 3. apply
         if rd.snapshot is not None:
             node.apply_snapshot(rd.snapshot)
@@ -377,51 +306,11 @@ class Simulation:
             self.clients.on_read_dropped(node, ctx)
         self.clients.serve_reads(node)
         if crash == "after-apply":
-            return self._crash(node, "after applying, before advance")
+            return self.crash(node, "after applying, before advance")
         core.advance(rd)
         # 4. snapshots: when asked, and now and then unasked
         if rd.snapshot_request or self.rng.random() < 0.005:
             self._snapshot(node, rd.snapshot_request)
-
-    def _crash_here(self, node: SimNode, rd) -> str | None:
-        """The fault this Ready suffers, if any: a crash point, or "isolate".
-
-        Besides crashes scheduled at random, a storm "buggifies" (FoundationDB's word) the
-        moments that matter to the protocol: the Ready that makes a node leader, and a new
-        leader's first commit. With the seed's probability, the node crashes there or is cut
-        off from everyone (it keeps accepting writes it cannot replicate).
-        """
-        core, k = node.core, self.knobs
-        elected = rd.soft_state is not None and rd.soft_state[0] is Role.LEADER
-        first_commit = (
-            core.role is Role.LEADER
-            and node.leader_commits != core.term
-            and rd.hard_state is not None
-            and rd.hard_state.commit > node.storage.hard_state.commit
-        )
-        if first_commit:
-            node.leader_commits = core.term
-        if (elected or first_commit) and k.buggify and not self.healed:
-            if self.rng.random() < k.buggify:
-                # Mostly the two faults that strand the Ready's entries on this node alone.
-                faults, weights = [], []
-                if k.partition_gap:
-                    faults.append("isolate")
-                    weights.append(35)
-                if k.crash_gap and self._down() < self._max_down():
-                    faults += ["after-persist", "before-persist", "after-send", "after-apply"]
-                    weights += [35, 10, 10, 10]
-                if faults:
-                    fault = self.rng.choices(faults, weights)[0]
-                    self.trace.add(self.now, node.id, f"buggify ({'elected' if elected else 'first commit'}): {fault}")
-                    return fault
-        if node.crash_point is None:
-            return None
-        point, expires = node.crash_point
-        if self.now > expires:
-            node.crash_point = None
-            return None
-        return point
 
     def _snapshot(self, node: SimNode, requested: int) -> None:
         storage = node.storage
@@ -448,85 +337,6 @@ class Simulation:
             node = self.nodes.get(nid)
             if node is not None and not node.stopped:
                 self.schedule(self.now + self.rng.randint(50, 300), self._stop, node)
-
-    # -- faults ----------------------------------------------------------------------------
-    def _next(self, gap: int) -> int:
-        return self.now + max(1, int(self.rng.expovariate(1.0 / gap)))
-
-    def _phase(self) -> None:
-        if self.healed:
-            return
-        self.stormy = not self.stormy
-        self._storm += 1
-        self._partition += 1  # a partition in force ends with its storm
-        self.net.heal()
-        if self.stormy:
-            self.schedule(self.now + self.rng.randint(500, 3000), self._phase)
-            self.trace.add(self.now, "sim", "storm: faults start")
-            if self.knobs.partition_gap:
-                self.schedule(self._next(self.knobs.partition_gap), self._partition_event, self._storm)
-        else:
-            self.schedule(self.now + self.rng.randint(300, 1500), self._phase)
-            self.trace.add(self.now, "sim", "quiet: no new faults, partitions healed")
-
-    def _partition_event(self, storm: int) -> None:
-        if self.healed or storm != self._storm:
-            return
-        nodes = [nid for nid, node in sorted(self.nodes.items()) if not node.stopped]
-        leader = self.current_leader()
-        what, links = partition_links(self.rng, nodes, leader.id if leader else None)
-        self._partition += 1
-        self.net.cut = links
-        self.stats["partitions"] += 1
-        self.trace.add(self.now, "net", f"PARTITION {what}")
-        longest = 8 * self.knobs.partition_gap if self.rng.random() < 0.1 else 2 * self.knobs.partition_gap
-        self.schedule(self.now + self.rng.randint(10, max(20, longest)), self._heal_partition, self._partition)
-
-    def _isolate(self, node: SimNode) -> None:
-        others = [nid for nid, n in sorted(self.nodes.items()) if nid != node.id and not n.stopped]
-        self._partition += 1
-        self.net.cut = {(node.id, o) for o in others} | {(o, node.id) for o in others}
-        self.stats["partitions"] += 1
-        self.trace.add(self.now, "net", f"PARTITION isolate {node.id} (armed)")
-        duration = self.rng.randint(10, max(20, 4 * self.knobs.partition_gap))
-        self.schedule(self.now + duration, self._heal_partition, self._partition)
-
-    def _heal_partition(self, generation: int) -> None:
-        if generation != self._partition or self.healed:
-            return
-        self.net.heal()
-        self.trace.add(self.now, "net", "partition healed")
-        self.schedule(self._next(self.knobs.partition_gap), self._partition_event, self._storm)
-
-    def _victim(self, candidates: list[SimNode]) -> SimNode:
-        """Half the time the leader: that is where the interesting failures are."""
-        leader = self.current_leader()
-        if leader is not None and leader in candidates and self.rng.random() < 0.5:
-            return leader
-        return self.rng.choice(candidates)
-
-    def _down(self) -> int:
-        return sum(1 for n in self.nodes.values() if not n.stopped and (not n.alive or n.crash_point))
-
-    def _max_down(self) -> int:
-        return max(2, sum(1 for n in self.nodes.values() if not n.stopped) // 2)
-
-    def _crash_event(self) -> None:
-        if self.healed:
-            return
-        self.schedule(self._next(self.knobs.crash_gap), self._crash_event)
-        if not self.stormy:
-            return
-        live = self.live_nodes()
-        if self._down() >= self._max_down() or not live:
-            return
-        point = self.rng.choice(CRASH_POINTS)
-        if point == "now":
-            self._crash(self._victim(live), "between steps")
-        else:
-            node = self._victim(live)
-            node.crash_point = point, self.now + self.rng.randint(200, 2000)
-            self.trace.add(self.now, node.id, f"will crash at its next Ready ({point})")
 
     # -- the run ---------------------------------------------------------------------------
     def run(self) -> SimResult:
@@ -559,12 +369,7 @@ class Simulation:
         self.clients.start()
         if k.operator_gap:
             self.operator.start()
-        if k.partition_gap:
-            self.schedule(self._next(k.partition_gap), self._partition_event, self._storm)
-        if k.crash_gap:
-            self.schedule(self._next(k.crash_gap), self._crash_event)
-        if k.phases:
-            self.schedule(self.now + self.rng.randint(500, 3000), self._phase)
+        self.nemesis.start()
         self._run_until(self.opts.steps)
         self._heal()
         self._settle()
@@ -575,11 +380,10 @@ class Simulation:
         self.healed = True
         self.operator.stopped = True
         self.clients.stop()
-        self.net.heal()
+        self.nemesis.stop()
         self.net.calm()
         self.trace.add(self.now, "sim", "HEAL: faults off, partitions healed, crashed nodes restart")
         for node in list(self.nodes.values()):
-            node.crash_point = None
             if not node.alive and not node.stopped:
                 self._restart(node)
         self._healed_at = self.now
