@@ -148,7 +148,14 @@ class ClusterOperations:
         self._refuse_if_in_flight()
         settings = {k: v for k, v in (("catchup_threshold", threshold), ("auto_promote", auto)) if v is not None}
         if settings or self.node.kv.meta.get(LEARNER_SETTINGS_META + node_id):
-            await self.node.propose(encode_meta(LEARNER_SETTINGS_META + node_id, json.dumps(settings) if settings else ""), timeout)
+            # Replicated, so a leader elected later promotes it by the same rules.
+            record = encode_meta(LEARNER_SETTINGS_META + node_id, json.dumps(settings) if settings else "")
+            try:
+                await self.node.propose(record, timeout)
+            except asyncio.TimeoutError:
+                return {"changed": False, "timeout": True, "id": node_id,
+                        "message": f"{node_id} was not added: its settings were not committed within {timeout:g}s "
+                                   f"(is a quorum of voters running? see `kvctl cluster health`)"}
         change = ConfigChange(ChangeKind.ADD_LEARNER, node_id, address)
         result = await self._change(change, f"adding {node_id} ({address}) as a learner", timeout)
         if result.get("changed"):
