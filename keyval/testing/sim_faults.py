@@ -167,7 +167,7 @@ class Nemesis:
         self._partition += 1
         sim.net.cut = {(node.id, o) for o in others} | {(o, node.id) for o in others}
         sim.stats["partitions"] += 1
-        sim.trace.add(sim.now, "net", f"PARTITION isolate {node.id} (armed)")
+        sim.trace.add(sim.now, "net", f"PARTITION isolate {node.id} (buggify)")
         duration = self.rng.randint(10, max(20, 4 * self.knobs.partition_gap))
         sim.schedule(sim.now + duration, self._heal_partition, self._partition)
 
