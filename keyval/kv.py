@@ -25,7 +25,7 @@ import msgspec
 from sortedcontainers import SortedDict
 
 from keyval.kv_restore import StagedRestore
-from keyval.kv_snapshot import SNAPSHOT_FORMAT, FrozenState, decode_snapshot  # noqa: F401
+from keyval.kv_snapshot import FrozenState, decode_snapshot
 
 COMMAND_FORMAT = 1
 #: Sessions remembered for deduplication; the least recently written are forgotten first.

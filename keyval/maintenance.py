@@ -84,7 +84,10 @@ class Maintenance:
     async def snapshot_list(self, args: dict[str, Any]) -> dict[str, Any]:
         node = self.node
         status = node.core.status()
-        snapshots = await asyncio.get_running_loop().run_in_executor(None, node.storage.list_snapshots)
+        try:
+            snapshots = await asyncio.get_running_loop().run_in_executor(None, node.storage.list_snapshots)
+        except OSError as exc:
+            raise OperationRefused(f"{node.id} cannot list its snapshots: {exc}") from None
         return {"node": node.id, "role": status.role.value, "term": status.term, "first_index": status.first_index,
                 "last_index": status.last_index, "applied_index": status.applied,
                 "snapshots": [{"index": s.index, "term": s.term, "size": s.size, "created": s.created}
@@ -95,11 +98,14 @@ class Maintenance:
             return await self.node.snapshot_now(full_compaction)
         except NodeUnavailable as exc:
             raise OperationRefused(str(exc)) from None
-        except (OSError, ValueError, RuntimeError) as exc:
-            raise OperationRefused(f"the snapshot on {self.node.id} failed: {exc}") from None
+        except Exception as exc:  # disk full, a backend's error: the operator must hear of it
+            raise OperationRefused(f"the snapshot on {self.node.id} failed: {type(exc).__name__}: {exc}") from None
 
     def _snapshot_info(self, index: int):
-        return next((s for s in reversed(self.node.storage.list_snapshots()) if s.index == index), None)
+        try:
+            return next((s for s in reversed(self.node.storage.list_snapshots()) if s.index == index), None)
+        except OSError:  # the size is a nicety; the snapshot itself was taken
+            return None
 
     # -- backup (leader) -----------------------------------------------------------------
     async def backup_begin(self, args: dict[str, Any]) -> dict[str, Any]:
