@@ -83,6 +83,8 @@ def backup(path: str, force: bool) -> None:
         manifest, archive_size = run_on_cluster(work)
     except ArchiveError as exc:
         raise Failure(f"backup not written: {exc}") from None
+    except OSError as exc:  # the archive's directory is read-only, the disk is full...
+        raise Failure(f"backup not written: cannot write {path}: {exc.strerror or exc}") from None
     if settings().json:
         emit({"path": str(target), "archive_size": archive_size, **manifest.__dict__})
         return
