@@ -19,6 +19,7 @@ from keyval.datadir import DataDirLock, cluster_id_for
 from keyval.errors import KeyvalError
 from keyval.kv import KVStore, Limits, WriteResult
 from keyval.metrics import NodeMetrics
+from keyval.node_snapshots import NodeSnapshots, SnapshotOutcome
 from keyval.plugins import Plugins, choose_storage, choose_transport
 from keyval.recover import record_node_id
 from keyval.raft import (
@@ -75,18 +76,6 @@ class Timing:
     snapshot_catchup_entries: int = 1_000
 
 
-@dataclass(frozen=True)
-class SnapshotOutcome:
-    index: int
-    term: int
-    #: False when the newest snapshot already covered the applied index
-    taken: bool
-    first_index_before: int
-    first_index_after: int
-    keys: int
-    seconds: float
-
-
 class _ReadRound:
     """Linearizable reads that share one ReadIndex confirmation."""
 
@@ -126,10 +115,7 @@ class Node:
         self._last_role: tuple[Role, str, int] | None = None
         self.client_addresses: dict[str, str] = {}
         self.fatal: BaseException | None = None
-        # One snapshot at a time, and never while a received one is installed: the storage
-        # takes snapshot writes one at a time (its log writes go on meanwhile).
-        self._snapshot_lock = asyncio.Lock()
-        self._snapshot_tasks: set[asyncio.Task] = set()
+        self.snapshots = NodeSnapshots(self)
         #: commit index found on disk at start: configurations up to it are replayed, not news
         self.initial_commit = 0
         #: called with (index, membership) for each committed configuration applied here
@@ -194,8 +180,7 @@ class Node:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        # A snapshot being written runs in a thread that cannot be cancelled: let it finish.
-        await asyncio.gather(*self._snapshot_tasks, return_exceptions=True)
+        await self.snapshots.wait()
         if self.transport is not None:
             await self.transport.close()
         if self.storage is not None:
@@ -304,7 +289,7 @@ class Node:
         rd = core.ready()
         # 1. persist
         if rd.snapshot is not None:
-            async with self._snapshot_lock:
+            async with self.snapshots.lock:  # not while one of ours is being written
                 await loop.run_in_executor(None, self.storage.apply_snapshot, rd.snapshot)
         if rd.entries:
             self.storage.append(rd.entries)
@@ -332,10 +317,9 @@ class Node:
             self._read_dropped(context)
         core.advance(rd)
         self._release_applied_waiters()
-        if rd.snapshot_request and not self._snapshot_lock.locked():
-            # In the background: the loop keeps persisting, sending (heartbeats) and applying
-            # while the snapshot is written. Skipped if one runs; the core asks again later.
-            self._start_snapshot(full_compaction=False)
+        if rd.snapshot_request and not self.snapshots.busy():
+            # In the background (keyval.node_snapshots); if one runs, the core asks again later.
+            self.snapshots.start(full_compaction=False)
 
     def _send(self, messages) -> None:
         membership = self.core.membership
@@ -391,57 +375,8 @@ class Node:
             except Exception as exc:  # an observer's bug must not stop the apply loop
                 log.error("node %s: membership listener failed: %s", self.id, exc, exc_info=exc)
 
-    def _start_snapshot(self, full_compaction: bool) -> asyncio.Task:
-        task = asyncio.create_task(self._snapshot(full_compaction), name=f"{self.id}-snapshot")
-        self._snapshot_tasks.add(task)
-        task.add_done_callback(self._snapshot_done)
-        return task
-
-    def _snapshot_done(self, task: asyncio.Task) -> None:
-        self._snapshot_tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("node %s term %d: snapshot failed: %s", self.id, self.core.term, task.exception())
-
-    async def _snapshot(self, full_compaction: bool) -> SnapshotOutcome:
-        """Snapshot the state machine at the applied index and compact the log behind it:
-        up to the snapshot itself (``full_compaction``), else keeping the last
-        ``snapshot_catchup_entries`` so a briefly slow follower needs no snapshot."""
-        async with self._snapshot_lock:
-            loop = asyncio.get_running_loop()
-            started = time.monotonic()
-            index, membership = self.core.log.applied, self.applied_membership
-            first_before = self.storage.first_index()
-            taken = index > self.storage.snapshot_meta().index
-            if taken:
-                # Frozen here, between applies; serialized and written in a worker thread
-                # while later entries apply (the frozen view keeps the values of this index).
-                with self.kv.freeze() as frozen:
-                    keys = frozen.items
-                    await loop.run_in_executor(None, self.storage.create_snapshot, index, membership, frozen.chunks())
-            else:
-                keys = len(self.kv)
-            meta = self.storage.snapshot_meta()
-            compact_to = meta.index if full_compaction else min(meta.index, index - self.timing.snapshot_catchup_entries)
-            if compact_to >= first_before:
-                # On the loop, not in a thread: the core reads the log between awaits, and a
-                # backend's read view must not change under a read in progress.
-                self.storage.compact(compact_to)
-            outcome = SnapshotOutcome(meta.index, meta.term, taken, first_before, self.storage.first_index(),
-                                      keys, time.monotonic() - started)
-        if taken:
-            log.info("node %s term %d: snapshot at index %d (%d keys) in %.2fs; log now starts at %d",
-                     self.id, self.core.term, meta.index, keys, outcome.seconds, outcome.first_index_after)
-        elif outcome.first_index_after != first_before:
-            log.info("node %s term %d: log compacted to start at %d (snapshot at index %d)",
-                     self.id, self.core.term, outcome.first_index_after, meta.index)
-        return outcome
-
     async def snapshot_now(self, full_compaction: bool = False) -> SnapshotOutcome:
-        """Snapshot at the applied index now (after any snapshot in progress). The work
-        goes on if the caller gives up waiting: a half-written snapshot is never left."""
-        if self.core is None or not (self.core.membership.members or self.applied_membership.members):
-            raise NodeUnavailable(f"{self.id} is not a member of a cluster yet: nothing to snapshot")
-        return await asyncio.shield(self._start_snapshot(full_compaction))
+        return await self.snapshots.now(full_compaction)
 
     # ------------------------------------------------------------------ API for the service
     def is_leader(self) -> bool:
