@@ -131,7 +131,8 @@ def snapshot_create() -> None:
                 continue
             verb = "snapshot at" if a["taken"] else "already had a snapshot at"
             rows.append([_label(a["node"], leader), f"{verb} index {a['index']} (term {a['term']}): "
-                         f"{a['keys']} keys, {human_size(a['size'])}, {a['seconds']:.2f}s"])
+                         f"{a['keys']} keys, {human_size(a['size'])}, {a['seconds']:.2f}s; "
+                         f"log starts at {a['first_index']}"])
         click.echo(table(rows))
     finish(answers, "snapshots were taken")
 
