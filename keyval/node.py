@@ -29,6 +29,7 @@ from keyval.raft import (
     Membership,
     NotLeader,
     RaftConfig,
+    RaftError,
     RaftCore,
     Role,
     bootstrap_state,
@@ -108,6 +109,8 @@ class Node:
         self._stopped = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._waiters: dict[int, tuple[int, asyncio.Future]] = {}
+        #: writes waiting to be proposed together at the next turn of the Ready loop
+        self._proposals: list[tuple[bytes, asyncio.Future]] = []
         self._read_rounds: dict[bytes, _ReadRound] = {}
         self._next_round: _ReadRound | None = None
         self._read_seq = 0
@@ -187,7 +190,7 @@ class Node:
             self.storage.close()
         if self._lock:
             self._lock.release()
-        for _, fut in self._waiters.values():
+        for fut in [f for _, f in self._waiters.values()] + [f for _, f in self._proposals]:
             if not fut.done():
                 fut.set_exception(NodeUnavailable("the node is shutting down"))
         log.info("node %s stopped", self.id)
@@ -273,8 +276,10 @@ class Node:
             while True:
                 await self._wake.wait()
                 self._wake.clear()
+                self._flush_proposals()
                 while self.core.has_ready():
                     await self._handle_ready(loop)
+                    self._flush_proposals()
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
@@ -287,6 +292,10 @@ class Node:
     async def _handle_ready(self, loop: asyncio.AbstractEventLoop) -> None:
         core = self.core
         rd = core.ready()
+        # A leader's messages may go first: followers then write in parallel with our fsync.
+        sent_early = rd.send_before_persist and bool(rd.messages)
+        if sent_early:
+            self._send(rd.messages)
         # 1. persist
         if rd.snapshot is not None:
             async with self.snapshots.lock:  # not while one of ours is being written
@@ -294,15 +303,16 @@ class Node:
         if rd.entries:
             self.storage.append(rd.entries)
         if rd.hard_state is not None:
+            # Durable on return when term or vote changed (the storage contract); a new
+            # commit index alone may be written lazily, so it costs no fsync here.
             self.storage.set_hard_state(rd.hard_state)
-        if rd.entries or rd.hard_state is not None:
+        if rd.entries:
             started = time.perf_counter()
             await loop.run_in_executor(None, self.storage.sync)
             self.metrics.fsync.observe(time.perf_counter() - started)
-            if rd.entries:
-                self.metrics.batch_entries.observe(len(rd.entries))
+            self.metrics.batch_entries.observe(len(rd.entries))
         # 2. send
-        if rd.messages:
+        if rd.messages and not sent_early:
             self._send(rd.messages)
         # 3. apply
         if rd.soft_state is not None:
@@ -388,9 +398,13 @@ class Node:
     async def propose(self, data: bytes, timeout: float) -> WriteResult | None:
         """Replicate a command; its result once applied here. Raises NotLeader,
         ProposalDropped, ProposalLost or asyncio.TimeoutError (outcome unknown)."""
-        term, index = self.core.propose(data)
+        if self.core.role is not Role.LEADER:
+            raise NotLeader(self.core.leader)
         fut = asyncio.get_running_loop().create_future()
-        self._waiters[index] = (term, fut)
+        # Queued, not proposed at once: every write that arrives while the Ready loop is busy
+        # (an fsync, say) goes into the log as one batch — one AppendEntries per follower,
+        # one fsync — instead of one message per write per follower.
+        self._proposals.append((data, fut))
         self._wake.set()
         outcome = "timeout"
         try:
@@ -400,10 +414,27 @@ class Node:
         except ProposalLost:
             outcome = "lost"
             raise
+        except RaftError:
+            outcome = "refused"
+            raise
         finally:
             self.metrics.proposals.labels(outcome).inc()
             if not fut.done():
-                self._waiters.pop(index, None)
+                fut.cancel()  # nobody waits any more; the write may still apply
+
+    def _flush_proposals(self) -> None:
+        if not self._proposals:
+            return
+        batch, self._proposals = self._proposals, []
+        try:
+            term, first = self.core.propose_batch([data for data, _ in batch])
+        except RaftError as exc:
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(exc)
+            return
+        for offset, (_, fut) in enumerate(batch):
+            self._waiters[first + offset] = (term, fut)
 
     async def propose_change(self, change: ConfigChange, timeout: float) -> int:
         """Propose a membership change; its index once applied here. Raises NotLeader,

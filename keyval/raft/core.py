@@ -181,8 +181,11 @@ class RaftCore(LeaderRole):
                 pr = Progress(last + 1, self.config.max_inflight, node in config.learners)
                 self.progress[node] = pr
             pr.learner = node in config.learners
+        # A member the new configuration drops keeps receiving entries until that
+        # configuration commits (see _on_commit_advanced): it must learn it was removed.
+        keep = config.members | self._committed_membership().members
         for node in list(self.progress):
-            if node not in config.members and node != self.id:
+            if node not in keep and node != self.id:
                 del self.progress[node]
         if self.lead_transferee and self.lead_transferee not in config.voters:
             self.lead_transferee = NONE
@@ -331,6 +334,9 @@ class RaftCore(LeaderRole):
             dropped_reads=tuple(self._dropped_reads),
             soft_state=soft if soft != self._prev_soft_state else None,
             snapshot_request=self._snapshot_request(),
+            # A leader whose term did not change since the last Ready created every message
+            # here as that leader: none promises anything about its own unpersisted state.
+            send_before_persist=self.role is Role.LEADER and hs.term == self._prev_hard_state.term,
         )
         self._msgs = []
         self._read_states = []
@@ -348,6 +354,8 @@ class RaftCore(LeaderRole):
         if rd.entries:
             last = rd.entries[-1]
             self.log.stable_to(last.index, last.term)
+            if self.role is Role.LEADER:
+                self._on_own_entries_persisted()
         if rd.committed_entries:
             self.log.applied_to(rd.committed_entries[-1].index)
 
@@ -457,7 +465,7 @@ class RaftCore(LeaderRole):
         for node in sorted(self.membership.members | {self.id}):
             self.progress[node] = Progress(last + 1, self.config.max_inflight, node in self.membership.learners)
         own = self.progress[self.id]
-        own.match = last
+        own.match = self.log.persisted_index()
         own.become_replicate()
         # Conservatively treat any config entry we hold beyond commit as still in flight.
         self.pending_config_index = self._configs[-1][0]

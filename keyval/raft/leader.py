@@ -60,11 +60,17 @@ class LeaderRole:
         self._on_log_appended(entries, 0)
         if self.role is not Role.LEADER:
             return
-        own = self.progress.get(self.id)
-        if own is not None:
-            own.maybe_update(self.log.last_index())
         self._maybe_commit()
         self._broadcast_append()
+
+    def _on_own_entries_persisted(self) -> None:
+        """The leader counts its own copy only once it is durable: that lets the runtime send
+        appends to followers while the leader's own fsync runs (Ready.send_before_persist)."""
+        own = self.progress.get(self.id)
+        if own is not None:
+            own.maybe_update(self.log.persisted_index())
+        if self._maybe_commit():
+            self._broadcast_append()
 
     def _maybe_commit(self) -> bool:
         voters = self.membership.voters
@@ -72,7 +78,8 @@ class LeaderRole:
             (self.progress[n].match if n in self.progress else 0) for n in voters if n != self.id
         )
         if self.id in voters:
-            matches.append(self.log.last_index())
+            # Invariant: only durable entries count, ours included.
+            matches.append(self.log.persisted_index())
             matches.sort()
         if not matches:
             return False
@@ -88,6 +95,14 @@ class LeaderRole:
             waiting, self._reads_before_commit = self._reads_before_commit, []
             for context in waiting:
                 self._start_read(context)
+        if self._configs[-1][0] <= self.log.committed:
+            removed = [n for n in self.progress if n not in self.membership.members and n != self.id]
+            if removed:
+                # Members the committed configuration drops got entries until now, so they
+                # learn of their removal; tell them it committed, then stop replicating.
+                self._broadcast_append()
+                for node in removed:
+                    del self.progress[node]
         if self.id not in self.membership.voters and self._configs[-1][0] <= self.log.committed:
             # Our removal (or demotion) is committed: stop leading. Followers learn the commit
             # from this last broadcast, then elect a leader among the remaining voters.

@@ -42,6 +42,10 @@ class RaftLog:
             return self.pending_snapshot.meta.index
         return self.storage.last_index()
 
+    def persisted_index(self) -> int:
+        """The last index known durable: everything before the unstable tail."""
+        return self.unstable_offset - 1 if self.unstable else self.last_index()
+
     def last_term(self) -> int:
         return self.term(self.last_index())
 

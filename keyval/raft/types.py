@@ -180,7 +180,8 @@ class Ready:
     4. call ``core.advance(ready)``.
 
     Messages may depend on the persisted state (a vote, an acknowledged append), which is why
-    they are sent only after step 1.
+    they are sent only after step 1 — unless ``send_before_persist`` says they are a leader's,
+    which the runtime may send first so followers write in parallel with the leader.
     """
 
     hard_state: HardState | None = None
@@ -195,6 +196,10 @@ class Ready:
     #: Non-zero: the core asks the runtime to snapshot its state machine (at or after this
     #: applied index) and compact the log below it.
     snapshot_request: int = 0
+    #: True: ``messages`` may be sent before (or while) step 1 persists — they are a
+    #: leader's, and a leader counts its own entries only after ``advance``. False: send
+    #: only after persisting (a vote or an acknowledgement depends on what is on disk).
+    send_before_persist: bool = False
 
     def is_empty(self) -> bool:
         return not (

@@ -150,13 +150,15 @@ def test_removing_a_learner():
     assert c.applied("n4") == ["a"]
 
     c.propose_change("n1", ConfigChange(REMOVE, "n4"))
-    removal = len(c.sent)
     c.stabilize()
-    for n in ("n1", "n2", "n3"):
+    # Every node, n4 included, holds the configuration without n4: the leader kept sending
+    # to n4 until its removal committed, so n4 learns it was removed.
+    for n in ("n1", "n2", "n3", "n4"):
         assert c.membership(n).members == {"n1", "n2", "n3"}, n
     assert [p.id for p in c.status("n1").peers] == ["n1", "n2", "n3"]
 
-    # The leader no longer sends it anything.
+    # Once the removal is committed the leader no longer sends it anything.
+    removal = len(c.sent)
     c.replicate("n1", "b")
     c.tick(n=20)
     assert not [msg for msg in c.sent[removal:] if msg.to == "n4"]
@@ -200,9 +202,12 @@ def test_removed_follower_that_never_hears_of_it_cannot_disrupt():
     c = Cluster(3)
     c.elect("n1")
     c.replicate("n1", "a")
-    # The leader stops talking to n3 as soon as it appends the removal, so n3 never learns.
+    # n3 is cut off while its removal commits (n1 and n2 are a quorum of the new
+    # configuration), so it never learns; once committed, the leader stops talking to it.
+    c.isolate("n3")
     c.propose_change("n1", ConfigChange(REMOVE, "n3"))
     c.stabilize()
+    c.heal()
     assert c.membership("n1").voters == {"n1", "n2"}
     assert c.membership("n3").voters == {"n1", "n2", "n3"}
 

@@ -341,3 +341,34 @@ def test_has_ready_reports_a_snapshot_request():
     assert c.node("n2").storage.snapshot.meta.index >= 20
     core = c.core("n2")
     assert core.has_ready() == (not core.ready().is_empty())
+
+
+def test_a_leader_sends_before_its_own_fsync_but_counts_its_copy_only_once_durable():
+    # The leader may send appends while its own write runs (Ready.send_before_persist),
+    # which halves commit latency — but then its copy must not count until it is durable,
+    # or one follower's ack would "commit" an entry held durably by a single node.
+    c = Cluster(3)
+    c.elect("n1")
+    leader = c.core("n1")
+    _, index = leader.propose(b"x")
+    rd = leader.ready()
+    assert rd.send_before_persist and rd.entries and rd.entries[-1].index == index
+    for msg in rd.messages:  # sent first: n1 has persisted nothing yet
+        if msg.to == "n2":
+            c.core("n2").step(msg)
+    follower = c.core("n2").ready()
+    c.nodes["n2"].storage.append(follower.entries)
+    if follower.hard_state:
+        c.nodes["n2"].storage.set_hard_state(follower.hard_state)
+    c.core("n2").advance(follower)
+    for msg in follower.messages:
+        if msg.to == "n1":
+            leader.step(msg)
+    assert leader.log.committed < index  # n2's copy alone is not a quorum
+    # n1's write completes: now n1 + n2 hold it durably, and it commits.
+    c.nodes["n1"].storage.append(rd.entries)
+    if rd.hard_state:
+        c.nodes["n1"].storage.set_hard_state(rd.hard_state)
+    leader.advance(rd)
+    assert leader.log.committed == index
+
