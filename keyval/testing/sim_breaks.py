@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 
-from keyval.raft import NONE, RaftCore
+from keyval.raft import NONE, RaftCore, ReadState
 from keyval.raft import messages as m
 
 
@@ -47,9 +47,25 @@ def double_vote(core: RaftCore, fired: Counter) -> None:
     core._handle_vote_request = handle_vote_request
 
 
+def read_without_quorum(core: RaftCore, fired: Counter) -> None:
+    """ReadIndex answered at once from the leader's commit index, without the heartbeat
+    round that proves it still leads: a deposed leader serves stale reads."""
+    honest = core._start_read
+
+    def start_read(context: bytes) -> None:
+        if core.membership.voters == {core.id}:
+            honest(context)
+            return
+        fired["break-fired"] += 1
+        core._read_states.append(ReadState(context, core.log.committed))
+
+    core._start_read = start_read
+
+
 #: name -> patch(core, counter): the patch counts in counter["break-fired"] each time the bug
 #: actually changes behaviour, so a report can tell "never triggered" from "not caught".
 BREAKS: dict[str, Callable[[RaftCore, Counter], None]] = {
     "commit-old-term": commit_old_term,
     "double-vote": double_vote,
+    "read-without-quorum": read_without_quorum,
 }

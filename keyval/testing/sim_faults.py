@@ -69,7 +69,7 @@ def draw_knobs(rng: random.Random, faults: frozenset[str], voters: int | None) -
     drawn_voters = rng.choice((3, 5))
     knobs = dict(
         voters=voters or drawn_voters,
-        clients=rng.randint(3, 5),
+        clients=rng.randint(4, 10),
         keys=rng.choice((2, 3, 3)),
         drop=rng.uniform(0.0, 0.1) if "drop" in on else 0.0,
         duplicate=rng.uniform(0.0, 0.05) if "duplicate" in on else 0.0,
@@ -168,8 +168,7 @@ class Nemesis:
         sim.net.cut = {(node.id, o) for o in others} | {(o, node.id) for o in others}
         sim.stats["partitions"] += 1
         sim.trace.add(sim.now, "net", f"PARTITION isolate {node.id} (buggify)")
-        duration = self.rng.randint(10, max(20, 4 * self.knobs.partition_gap))
-        sim.schedule(sim.now + duration, self._heal_partition, self._partition)
+        sim.schedule(sim.now + self._partition_duration(), self._heal_partition, self._partition)
 
     # -- the schedule ---------------------------------------------------------------------
     def _next(self, gap: int) -> int:
@@ -203,9 +202,18 @@ class Nemesis:
         sim.net.cut = links
         sim.stats["partitions"] += 1
         sim.trace.add(sim.now, "net", f"PARTITION {what}")
-        gap = self.knobs.partition_gap
-        longest = 8 * gap if self.rng.random() < 0.1 else 2 * gap
-        sim.schedule(sim.now + self.rng.randint(10, max(20, longest)), self._heal_partition, self._partition)
+        sim.schedule(sim.now + self._partition_duration(), self._heal_partition, self._partition)
+
+    def _partition_duration(self) -> int:
+        """Half are blips shorter than an election timeout; the rest last long enough for the
+        majority side to elect a leader and move on while the minority side still runs (a
+        deposed leader that does not know it yet), some for seconds, as Jepsen's do."""
+        r = self.rng.random()
+        if r < 0.5:
+            return self.rng.randint(10, 100)
+        if r < 0.8:
+            return self.rng.randint(100, 600)
+        return self.rng.randint(600, 3000)
 
     def _heal_partition(self, generation: int) -> None:
         sim = self.sim

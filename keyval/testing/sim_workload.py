@@ -28,6 +28,7 @@ from keyval.raft import (
     ConfigChangeRefused,
     NotLeader,
     ProposalDropped,
+    Role,
     TransferRefused,
 )
 
@@ -47,7 +48,10 @@ MAX_MEMBERS = 7
 
 
 class _Op:
-    __slots__ = ("handle", "kind", "key", "value", "data", "ctx", "deadline", "node", "term", "index", "read_index")
+    __slots__ = (
+        "handle", "kind", "key", "value", "data", "ctx", "deadline", "node", "term", "index", "read_index",
+        "attempts",
+    )
 
     def __init__(self, handle: int, kind: str, key: str, value: str | None, deadline: int) -> None:
         self.handle = handle
@@ -61,6 +65,7 @@ class _Op:
         self.term = 0
         self.index = 0
         self.read_index: int | None = None
+        self.attempts = 0
 
     def describe(self) -> str:
         if self.kind == "put":
@@ -69,13 +74,14 @@ class _Op:
 
 
 class _Client:
-    __slots__ = ("process", "seq", "op", "leader_hint")
+    __slots__ = ("process", "seq", "op", "home")
 
     def __init__(self, process: int) -> None:
         self.process = process
         self.seq = 0
         self.op: _Op | None = None
-        self.leader_hint = NONE
+        #: the node this client is connected to, as a Jepsen client is
+        self.home = NONE
 
 
 class Clients:
@@ -120,6 +126,7 @@ class Clients:
             return
         sim = self.sim
         node = self._target(client)
+        op.attempts += 1
         if node is None:
             sim.schedule(sim.now + self.rng.randint(5, 20), self._attempt, client, op)
             return
@@ -128,15 +135,14 @@ class Clients:
                 node.core.read_index(op.ctx)
             else:
                 op.term, op.index = node.core.propose(op.data)
-        except NotLeader as exc:
-            client.leader_hint = exc.leader if exc.leader != node.id else NONE
+        except NotLeader:
             sim.schedule(sim.now + self.rng.randint(1, 5), self._attempt, client, op)
             return
         except ProposalDropped:
             sim.schedule(sim.now + self.rng.randint(5, 20), self._attempt, client, op)
             return
         sim.dirty.add(node.id)
-        op.node = client.leader_hint = node.id
+        op.node = node.id
         if op.kind == "get":
             self._reads[op.ctx] = (client, op)
             sim.trace.add(sim.now, f"p{client.process}", f"read_index at {node.id} ctx={op.ctx.decode()}")
@@ -145,13 +151,28 @@ class Clients:
             sim.trace.add(sim.now, f"p{client.process}", f"proposed at {node.id} as {op.index}/t{op.term}")
 
     def _target(self, client: _Client) -> "SimNode | None":
-        node = self.sim.nodes.get(client.leader_hint) if client.leader_hint else None
-        if node is None or not node.alive:
-            live = self.sim.live_nodes()
+        """Who takes the request: the client's home node if it leads; otherwise the leader
+        the home node knows of, reached by forwarding across the simulated network — so a
+        client on the majority side of a partition cannot reach a deposed leader on the
+        other side, and one connected to the deposed leader keeps talking to it."""
+        sim = self.sim
+        home = sim.nodes.get(client.home)
+        if home is None or not home.alive or self.rng.random() < 0.02:
+            # Reconnect somewhere else: the home is down, or connections churn now and then
+            # (which also spreads clients over members added later).
+            live = sim.live_nodes()
             if not live:
                 return None
-            node = self.rng.choice(live)
-        return node
+            home = self.rng.choice(live)
+            client.home = home.id
+        if home.core.role is Role.LEADER:
+            return home
+        target = sim.nodes.get(home.core.leader) if home.core.leader else None
+        if target is None or not target.alive:
+            return None
+        if sim.net.is_cut(home.id, target.id) or sim.net.is_cut(target.id, home.id):
+            return None
+        return target
 
     def _timeout(self, client: _Client, op: _Op) -> None:
         if client.op is not op:
@@ -299,9 +320,10 @@ class Operator:
             target = rng.choice(live)
             change = ConfigChange(ChangeKind.PROMOTE, target)
         elif action == "remove":
-            # Keep two voters, mostly; now and then go down to one (or try the last: refused).
+            # Mostly three voters or more (a partition means little to one voter); now and
+            # then two, rarely one (and trying to remove the last one is refused).
             pool = list(learners)
-            if len(voters) > 2 or rng.random() < 0.3:
+            if len(voters) > 3 or rng.random() < {3: 0.3, 2: 0.1}.get(len(voters), 0.05):
                 pool += voters
             if not pool:
                 return
