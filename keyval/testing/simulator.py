@@ -259,6 +259,12 @@ class Simulation:
             self.trace.add(now, node.id, f"{role.value} term={term} leader={leader or '-'}")
             if role is Role.LEADER:
                 self.stats["elections"] += 1
+        # A leader's messages may go out before its own write (Ready.send_before_persist);
+        # a crash "before persisting" then loses entries the followers already hold.
+        early = rd.send_before_persist
+        if early:
+            for msg in sorted(rd.messages, key=lambda msg: msg.to):
+                self._send(msg)
         if crash == "before-persist":
             return self.crash(node, "before persisting its Ready")
         # 1. persist: snapshot, entries, hard state
@@ -280,8 +286,9 @@ class Simulation:
             self.nemesis.isolate(node)  # its messages go out into a partition
         # 2. send (stable-sorted by destination: only per-peer order is meaningful, and this
         # keeps the run independent of the core's set iteration order)
-        for msg in sorted(rd.messages, key=lambda msg: msg.to):
-            self._send(msg)
+        if not early:
+            for msg in sorted(rd.messages, key=lambda msg: msg.to):
+                self._send(msg)
         if crash == "after-send":
             return self.crash(node, "after sending, before applying")
         # 3. apply
