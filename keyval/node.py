@@ -336,8 +336,9 @@ class Node:
         for msg in messages:
             address = (membership.address_of(msg.to) or self.applied_membership.address_of(msg.to)
                        or self.peer_hints.get(msg.to))
-            if address:
-                self.transport.send(msg.to, address, msg)
+            # None: where the peer's own traffic came from. A node being added knows no
+            # address for its leader until its first configuration, which it must answer for.
+            self.transport.send(msg.to, address or None, msg)
 
     def _on_soft_state(self, soft: tuple[Role, str, int]) -> None:
         role, leader, term = soft

@@ -9,6 +9,14 @@ cope with, so ``send`` never blocks and never raises because a peer is slow or d
 Bytes on the wire come from ``keyval.codec`` (versioned, carrying the cluster id); a
 transport never unpickles or otherwise trusts what it reads: anything that fails to decode,
 authenticate or belongs to another cluster is dropped and counted, never raised.
+
+A node started empty waits to be added: until its first configuration arrives it knows no
+address for its leader and no cluster id, yet it must answer that leader to receive the
+configuration. So a transport learns both from traffic: it remembers where each peer that
+wrote to it listens (``send`` with ``address=None`` goes there), and until the node sets a
+cluster id it adopts the one of the first message addressed to it (see ``cluster_id``).
+What is learned comes only from traffic that passed the transport's checks (with a cluster
+secret: authenticated).
 """
 from __future__ import annotations
 
@@ -29,18 +37,33 @@ class Transport(Protocol):
     def address(self) -> str:
         """The address actually listened on (after ``start``)."""
 
-    def set_cluster_id(self, cluster_id: str) -> None:
-        """Accept only messages of this cluster from now on (an uninitialised node learns
-        its cluster id from the leader that adds it) and stamp it on everything sent."""
+    @property
+    def cluster_id(self) -> str | None:
+        """The cluster id stamped on what is sent: the one ``set_cluster_id`` set, else the
+        one adopted from traffic, else None (then "" is stamped)."""
 
-    def send(self, peer_id: str, address: str, message: Message) -> None:
+    def set_cluster_id(self, cluster_id: str) -> None:
+        """Accept only messages of this cluster from now on and stamp it on everything sent.
+
+        Until it is called every cluster is accepted, and the cluster id of the first
+        accepted message addressed to this node is adopted (one log line) and stamped on
+        what is sent: that is how a node being added answers the leader that adds it before
+        its first configuration tells it the id. The node calls this once a configuration
+        names the id; if it differs from the adopted one, this call wins (and is logged)."""
+
+    def send(self, peer_id: str, address: str | None, message: Message) -> None:
         """Queue ``message`` for ``peer_id`` at ``address`` (which may change with
         membership). Never blocks, never raises for an unreachable peer: a bounded queue per
-        peer drops (and counts) what does not fit."""
+        peer drops (and counts) what does not fit.
+
+        ``address=None``: at the address where ``peer_id`` listens as learned from its own
+        traffic to us (the most recent, from a bounded table); with none known the message
+        is dropped and counted as ``dropped_no_address``."""
 
     def stats(self) -> dict[str, int]:
         """Counters: sent, received, and every kind of drop (``dropped_decode``,
-        ``dropped_cluster``, ``dropped_auth``, ``dropped_replay``, ``dropped_queue_full``...)."""
+        ``dropped_cluster``, ``dropped_auth``, ``dropped_replay``, ``dropped_queue_full``,
+        ``dropped_no_address``...)."""
 
     async def close(self) -> None:
         """Stop listening, close connections, drop what is queued."""

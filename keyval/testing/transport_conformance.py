@@ -47,7 +47,8 @@ from keyval.raft.types import Entry, EntryType, Membership, SnapshotMeta
 
 __all__ = ["TransportConformance", "sample_messages"]
 
-CONTRACT_COUNTERS = ("sent", "received", "dropped_decode", "dropped_cluster", "dropped_auth", "dropped_queue_full")
+CONTRACT_COUNTERS = ("sent", "received", "dropped_decode", "dropped_cluster", "dropped_auth", "dropped_queue_full",
+                     "dropped_no_address")
 MiB = 1024 * 1024
 HYPOTHESIS = settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 
@@ -80,12 +81,16 @@ class Node:
     def address(self) -> str:
         return self.transport.address
 
-    def send(self, to: "Node | tuple[str, str]", message: Message) -> None:
+    def send(self, to: "Node | tuple[str, str | None]", message: Message) -> None:
         peer_id, address = (to.id, to.address) if isinstance(to, Node) else to
         self.net.call(self.transport.send, peer_id, address, message)
 
     def stats(self) -> dict[str, int]:
         return self.net.call(self.transport.stats)
+
+    @property
+    def cluster_id(self) -> str | None:
+        return self.net.call(lambda: self.transport.cluster_id)
 
 
 class Net:
@@ -132,11 +137,13 @@ class Net:
                 raise AssertionError(f"timed out waiting for {what}; stats: {self.all_stats()}")
             time.sleep(0.005)
 
-    def deliver(self, src: Node, dst: Node, message: Message, resend_every: float = 0.5) -> None:
-        """Send until ``dst`` has it: delivery is best effort, a reconnection may lose one."""
+    def deliver(self, src: Node, dst: Node, message: Message, resend_every: float = 0.5,
+                unaddressed: bool = False) -> None:
+        """Send until ``dst`` has it: delivery is best effort, a reconnection may lose one.
+        ``unaddressed``: with ``address=None``, where ``src`` learned ``dst`` listens."""
         deadline = time.monotonic() + self.suite.timeout
         while True:
-            src.send(dst, message)
+            src.send((dst.id, None) if unaddressed else dst, message)
             resend_at = time.monotonic() + resend_every
             while time.monotonic() < resend_at:
                 if message in dst.inbox:
@@ -346,6 +353,63 @@ class TransportConformance:
         a, b = net.node("a"), net.node("b")
         a.send(("b", unused_address()), Heartbeat(1, "a", "b", 1))
         net.deliver(a, b, Heartbeat(1, "a", "b", 2))
+
+    # -- what a transport learns from its peers' traffic ------------------------------
+    @pytest.mark.parametrize("sealed", [False, True], ids=["plain", "sealed"])
+    def test_a_peer_never_heard_of_is_answered_where_its_traffic_came_from(self, net, secrets, sealed):
+        options = secrets(b"joining") if sealed else {}
+        leader, fresh = net.node("l", options, cluster_id="c"), net.node("f", options)
+        net.deliver(leader, fresh, AppendEntries(1, "l", "f", 0, 0, (), 0))
+        net.deliver(fresh, leader, AppendResponse(1, "f", "l", 0, True, 0, 0), unaddressed=True)
+        assert fresh.stats()["dropped_no_address"] == 0
+
+    def test_the_address_last_heard_from_wins(self, net):
+        a, b = net.node("a"), net.node("b")
+        net.deliver(a, b, Heartbeat(1, "a", "b", 1))
+        net.close(a)
+        moved = net.node("a")  # the same node id, restarted elsewhere
+        net.deliver(moved, b, Heartbeat(1, "a", "b", 2))
+        net.deliver(b, moved, Heartbeat(1, "b", "a", 3), unaddressed=True)
+
+    def test_no_address_given_nor_learned_is_dropped_and_counted(self, net):
+        a, c = net.node("a"), net.node("c")
+        a.send(("stranger", None), TimeoutNow(1, "a", "stranger"))
+        net.wait(lambda: a.stats()["dropped_no_address"] == 1, "dropped_no_address to be counted")
+        net.deliver(a, c, TimeoutNow(1, "a", "c"))
+        a.send(("c", None), TimeoutNow(2, "a", "c"))  # sent to, but never heard from
+        net.wait(lambda: a.stats()["dropped_no_address"] == 2, "dropped_no_address to be counted")
+        assert TimeoutNow(2, "a", "c") not in c.inbox
+
+    def test_an_unconfigured_transport_adopts_the_cluster_id_of_its_first_message(self, net):
+        leader, fresh, nobody = net.node("l", cluster_id="c1"), net.node("f"), net.node("n")
+        net.deliver(nobody, fresh, TimeoutNow(1, "n", "f"))  # of no cluster: nothing to adopt
+        assert fresh.cluster_id is None
+        net.deliver(leader, fresh, AppendEntries(1, "l", "f", 0, 0, (), 0))
+        assert fresh.cluster_id == "c1"
+        # Its answer carries the id (the leader drops every other cluster's messages).
+        net.deliver(fresh, leader, AppendResponse(1, "f", "l", 0, True, 0, 0), unaddressed=True)
+        # Until the node sets an id, other clusters are still let in; the first one is kept.
+        other = net.node("o", cluster_id="c2")
+        net.deliver(other, fresh, TimeoutNow(1, "o", "f"))
+        assert fresh.cluster_id == "c1"
+        net.call(fresh.transport.set_cluster_id, "c1")
+        net.refused(other, fresh, TimeoutNow(2, "o", "f"), "dropped_cluster")
+
+    def test_the_nodes_cluster_id_wins_over_an_adopted_one(self, net):
+        stray, fresh, real = net.node("s", cluster_id="stray"), net.node("f"), net.node("r", cluster_id="real")
+        net.deliver(stray, fresh, TimeoutNow(1, "s", "f"))
+        assert fresh.cluster_id == "stray"
+        net.call(fresh.transport.set_cluster_id, "real")
+        assert fresh.cluster_id == "real"
+        net.refused(stray, fresh, TimeoutNow(2, "s", "f"), "dropped_cluster")
+        net.deliver(fresh, real, TimeoutNow(1, "f", "r"))
+
+    def test_a_configured_transport_drops_other_clusters_and_learns_nothing_from_them(self, net):
+        mine, other = net.node("m", cluster_id="mine"), net.node("o", cluster_id="other")
+        net.refused(other, mine, TimeoutNow(1, "o", "m"), "dropped_cluster")
+        assert mine.inbox == [] and mine.cluster_id == "mine"
+        mine.send(("o", None), TimeoutNow(1, "m", "o"))
+        net.wait(lambda: mine.stats()["dropped_no_address"] == 1, "dropped_no_address to be counted")
 
     # -- traffic that must be refused --------------------------------------------------
     def test_wrong_cluster_id_is_dropped_and_counted(self, net):

@@ -125,10 +125,14 @@ class FaultyTransport:
     def address(self) -> str:
         return self._inner.address
 
+    @property
+    def cluster_id(self) -> str | None:
+        return getattr(self._inner, "cluster_id", None)  # a transport of the older contract has none
+
     def set_cluster_id(self, cluster_id: str) -> None:
         self._inner.set_cluster_id(cluster_id)
 
-    def send(self, peer_id: str, address: str, message: Message) -> None:
+    def send(self, peer_id: str, address: str | None, message: Message) -> None:
         fate = decide(self._rules, "send", message.frm, peer_id, type(message).__name__, self._rng)
         self._apply(fate, self._inner.send, peer_id, address, message)
 

@@ -1,7 +1,8 @@
 """One outbound peer of the ``tcp`` transport: a bounded queue and the task that drains it.
 
 The connection is opened lazily, on the first message, and reopened with exponential
-backoff and jitter after it breaks; what is queued when a dial fails is dropped. Frames are
+backoff and jitter after it breaks; what is queued when a dial fails is dropped. Each
+connection opens with the transport's hello (``tcp_hello``). Frames are
 queued already encoded; the queue is bounded by count and by bytes, so a slow or dead peer
 costs at most that much memory, and since each peer has its own writer task it never holds
 up the others.
@@ -13,6 +14,7 @@ import logging
 import random
 import ssl
 from collections import deque
+from typing import Callable
 
 from .tcp_options import TcpOptions
 from .tcp_stats import Stats
@@ -34,13 +36,16 @@ def split_address(address: str) -> tuple[str, int]:
 
 class Peer:
     def __init__(self, peer_id: str, address: str, opts: TcpOptions, stats: Stats,
-                 client_tls: ssl.SSLContext | None, rng: random.Random) -> None:
+                 client_tls: ssl.SSLContext | None, rng: random.Random,
+                 hello: Callable[[], bytes] | None = None) -> None:
         self.peer_id = peer_id
         self.address = address
         self._opts = opts
         self._stats = stats
         self._tls = client_tls
         self._rng = rng
+        #: The framed hello that opens each connection (built then: the cluster id may change).
+        self._hello = hello
         self._queue: deque[bytes] = deque()
         self._queued_bytes = 0
         self._wake = asyncio.Event()  # something to send (or the connection went away)
@@ -155,6 +160,8 @@ class Peer:
             writer.transport.abort()
             return False
         self._stats.add("connects")
+        if self._hello is not None:
+            writer.write(self._hello())  # before any queued frame: it goes out first
         self._writer = writer
         self._connected_at = asyncio.get_running_loop().time()
         self._watcher = asyncio.get_running_loop().create_task(self._watch(reader, writer))

@@ -22,6 +22,7 @@ COUNTERS = (
     "dropped_oversized",  # incoming frame announced larger than max_frame_bytes
     "dropped_truncated",  # connection closed in the middle of a frame
     "dropped_wrong_node",  # addressed to another node id
+    "dropped_no_address",  # sent with address=None to a peer we never heard from
     "dropped_send_failed",  # lost with a connection that broke while writing
     "dropped_closed",  # sent after close()
     "deliver_errors",
@@ -29,6 +30,7 @@ COUNTERS = (
     "connect_failures",
     "connections_lost",  # outbound connections the peer closed or broke
     "connections_accepted",
+    "hellos_received",  # inbound connections that said who dialled and where it listens
     "connections_refused",  # inbound connections beyond max_connections
     "connections_closed_bad",  # closed after too many bad frames or an oversized one
 )

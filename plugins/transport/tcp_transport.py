@@ -3,7 +3,9 @@
 A frame is a 4-byte big-endian length and that many bytes: the codec's encoding of one
 message, followed by its HMAC tag when a cluster secret is configured. Inbound connections
 are accepted from anyone — what they send has to decode, authenticate and belong to our
-cluster before it reaches the node.
+cluster before it reaches the node. The first frame of a connection we dial is a hello
+(``tcp_hello``): it tells the accepting side where we listen, so that it can answer us
+with ``address=None`` before its configuration names us.
 """
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ from keyval.codec import DecodeError, decode_message, encode_message
 from keyval.raft.messages import Message
 from keyval.transport import Deliver
 
+from .peer_identity import ClusterIdentity, PeerAddresses
+from .tcp_hello import HelloError, as_seen, decode_hello, encode_hello, is_hello
 from .tcp_options import TcpOptions, load_authenticator, parse_tcp_options, tls_contexts
 from .tcp_peer import CONNECTION_ERRORS, Peer, split_address
 from .tcp_stats import Stats
@@ -40,7 +44,8 @@ class TcpTransport:
         self._node_id = ""
         self._address = ""
         self._deliver: Deliver | None = None
-        self._cluster_id: str | None = None
+        self._identity = ClusterIdentity(log)
+        self._learned = PeerAddresses(log)
         self._server: asyncio.Server | None = None
         self._peers: dict[str, Peer] = {}
         self._inbound: dict[asyncio.Task, asyncio.StreamWriter] = {}
@@ -53,7 +58,7 @@ class TcpTransport:
             raise RuntimeError("a tcp transport starts once")
         host, port = split_address(address)
         self._node_id, self._deliver = node_id, deliver
-        self._stats.label = f"tcp transport of node {node_id}"
+        self._stats.label = self._identity.label = self._learned.label = f"tcp transport of node {node_id}"
         self._server = await asyncio.start_server(
             self._serve, host, port, ssl=self._server_tls, limit=READ_LIMIT
         )
@@ -70,14 +75,24 @@ class TcpTransport:
     def address(self) -> str:
         return self._address
 
-    def set_cluster_id(self, cluster_id: str) -> None:
-        self._cluster_id = cluster_id
+    @property
+    def cluster_id(self) -> str | None:
+        return self._identity.cluster_id
 
-    def send(self, peer_id: str, address: str, message: Message) -> None:
+    def set_cluster_id(self, cluster_id: str) -> None:
+        self._identity.configure(cluster_id)
+
+    def send(self, peer_id: str, address: str | None, message: Message) -> None:
         if self._closed or self._server is None:
             self._stats.report("dropped_closed", f"message to {peer_id} sent while the transport is not running")
             return
-        payload = encode_message(message, self._cluster_id or "")
+        if address is None:
+            address = self._learned.get(peer_id)
+            if address is None:
+                self._stats.report("dropped_no_address", f"{type(message).__name__} to {peer_id}: no address "
+                                   "given, and none learned from its traffic")
+                return
+        payload = encode_message(message, self._identity.stamp())
         if self._auth is not None:
             payload = self._auth.seal(payload)
         if len(payload) > self._opts.max_frame_bytes:
@@ -86,11 +101,11 @@ class TcpTransport:
             return
         peer = self._peers.get(peer_id)
         if peer is None:
-            peer = Peer(peer_id, address, self._opts, self._stats, self._client_tls, self._rng)
+            peer = Peer(peer_id, address, self._opts, self._stats, self._client_tls, self._rng, self._hello)
             self._peers[peer_id] = peer
         elif peer.address != address:
             peer.move(address)
-        peer.push(len(payload).to_bytes(LENGTH_BYTES, "big") + payload)
+        peer.push(_framed(payload))
 
     def stats(self) -> dict[str, int]:
         return self._stats.snapshot()
@@ -129,7 +144,7 @@ class TcpTransport:
         self._stats.add("connections_accepted")
         peer = _peername(writer)
         try:
-            await self._read_frames(reader, peer)
+            await self._read_frames(reader, peer, _peerhost(writer))
         except asyncio.IncompleteReadError as exc:
             if exc.partial:
                 self._stats.report("dropped_truncated", f"connection from {peer} closed inside a frame")
@@ -143,9 +158,10 @@ class TcpTransport:
             except (*CONNECTION_ERRORS, asyncio.CancelledError):
                 pass
 
-    async def _read_frames(self, reader: asyncio.StreamReader, peer: str) -> None:
+    async def _read_frames(self, reader: asyncio.StreamReader, peer: str, source_host: str) -> None:
         bad = 0
         limit = self._opts.max_frame_bytes
+        first = True
         while True:
             header = await reader.readexactly(LENGTH_BYTES)
             size = int.from_bytes(header, "big")
@@ -155,7 +171,9 @@ class TcpTransport:
                 self._stats.add("connections_closed_bad")
                 return
             frame = await reader.readexactly(size)
-            if self._accept(frame, peer):
+            good = self._accept(frame, peer, source_host if first else None)
+            first = False
+            if good:
                 bad = 0
                 continue
             bad += 1
@@ -164,8 +182,9 @@ class TcpTransport:
                                    f"after {bad} bad frames in a row")
                 return
 
-    def _accept(self, frame: bytes, peer: str) -> bool:
-        """Deliver one frame if it is good; False if it was bad (failed auth or decoding)."""
+    def _accept(self, frame: bytes, peer: str, source_host: str | None) -> bool:
+        """Deliver one frame if it is good; False if it was bad (failed auth or decoding).
+        ``source_host`` is given for a connection's first frame only: the one that may be a hello."""
         payload: bytes | memoryview = frame
         if self._auth is not None:
             try:
@@ -173,23 +192,54 @@ class TcpTransport:
             except AuthError as exc:
                 self._stats.report("dropped_auth", f"from {peer}: {exc}")
                 return False
+        if source_host is not None and is_hello(payload):
+            return self._on_hello(payload, peer, source_host)
         try:
             cluster_id, message = decode_message(payload)
         except DecodeError as exc:
             self._stats.report("dropped_decode", f"from {peer}: {exc}")
             return False
-        if self._cluster_id is not None and cluster_id != self._cluster_id:
-            self._stats.report("dropped_cluster", f"from {peer}: cluster {cluster_id!r}, ours is {self._cluster_id!r}")
+        if not self._identity.accepts(cluster_id):
+            self._stats.report("dropped_cluster", f"from {peer}: cluster {cluster_id!r}, ours is "
+                               f"{self._identity.configured!r}")
             return True
         if message.to != self._node_id:
             self._stats.report("dropped_wrong_node", f"from {peer}: {type(message).__name__} for node {message.to!r}")
             return True
+        self._identity.observe(cluster_id, message.frm)
         self._stats.add("received")
         try:
             self._deliver(message)  # type: ignore[misc]
         except Exception as exc:  # noqa: BLE001 - the node's bug must not cut the connection
             self._stats.report("deliver_errors", f"delivering {type(message).__name__} failed: {exc!r}")
         return True
+
+    def _on_hello(self, payload: bytes | memoryview, peer: str, source_host: str) -> bool:
+        try:
+            hello = decode_hello(payload)
+        except HelloError as exc:
+            self._stats.report("dropped_decode", f"hello from {peer}: {exc}")
+            return False
+        self._stats.add("hellos_received")
+        # Another cluster's node is no one to answer: its messages are dropped (and counted)
+        # here anyway, so its hello is simply not remembered.
+        if self._identity.accepts(hello.cluster_id):
+            self._learned.learn(hello.node_id, as_seen(hello.address, source_host))
+        return True
+
+    def _hello(self) -> bytes:
+        """The framed hello that opens each connection we dial (see tcp_hello)."""
+        payload = encode_hello(self._node_id, self._address, self._identity.stamp())
+        return _framed(self._auth.seal(payload) if self._auth is not None else payload)
+
+
+def _framed(payload: bytes) -> bytes:
+    return len(payload).to_bytes(LENGTH_BYTES, "big") + payload
+
+
+def _peerhost(writer: asyncio.StreamWriter) -> str:
+    name = writer.get_extra_info("peername")
+    return str(name[0]) if isinstance(name, tuple) and name else ""
 
 
 def _peername(writer: asyncio.StreamWriter) -> str:

@@ -12,6 +12,11 @@ With ``secret_file`` every datagram is sealed with HMAC-SHA256 and replays are r
 sliding window per (sender, epoch) (``udp_replay``). The window is kept without a secret too,
 where it only filters datagrams the network duplicated (anyone can forge those anyway).
 Options: ``udp_options.UdpOptions``.
+
+There is one socket per node, so the source address of a datagram that passed every check
+is where its sender listens: it is remembered (``peer_identity``), and the node can answer
+a peer its configuration does not name yet with ``address=None``. With a secret only sealed
+datagrams get that far, so an unauthenticated peer can never redirect a peer's address.
 """
 from __future__ import annotations
 
@@ -33,6 +38,7 @@ from keyval.raft.messages import Message
 from keyval.transport import Deliver
 
 from . import udp_wire as wire
+from .peer_identity import ClusterIdentity, PeerAddresses
 from .udp_fragment import Reassembler, split
 from .udp_log import DropLog
 from .udp_options import UdpOptions, join_address, split_address
@@ -43,7 +49,7 @@ log = logging.getLogger(__name__)
 COUNTERS = (
     "sent", "received", "datagrams_sent", "datagrams_received", "bytes_sent", "bytes_received",
     "dropped_decode", "dropped_cluster", "dropped_auth", "dropped_replay", "dropped_queue_full",
-    "dropped_too_large", "dropped_unresolved", "send_errors", "deliver_errors",
+    "dropped_too_large", "dropped_unresolved", "dropped_no_address", "send_errors", "deliver_errors",
 )
 #: How long a resolved peer address is trusted before it is looked up again (seconds).
 RESOLVE_TTL = 30.0
@@ -75,11 +81,13 @@ class UdpTransport:
                                         self.options.reassembly_timeout,
                                         self.options.max_message_bytes)
         self._replay = ReplayGuard(self.options.replay_window)
-        self._cluster_id: str | None = None
+        self._identity = ClusterIdentity(log)
+        self._learned = PeerAddresses(log)
         self._peers: dict[str, _Peer] = {}
         self._resolved: dict[str, tuple[float, Any]] = {}
         self._tasks: list[asyncio.Task] = []
         self._stream: asyncio_dgram.DatagramServer | None = None
+        self._node_id = ""
         self._address = ""
         self._closed = False
 
@@ -88,6 +96,7 @@ class UdpTransport:
         if self._stream is not None or self._closed:
             raise RuntimeError("a udp transport starts once")
         self._node_id = node_id
+        self._identity.label = self._learned.label = f"udp transport of {node_id}"
         self._sender_raw = wire.encode_sender(node_id)
         self._deliver = deliver
         # Bytes of records one datagram holds, and of message bytes one record holds.
@@ -115,14 +124,24 @@ class UdpTransport:
     def address(self) -> str:
         return self._address
 
-    def set_cluster_id(self, cluster_id: str) -> None:
-        self._cluster_id = cluster_id
+    @property
+    def cluster_id(self) -> str | None:
+        return self._identity.cluster_id
 
-    def send(self, peer_id: str, address: str, message: Message) -> None:
+    def set_cluster_id(self, cluster_id: str) -> None:
+        self._identity.configure(cluster_id)
+
+    def send(self, peer_id: str, address: str | None, message: Message) -> None:
         if self._closed or self._stream is None:
             return
+        if address is None:
+            address = self._learned.get(peer_id)
+            if address is None:
+                self._drop("dropped_no_address", "%s to %s: no address given, and none learned from its traffic",
+                           type(message).__name__, peer_id)
+                return
         try:
-            records = self._records(encode_message(message, self._cluster_id or ""))
+            records = self._records(encode_message(message, self._identity.stamp()))
         except (TypeError, ValueError) as exc:
             self._drop("dropped_too_large", "message to %s not sent: %s", peer_id, exc)
             return
@@ -261,17 +280,17 @@ class UdpTransport:
         stream = self._stream
         while True:
             try:
-                data, _ = await stream.recv()
+                data, source = await stream.recv()
             except asyncio_dgram.TransportClosed:
                 return
             except OSError:
                 continue  # an ICMP error reported for an earlier send; nothing to receive
             try:
-                self._on_datagram(data)
+                self._on_datagram(data, source)
             except Exception as exc:  # noqa: BLE001 - the receive loop must never die
                 self._drop("dropped_decode", "datagram handling failed: %r", exc)
 
-    def _on_datagram(self, data: bytes) -> None:
+    def _on_datagram(self, data: bytes, source: Any = None) -> None:
         # Peer-chosen strings (the sender id) are logged with %r: one line per event, always.
         self._counts["datagrams_received"] += 1
         self._counts["bytes_received"] += len(data)
@@ -306,27 +325,31 @@ class UdpTransport:
                     if total > self.options.max_message_bytes:
                         self._drop("dropped_too_large", "message of %d bytes from %r", total, header.sender)
                     else:
-                        self._on_message(header.sender, fragment)
+                        self._on_message(header.sender, fragment, source)
                     continue
                 encoded = self._reassembler.add((header.sender, header.epoch, message_id), index,
                                                 count, total, fragment, time.monotonic())
                 if encoded is not None:
-                    self._on_message(header.sender, encoded)
+                    self._on_message(header.sender, encoded, source)
         except wire.BadDatagram as exc:
             self._drop("dropped_decode", "datagram from %r: %s", header.sender, exc)
 
-    def _on_message(self, sender: str, encoded: bytes | memoryview) -> None:
+    def _on_message(self, sender: str, encoded: bytes | memoryview, source: Any = None) -> None:
         try:
             cluster_id, message = decode_message(encoded)
         except DecodeError as exc:
             self._drop("dropped_decode", "message from %r: %s", sender, exc)
             return
-        if self._cluster_id is not None and cluster_id != self._cluster_id:
+        if not self._identity.accepts(cluster_id):
             self._drop("dropped_cluster", "message from %r of cluster %r", sender, cluster_id)
             return
         if message.frm != sender:
             self._drop("dropped_decode", "message claims to be from %r but %r sent it", message.frm, sender)
             return
+        if source is not None:
+            self._learned.learn(sender, join_address(source[0], source[1]))
+        if message.to == self._node_id:
+            self._identity.observe(cluster_id, sender)
         self._counts["received"] += 1
         try:
             self._deliver(message)
