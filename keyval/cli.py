@@ -84,7 +84,10 @@ def serve(ctx: click.Context, config_file: str | None, **flags) -> None:
         fail(ctx, str(exc), USAGE_ERROR)
     from keyval.server import run, setup_logging
 
-    setup_logging(config)
+    try:
+        setup_logging(config)
+    except KeyvalError as exc:
+        fail(ctx, str(exc), USAGE_ERROR)
     try:
         code = asyncio.run(run(config, loaded))
     except KeyvalError as exc:

@@ -11,7 +11,7 @@ from keyval.client import AsyncClient
 from keyval.client_protocol import RegisterClientAddress
 from keyval.cluster.operations import ClusterOperations
 from keyval.config import NodeConfig
-from keyval.errors import KeyvalError
+from keyval.errors import ConfigError, KeyvalError
 from keyval.kv import encode_meta
 from keyval.maintenance import Maintenance
 from keyval.metrics import MetricsServer
@@ -27,7 +27,10 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 def setup_logging(config: NodeConfig) -> None:
     handler: logging.Handler
     if config.log_file:
-        handler = logging.FileHandler(config.log_file)
+        try:
+            handler = logging.FileHandler(config.log_file)
+        except OSError as exc:
+            raise ConfigError(f"log_file: cannot open {config.log_file!r}: {exc.strerror}") from None
     else:
         handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(LOG_FORMAT))

@@ -95,3 +95,11 @@ def test_simulate_passes_every_argument_through(monkeypatch):
     result = invoke("simulate", "--seeds", "20", "--help", "-x", "positional")
     assert result.exit_code == 7
     assert received == [["--seeds", "20", "--help", "-x", "positional"]]
+
+
+def test_serve_with_an_unwritable_log_file_is_one_line_exit_2(tmp_path):
+    result = invoke("serve", *NODE, "--storage", "memory", "--transport", "udp",
+                    "--log-file", str(tmp_path / "no" / "such" / "dir" / "keyval.log"))
+    assert result.exit_code == 2
+    assert result.output.splitlines() == [result.output.strip()]
+    assert "log_file: cannot open" in result.output and "No such file or directory" in result.output
