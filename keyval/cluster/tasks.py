@@ -3,13 +3,17 @@
 ``AutoPromoter`` (on the leader): promotes a learner once it has caught up.
 
 ``RemovalWatch`` (on every node): shuts the node down cleanly once it learns that it was
-removed. The leader stops replicating to a node as soon as its removal is appended, so a
-removed follower never sees the entry that removes it; it learns instead by asking its peers.
+removed. The core keeps replicating to a node being removed until its removal commits, so
+it usually applies the configuration without itself, but that alone proves nothing (it may
+be a stale one replayed before being re-added), and it may miss it; so it asks its peers.
 It asks when the leader nudges it after the removal (``removal_check``), when it lost its
 leader, and when it applied a configuration without itself. Only a leader of its own
 cluster, at its term or later, whose committed configuration lacks this node counts as
-proof. A node that was never in touch with a leader as a member since it started (a removed
-node restarted, waiting to be added again, or a new node not yet added) is not shut down.
+proof. A node that has not been a member since it started (a removed node restarted, waiting
+to be added again, or a new node not yet added) is not shut down. A node has been a member
+once, in this process, it was in touch with a leader as a member, or it applied a
+configuration listing itself, or installed a snapshot whose membership lists it: a learner
+removed right after its snapshot was installed has been added, and so shuts down.
 """
 from __future__ import annotations
 
@@ -108,9 +112,14 @@ class RemovalWatch:
         self._nudged.set()
 
     def _on_applied(self, index: int, membership: Membership) -> None:
-        # Replayed at start, or not about us: no news. Otherwise only a hint — a node being
-        # re-added replays its old removal before the entry that adds it back.
-        if index > self.node.initial_commit and self.node.id not in membership.members and self._had_contact:
+        # Replayed at start: no news. A configuration (or installed snapshot) listing this
+        # node means it was added in this process's lifetime. One without it is only a
+        # hint — a node being re-added replays its old removal before the entry that adds it back.
+        if index <= self.node.initial_commit:
+            return
+        if self.node.id in membership.members:
+            self._had_contact = True
+        elif self._had_contact:
             self.check_soon()
 
     async def _run(self) -> None:
