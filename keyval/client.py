@@ -19,6 +19,28 @@ from keyval import client_protocol as p
 from keyval.errors import RequestRefused, RevisionMismatch, Timeout, Unreachable
 
 RETRYABLE = {p.NOT_LEADER, p.NO_LEADER, p.UNAVAILABLE, p.TIMEOUT}
+#: operations that change nothing (a timeout of any other may still have its effect)
+READ_ONLY_OPERATIONS = frozenset({"cluster_status", "cluster_health", "membership", "removal_check",
+                                  "snapshot_list", "backup_begin", "backup_chunk", "backup_end"})
+#: one attempt to connect to an endpoint waits at most this long, then the next one is tried
+CONNECT_TIMEOUT = 1.0
+#: one attempt at a request waits at most this long for its reply (an endpoint that accepted
+#: the connection but does not answer, e.g. a frozen process), unless the call is given a
+#: longer one (an operation that waits on purpose)
+ATTEMPT_TIMEOUT = 2.0
+
+
+def _seconds(value: float) -> str:
+    """A timeout as given (3.99851 -> 4): callers pass what is left of a deadline."""
+    return f"{round(value, 1):g}"
+
+
+def _reason(endpoint: str, exc: BaseException) -> str:
+    """Never empty: asyncio.TimeoutError and some OSErrors print as ''."""
+    if isinstance(exc, asyncio.TimeoutError):
+        return f"{endpoint}: no reply (timed out)"
+    text = str(exc)
+    return f"{endpoint}: {text}" if text else f"{endpoint}: {type(exc).__name__}"
 
 
 def _bytes(value: bytes | str) -> bytes:
@@ -49,7 +71,11 @@ class _Connection:
             if self._writer is not None and not self._writer.is_closing():
                 return
             host, _, port = self.endpoint.rpartition(":")
-            self._reader, self._writer = await asyncio.wait_for(asyncio.open_connection(host.strip("[]"), int(port)), timeout)
+            try:
+                self._reader, self._writer = await asyncio.wait_for(
+                    asyncio.open_connection(host.strip("[]"), int(port)), min(timeout, CONNECT_TIMEOUT))
+            except asyncio.TimeoutError:
+                raise ConnectionError(f"connection to {self.endpoint} timed out") from None
             self._reader_task = asyncio.create_task(self._read_loop())
 
     async def _read_loop(self) -> None:
@@ -77,14 +103,16 @@ class _Connection:
             if not fut.done():
                 fut.set_exception(error)
 
-    async def call(self, body, timeout: float):
+    async def call(self, body, timeout: float, attempt: float | None = None):
+        """``timeout``: what is left of the caller's deadline; ``attempt``: the most to wait
+        for this reply (default ``timeout``)."""
         await self._ensure(timeout)
         request_id = next(self._ids)
         fut = asyncio.get_running_loop().create_future()
         self._pending[request_id] = fut
         self._writer.write(p.frame(p.Request(p.PROTOCOL_VERSION, request_id, body)))
         try:
-            return await asyncio.wait_for(fut, timeout)
+            return await asyncio.wait_for(fut, timeout if attempt is None else min(timeout, attempt))
         finally:
             self._pending.pop(request_id, None)
 
@@ -157,12 +185,16 @@ class AsyncClient:
             try:
                 reply = await self._connection(endpoint).call(p.Status(), self.timeout)
             except (OSError, ConnectionError, asyncio.TimeoutError) as exc:
-                raise Unreachable(f"no KeyVal node answered at {endpoint}: {exc or type(exc).__name__}") from None
+                raise Unreachable(f"no KeyVal node answered at {_reason(endpoint, exc)}") from None
             return self._check(reply).status
         return (await self._call(p.Status(), follow_leader=False)).status
 
     async def admin(self, op: str, timeout: float | None = None, **args: Any) -> dict[str, Any]:
-        return (await self._call(p.Admin(op, args), timeout=timeout)).result
+        # Operations may take their time on purpose (a "wait", a restore that commits, a
+        # snapshot): one attempt may use the whole timeout.
+        limit = timeout or self.timeout
+        return (await self._call(p.Admin(op, args), timeout=timeout, attempt=limit,
+                                 write=op not in READ_ONLY_OPERATIONS)).result
 
     async def close(self) -> None:
         connections, self._connections = self._connections, {}
@@ -181,7 +213,7 @@ class AsyncClient:
         self._outstanding.add(seq)
         try:
             # The lowest unanswered seq tells the cluster which earlier answers it may forget.
-            return await self._call(make_body(seq, min(self._outstanding)))
+            return await self._call(make_body(seq, min(self._outstanding)), write=True)
         finally:
             self._outstanding.discard(seq)
 
@@ -197,11 +229,17 @@ class AsyncClient:
             raise RequestRefused(reply.code, reply.message)
         return reply
 
-    async def _call(self, body, *, follow_leader: bool = True, timeout: float | None = None):
+    async def _call(self, body, *, follow_leader: bool = True, timeout: float | None = None,
+                    attempt: float | None = None, write: bool = False):
         """Send ``body`` until a node answers it or the deadline passes: on to the leader a
         follower names, else round the endpoints, pausing (with growing backoff) after each
-        failed round so a leaderless cluster is not flooded."""
-        deadline = time.monotonic() + (timeout or self.timeout)
+        failed round so a leaderless cluster is not flooded. One attempt waits at most
+        ``attempt`` (default ATTEMPT_TIMEOUT) so an endpoint that never answers does not use
+        up the deadline while others would. ``write``: the request may change data (then a
+        timeout says it may still apply)."""
+        limit = timeout or self.timeout
+        deadline = time.monotonic() + limit
+        attempt = ATTEMPT_TIMEOUT if attempt is None else attempt
         rotation = [self._preferred] + [e for e in self.endpoints if e != self._preferred]
         turn = 0
         redirect: str | None = None
@@ -212,17 +250,18 @@ class AsyncClient:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 if not reached_any:
-                    raise Unreachable(f"no KeyVal node answered at {', '.join(self.endpoints)}: {last_error}")
-                raise Timeout(f"no answer within {timeout or self.timeout:g}s ({last_error}); a write may still apply")
+                    raise Unreachable(f"no KeyVal node answered at {', '.join(self.endpoints)}: {last_error or 'no reply'}")
+                raise Timeout(f"no answer within {_seconds(limit)}s ({last_error or 'no reply'})"
+                              + ("; the write may still apply" if write else ""))
             if redirect is not None:
                 endpoint, redirect = redirect, None
             else:
                 endpoint = rotation[turn % len(rotation)]
                 turn += 1
             try:
-                reply = await self._connection(endpoint).call(body, remaining)
+                reply = await self._connection(endpoint).call(body, remaining, attempt)
             except (OSError, ConnectionError, asyncio.TimeoutError) as exc:
-                last_error = f"{endpoint}: {exc or type(exc).__name__}"
+                last_error = _reason(endpoint, exc)
                 failures += 1
                 if turn % len(rotation) == 0:
                     await self._backoff(failures, deadline)

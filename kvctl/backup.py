@@ -150,8 +150,10 @@ async def _upload(client: AsyncClient, data: bytes, m: Manifest, timeout: float)
 
 def add_backup_commands(cli: click.Group) -> None:
     cli.add_command(command(
-        "backup", "Write a consistent backup of the cluster's data to PATH (a .tar.gz).", backup, arg("path"),
+        "backup", "Write a consistent backup of the cluster's data to PATH (a .tar.gz). --timeout (default 5) "
+        "applies to each request of the transfer, not to the whole backup.", backup, arg("path"),
         opt("--force", is_flag=True, help="Replace PATH if it exists.")))
     cli.add_command(command(
-        "restore", "Replace all the cluster's data with the backup at PATH (checked first).", restore,
+        "restore", "Replace all the cluster's data with the backup at PATH (checked first). --timeout "
+        "(default 5) applies to each request of the upload, not to the whole restore.", restore,
         arg("path"), opt("--yes", is_flag=True, help="Don't ask for confirmation.")))

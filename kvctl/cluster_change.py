@@ -9,9 +9,9 @@ from __future__ import annotations
 import click
 
 from keyval.client import AsyncClient
-from kvctl.cluster_client import MARGIN, admin, call, introduce, run
+from kvctl.cluster_client import admin, call, introduce, run
 from kvctl.options import arg, command, opt
-from kvctl.output import emit, handles_errors, settings
+from kvctl.output import DEFAULT_TIMEOUT, emit, handles_errors, settings
 
 TRANSFER_TIMEOUT = 10.0
 REPLACE_TIMEOUT = 300.0
@@ -39,7 +39,7 @@ async def add_member(client: AsyncClient, deadline: float, node_id: str, address
 
 @handles_errors
 def add(id: str, addr: str, catchup_threshold: int | None, auto_promote: bool | None) -> None:
-    budget = settings().request_timeout() + MARGIN
+    budget = settings().request_timeout()
     _report(run(lambda client, deadline: add_member(client, deadline, id, addr, catchup_threshold=catchup_threshold,
                                                     auto_promote=auto_promote), budget))
 
@@ -51,15 +51,14 @@ def promote(id: str, catchup_threshold: int | None) -> None:
 
 @handles_errors
 def remove(id: str, force: bool) -> None:
-    # --force on the leader is a transfer and then a removal: allow for both.
-    budget = 2 * settings().request_timeout() + MARGIN if force else None
+    # --force on the leader is a transfer and then a removal: by default allow for both.
+    budget = (settings().timeout or 2 * DEFAULT_TIMEOUT) if force else None
     _report(call("remove", budget=budget, id=id, force=force or None))
 
 
 @handles_errors
 def transfer(id: str | None) -> None:
-    wait = settings().timeout or TRANSFER_TIMEOUT
-    _report(call("transfer", budget=wait + MARGIN, id=id, wait=wait))
+    _report(call("transfer", budget=settings().timeout or TRANSFER_TIMEOUT, id=id))
 
 
 def _threshold() -> click.Option:
@@ -81,10 +80,12 @@ def add_change_commands(cluster: click.Group) -> None:
     cluster.add_command(command(
         "remove", "Remove member ID (refused if unsafe: the last voter, below min_voters, a quorum left "
         "without enough healthy voters, or the leader without --force).", remove, arg("id"),
-        opt("--force", is_flag=True, help="If ID is the leader: transfer leadership away first, then remove it.")))
+        opt("--force", is_flag=True, help="If ID is the leader: transfer leadership away first, then remove it "
+            f"(then the default --timeout is {2 * DEFAULT_TIMEOUT:g}, time for both).")))
     cluster.add_command(command(
         "replace", "Replace OLD by NEW at ADDR: add NEW as a learner, wait for it to catch up, promote it, "
-        "remove OLD. Safe to run again after an interruption: steps already done are skipped.", replace,
+        "remove OLD. Safe to run again after an interruption: steps already done are skipped. Takes at "
+        f"most --timeout seconds in all (default {REPLACE_TIMEOUT:g}).", replace,
         arg("old"), arg("new"), arg("addr"), _threshold()))
     cluster.add_command(command(
         "transfer", "Transfer leadership to voter ID (default: the most caught-up healthy voter); waits "

@@ -4,6 +4,9 @@ Membership and status operations run on the leader (a follower sends the client 
 so kvctl looks the leader up first, as the data commands do (``kvctl.route``). An operation
 that ran out of time on the server comes back as a result marked ``timeout`` (not as an
 error the client would retry): that becomes exit 3, like any timeout.
+
+``--timeout`` bounds the whole command: finding the leader, the operation and its reply all
+fit in it (the server is given what is left minus a small margin for the reply).
 """
 from __future__ import annotations
 
@@ -18,8 +21,9 @@ from kvctl.output import UNREACHABLE, Failure, settings
 from kvctl.route import leader_first
 
 T = TypeVar("T")
-#: what a reply may take beyond the time the server was given
-MARGIN = 3.0
+#: what a reply may take beyond the time the server was given (at most this share of what is left)
+MARGIN = 1.0
+MARGIN_SHARE = 0.25
 INTRODUCE_TIMEOUT = 1.0
 
 
@@ -34,7 +38,7 @@ def run(call: Callable[[AsyncClient, float], Awaitable[T]], budget: float) -> T:
     async def go() -> T:
         deadline = time.monotonic() + budget
         order = await leader_first(where.addresses, deadline)
-        remaining = max(0.5, deadline - time.monotonic())
+        remaining = max(0.05, deadline - time.monotonic())
         async with AsyncClient(order, timeout=remaining) as client:
             return await call(client, deadline)
 
@@ -47,13 +51,18 @@ def run(call: Callable[[AsyncClient, float], Awaitable[T]], budget: float) -> T:
 
 async def admin(client: AsyncClient, deadline: float, op: str, **args: Any) -> dict[str, Any]:
     """One operation; the server gets the time left minus a margin for the reply."""
-    remaining = max(0.5, deadline - time.monotonic())
+    remaining = max(0.05, deadline - time.monotonic())
     if "wait" not in args and op not in ("cluster_status", "cluster_health"):
-        args["wait"] = max(0.5, remaining - MARGIN)
+        args["wait"] = server_wait(remaining)
     result = await client.admin(op, timeout=remaining, **{k: v for k, v in args.items() if v is not None})
     if result.get("timeout"):
         raise Failure(result.get("message", f"{op} timed out"), UNREACHABLE, "timeout")
     return result
+
+
+def server_wait(remaining: float) -> float:
+    """How long the server may take, out of ``remaining`` seconds, leaving time for the reply."""
+    return round(max(0.05, remaining - min(MARGIN, remaining * MARGIN_SHARE)), 3)
 
 
 async def introduce(node_id: str, cluster: dict[str, Any]) -> bool:
@@ -80,5 +89,5 @@ async def introduce(node_id: str, cluster: dict[str, Any]) -> bool:
 
 def call(op: str, budget: float | None = None, **args: Any) -> dict[str, Any]:
     """One operation on the leader, within ``--timeout`` (or ``budget`` if given)."""
-    budget = budget if budget is not None else settings().request_timeout() + MARGIN
+    budget = budget if budget is not None else settings().request_timeout()
     return run(lambda client, deadline: admin(client, deadline, op, **args), budget)

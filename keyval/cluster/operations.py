@@ -154,7 +154,7 @@ class ClusterOperations:
                 await self.node.propose(record, timeout)
             except asyncio.TimeoutError:
                 return {"changed": False, "timeout": True, "id": node_id,
-                        "message": f"{node_id} was not added: its settings were not committed within {timeout:g}s "
+                        "message": f"{node_id} was not added: its settings were not committed within {_secs(timeout)}s "
                                    f"(is a quorum of voters running? see `kvctl cluster health`)"}
         change = ConfigChange(ChangeKind.ADD_LEARNER, node_id, address)
         result = await self._change(change, f"adding {node_id} ({address}) as a learner", timeout)
@@ -205,7 +205,7 @@ class ClusterOperations:
         moved = await self._transfer(target, timeout / 2)  # the rest is for the removal
         if not moved:
             return {"changed": False, "timeout": True, "id": me,
-                    "message": f"leadership did not move to {target} within {timeout / 2:g}s, so {me} was not removed"}
+                    "message": f"leadership did not move to {target} within {_secs(timeout / 2)}s, so {me} was not removed"}
         address = self.node.kv.meta.get(f"client_address/{target}")
         if not address:
             raise OperationRefused(f"leadership moved to {target}, but its client address is unknown; "
@@ -236,7 +236,7 @@ class ClusterOperations:
             core = self.node.core
             now = core.leader or "nobody"
             return {"changed": False, "timeout": True, "leader": core.leader or None, "term": core.term,
-                    "message": f"leadership did not move to {target} within {timeout:g}s ({now} leads now)"}
+                    "message": f"leadership did not move to {target} within {_secs(timeout)}s ({now} leads now)"}
         elapsed = time.monotonic() - started
         core = self.node.core
         log.info("node %s term %d: leadership transferred to %s in %.2fs", me, core.term, target, elapsed)
@@ -274,7 +274,7 @@ class ClusterOperations:
             if core.pending_config_index <= core.log.committed or not done(core.membership):
                 return
             if time.monotonic() >= deadline:
-                raise OperationRefused(f"{self.change_in_progress()} did not complete within {timeout:g}s")
+                raise OperationRefused(f"{self.change_in_progress()} did not complete within {_secs(timeout)}s")
             await asyncio.sleep(POLL)
 
     def _refuse_if_in_flight(self) -> None:
@@ -303,7 +303,7 @@ class ClusterOperations:
                                        f"and retry") from None
             except asyncio.TimeoutError:
                 return {"changed": False, "timeout": True, "id": change.node,
-                        "message": f"{what} was proposed but not committed within {timeout:g}s "
+                        "message": f"{what} was proposed but not committed within {_secs(timeout)}s "
                                    f"(is a quorum of voters running? see `kvctl cluster health`)"}
         core = node.core
         log.info("node %s term %d: %s committed at index %d", node.id, core.term, what, index)
@@ -326,6 +326,11 @@ class ClusterOperations:
                 await client.admin("removal_check")
         except (KeyvalError, OSError, asyncio.TimeoutError) as exc:
             log.debug("node %s: could not tell %s of its removal: %s", self.node.id, node_id, exc)
+
+
+def _secs(seconds: float) -> str:
+    """A wait as people read it: 2.99002 is 3, 3.75 stays 3.8."""
+    return f"{round(seconds, 1):g}"
 
 
 def _node_arg(args: dict[str, Any]) -> str:
