@@ -6,7 +6,7 @@ Layout of the cluster dir (``./.keyval`` by default)::
     endpoints           the nodes' client addresses, one a line (kvctl reads it when run here)
     nodeN/data/         the node's data dir
     nodeN/keyval.log    its log (stdout and stderr too, so a startup error lands here)
-    nodeN/keyval.pid    its pid while kvctl believes it runs
+    nodeN/keyval.pid    its pid while kvctl believes it runs (only `local stop`/`down` remove it)
 
 nodeN always listens on base port + N (peer) and base port + 1000 + N (client), so a node
 added later (``kvctl local start node4``) has predictable addresses.
@@ -81,7 +81,10 @@ class ClusterSpec:
 class LocalCluster:
     def __init__(self, root: str | Path) -> None:
         self.shown = str(root)  # as the user typed it, for messages
-        self.root = Path(root).absolute()
+        # Resolved: nodes are started with real paths, so a cluster dir reached through a
+        # symlink (./.keyval -> /tmp/x) still recognises its nodes' command lines.
+        self.root = Path(root).resolve()
+        self._unresolved = Path(root).absolute()
         self.cluster_file = self.root / "cluster.json"
         self.endpoints_file = self.root / "endpoints"
 
@@ -121,22 +124,23 @@ class LocalCluster:
         _write_atomically(self.endpoints_file, "".join(f"{n.client_address}\n" for n in spec.nodes.values()))
 
     # -- processes ---------------------------------------------------------------------
-    def marker(self, node_id: str) -> str:
-        # Every argv element ends in a NUL, shown as a space: the trailing space makes
-        # node1's marker not match node10's data dir.
-        return f"--data-dir {self.data_dir(node_id)} "
+    def marker(self, node_id: str) -> tuple[str, ...]:
+        """What the node's command line contains: its data dir as kvctl passes it (resolved),
+        or as an older kvctl passed it through a symlinked cluster dir (unresolved).
+        Every argv element ends in a NUL, shown as a space: the trailing space makes node1's
+        marker not match node10's data dir."""
+        dirs = dict.fromkeys([self.data_dir(node_id), self._unresolved / node_id / "data"])
+        return tuple(f"--data-dir {d} " for d in dirs)
 
     def pid(self, node_id: str) -> int | None:
-        """The node's pid if it runs; a stale pid file is removed."""
+        """The node's pid if it runs. Only looks: a stale pid file stays (``stop`` removes
+        it, ``start`` replaces it), so read-only commands never remove one."""
         path = self.pid_file(node_id)
         try:
             pid = int(path.read_text().strip())
         except (FileNotFoundError, ValueError):
             return None
-        if processes.alive(pid, self.marker(node_id)):
-            return pid
-        path.unlink(missing_ok=True)
-        return None
+        return pid if processes.alive(pid, self.marker(node_id)) else None
 
     def running(self, spec: ClusterSpec) -> dict[str, int]:
         return {node_id: pid for node_id in spec.nodes if (pid := self.pid(node_id)) is not None}
@@ -160,7 +164,7 @@ class LocalCluster:
         """Stop the given nodes that run; returns {id: (pid, "stopped" | "killed")}."""
         pids = {node_id: pid for node_id in node_ids if (pid := self.pid(node_id)) is not None}
         outcome = processes.terminate({pid: self.marker(node_id) for node_id, pid in pids.items()}, grace)
-        for node_id in pids:
+        for node_id in node_ids:  # the running ones just stopped, and any stale file
             self.pid_file(node_id).unlink(missing_ok=True)
         return {node_id: (pid, outcome.get(pid, "stopped")) for node_id, pid in pids.items()}
 

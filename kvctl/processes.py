@@ -28,8 +28,9 @@ def spawn(argv: list[str], log_file: Path, cwd: Path) -> subprocess.Popen:
         )
 
 
-def alive(pid: int, marker: str) -> bool:
-    """Whether ``pid`` runs and is still the process whose command line contains ``marker``."""
+def alive(pid: int, marker: str | tuple[str, ...]) -> bool:
+    """Whether ``pid`` runs and is still the process whose command line contains ``marker``
+    (or one of the markers given)."""
     try:
         # Reaps it if it is our own child that has exited (a test running kvctl in-process).
         os.waitpid(pid, os.WNOHANG)
@@ -52,10 +53,11 @@ def alive(pid: int, marker: str) -> bool:
     # A zombie has exited; its parent (maybe a container's init that never reaps) keeps it.
     if stat.rpartition(")")[2].split()[:1] == ["Z"]:
         return False
-    return marker in cmdline
+    markers = (marker,) if isinstance(marker, str) else marker
+    return any(m in cmdline for m in markers)
 
 
-def terminate(pids: dict[int, str], grace: float = STOP_GRACE) -> dict[int, str]:
+def terminate(pids: dict[int, str | tuple[str, ...]], grace: float = STOP_GRACE) -> dict[int, str]:
     """SIGTERM every pid, wait up to ``grace`` for them to exit, SIGKILL the rest.
     ``pids`` maps pid to its marker; returns how each one ended ("stopped" or "killed")."""
     outcome: dict[int, str] = {}
