@@ -70,7 +70,7 @@ def member(m: dict[str, Any], doc: dict[str, Any]) -> str:
     if m["is_leader"]:
         return head + "\n\n" + "Replication:\n" + _indent(fields([
             ("Last Index", m["match_index"]), ("Commit Index", doc["commit_index"])]))
-    threshold = m.get("catchup_threshold", doc.get("catchup_threshold"))
+    threshold = m.get("effective_catchup_threshold", m.get("catchup_threshold", doc.get("catchup_threshold")))
     if m["caught_up"]:
         caught_up = f"yes (within {threshold} entries)"
         if m["type"] == "Learner":

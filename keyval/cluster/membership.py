@@ -41,7 +41,8 @@ class Member:
     is_leader: bool = False
     peer_address: str = ""
     bytes_replicated: int = 0
-    #: per-member overrides recorded by `kvctl cluster add` (None: the manager's own)
+    #: per-member overrides recorded by `kvctl cluster add` (None: the manager's own); member
+    #: objects carry it only when it was set (``effective_catchup_threshold`` is not one)
     catchup_threshold: int | None = None
     auto_promote: bool | None = None
     #: seconds its replication has made no progress while it was behind (None: not behind)

@@ -115,7 +115,11 @@ class LeaderView:
             "bytes_replicated": m.bytes_replicated,
             "caught_up": mgr.caught_up(m.id),
             # beyond the interface's minimum:
-            "catchup_threshold": mgr.threshold_for(m.id),
+            # what applies to it; "catchup_threshold" only when set for this learner (`add
+            # --catchup-threshold`), so a MembershipManager built from these objects applies
+            # its own threshold to every other member
+            "effective_catchup_threshold": mgr.threshold_for(m.id),
+            **({} if m.catchup_threshold is None else {"catchup_threshold": m.catchup_threshold}),
             "auto_promote": mgr.auto_promote if m.auto_promote is None else m.auto_promote,
             "replication_state": "leader" if m.is_leader else (peer.state if peer else None),
             "stalled_for": m.stalled_for,

@@ -79,7 +79,8 @@ def test_min_voters_auto_promote_and_thresholds_from_config_and_per_call(tmp_pat
         wait_for("node4 to catch up", lambda: member("node4")["caught_up"])
         time.sleep(1.0)
         learner = member("node4")
-        assert (learner["type"], learner["auto_promote"], learner["catchup_threshold"]) == ("Learner", False, 50)
+        assert (learner["type"], learner["auto_promote"], learner["effective_catchup_threshold"]) == ("Learner", False, 50)
+        assert "catchup_threshold" not in learner  # the leader's, not set for node4
         ok(run("cluster", "promote", "node4", "--catchup-threshold", "1000"))
         assert member("node4")["type"] == "Voter"
 

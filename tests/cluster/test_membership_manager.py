@@ -192,3 +192,20 @@ def test_describe_change_names_what_a_pending_configuration_does():
     assert describe_change(before, Membership(before.voters, before.learners | {"node5"}, before.addresses)) == \
         "adding node5 (h:5) as a learner"
     assert describe_change(before, Membership(frozenset({"node1"}), frozenset({"node4"}))) == "removing node2"
+
+
+def test_a_manager_built_from_members_json_applies_its_own_threshold(new_cluster):
+    """`cluster members --json` objects carry `catchup_threshold` only when it was set for
+    that learner; the effective value is `effective_catchup_threshold`, which is no override."""
+    import json
+
+    from kvctl_harness import ok
+
+    c = new_cluster(3)
+    objects = json.loads(ok(c.kvctl("cluster", "members", "--json")).stdout)
+    assert all("catchup_threshold" not in m and m["effective_catchup_threshold"] == 100 for m in objects), objects
+    mm = MembershipManager(objects, 7)
+    assert {mm.threshold_for(m["id"]) for m in objects} == {7}
+    # An explicit per-member value still overrides.
+    objects[1]["catchup_threshold"] = 3
+    assert MembershipManager(objects, 7).threshold_for(objects[1]["id"]) == 3
