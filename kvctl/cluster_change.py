@@ -9,12 +9,26 @@ from __future__ import annotations
 import click
 
 from keyval.client import AsyncClient
+from keyval.config import ConfigError, parse_address, parse_node_id
 from kvctl.cluster_client import admin, call, introduce, run
 from kvctl.options import arg, command, opt
-from kvctl.output import DEFAULT_TIMEOUT, emit, handles_errors, settings
+from kvctl.output import DEFAULT_TIMEOUT, USAGE, Failure, emit, handles_errors, settings
 
 TRANSFER_TIMEOUT = 10.0
 REPLACE_TIMEOUT = 300.0
+
+
+def check_usage(ids: tuple[str | None, ...] = (), address: str | None = None) -> None:
+    """Bad ids or addresses are the user's typing, not the cluster's refusal: exit 2 here,
+    before anything is sent."""
+    try:
+        for node_id in ids:
+            if node_id is not None:
+                parse_node_id(node_id, "ID")
+        if address is not None:
+            parse_address(address, "ADDR")
+    except ConfigError as exc:
+        raise Failure(f"{exc} (see --help)", USAGE, "usage") from None
 
 
 def _report(result: dict) -> None:
@@ -39,6 +53,7 @@ async def add_member(client: AsyncClient, deadline: float, node_id: str, address
 
 @handles_errors
 def add(id: str, addr: str, catchup_threshold: int | None, auto_promote: bool | None) -> None:
+    check_usage((id,), addr)
     budget = settings().request_timeout()
     _report(run(lambda client, deadline: add_member(client, deadline, id, addr, catchup_threshold=catchup_threshold,
                                                     auto_promote=auto_promote), budget))
@@ -46,11 +61,13 @@ def add(id: str, addr: str, catchup_threshold: int | None, auto_promote: bool | 
 
 @handles_errors
 def promote(id: str, catchup_threshold: int | None) -> None:
+    check_usage((id,))
     _report(call("promote", id=id, catchup_threshold=catchup_threshold))
 
 
 @handles_errors
 def remove(id: str, force: bool) -> None:
+    check_usage((id,))
     # --force on the leader is a transfer and then a removal: by default allow for both.
     budget = (settings().timeout or 2 * DEFAULT_TIMEOUT) if force else None
     _report(call("remove", budget=budget, id=id, force=force or None))
@@ -58,6 +75,7 @@ def remove(id: str, force: bool) -> None:
 
 @handles_errors
 def transfer(id: str | None) -> None:
+    check_usage((id,))
     _report(call("transfer", budget=settings().timeout or TRANSFER_TIMEOUT, id=id))
 
 

@@ -119,6 +119,8 @@ async def _retrying(attempt, deadline: float) -> dict[str, Any]:
 
 @handles_errors
 def replace(old: str, new: str, addr: str, catchup_threshold: int | None) -> None:
+    from kvctl.cluster_change import check_usage  # it imports this module's replace
+    check_usage((old, new), addr)
     if old == new:
         raise Failure("OLD and NEW must be different members", USAGE, "usage")
     budget = settings().timeout or REPLACE_TIMEOUT

@@ -73,3 +73,28 @@ def test_help_lists_the_command_groups():
     assert result.exit_code == 0
     for name in ("put", "get", "delete", "scan", "cluster", "snapshot", "compact", "backup", "restore", "local"):
         assert f"  {name} " in result.output
+
+
+BAD_USAGE = [
+    (["cluster", "add", "node9", "not-an-address"], "ADDR: expected HOST:PORT, got 'not-an-address'"),
+    (["cluster", "add", "node9", "host:notaport"], "ADDR: expected HOST:PORT"),
+    (["cluster", "add", "bad id!", "localhost:7009"], "ID: 'bad id!' is not a valid node id"),
+    (["cluster", "promote", "bad/id"], "ID: 'bad/id' is not a valid node id"),
+    (["cluster", "remove", "bad/id"], "ID: 'bad/id' is not a valid node id"),
+    (["cluster", "transfer", "bad/id"], "ID: 'bad/id' is not a valid node id"),
+    (["cluster", "replace", "node2", "node4", "nowhere"], "ADDR: expected HOST:PORT, got 'nowhere'"),
+]
+
+
+@pytest.mark.parametrize("args, reason", BAD_USAGE, ids=lambda v: " ".join(v) if isinstance(v, list) else "")
+def test_bad_ids_and_addresses_are_usage_errors_not_refusals(args, reason):
+    """Checked before anything is sent (nothing listens at NOWHERE): exit 2, one line."""
+    result = invoke(*NOWHERE, *args)
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{command_path(args)}: {reason}"), result.output
+    assert "refused" not in result.output
+    result = invoke(*NOWHERE, "--json", *args)
+    assert result.exit_code == 2
+    error = json.loads(result.output)["error"]
+    assert error["code"] == "usage" and error["message"].startswith(reason), error
