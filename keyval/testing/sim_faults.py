@@ -87,7 +87,7 @@ def draw_knobs(rng: random.Random, faults: frozenset[str], voters: int | None) -
     raft = dict(
         heartbeat_tick=rng.choice((1, 2, 3)),
         # Small batches split a new leader's catch-up into many appends (Figure 8 needs that).
-        max_entries_per_msg=rng.choice((1, 2, 3, 8, 512)),
+        max_entries_per_msg=rng.choice((1, 1, 2, 3, 8, 512)),
         max_bytes_per_msg=rng.choice((100, 300, 1 << 20)),
         max_inflight=rng.choice((1, 2, 4, 64)),
         max_apply_bytes=rng.choice((50, 200, 4 << 20)),
@@ -95,7 +95,7 @@ def draw_knobs(rng: random.Random, faults: frozenset[str], voters: int | None) -
         snapshot_chunk_size=rng.choice((16, 32, 64, 128)),
         snapshot_threshold=rng.choice((4, 8, 16, 64)),
         pre_vote=rng.random() < 0.85,
-        check_quorum=rng.random() < 0.85,
+        check_quorum=rng.random() < 0.75,
     )
     return Knobs(**knobs, raft=raft)
 
@@ -144,10 +144,10 @@ class Nemesis:
                 faults, weights = [], []
                 if k.partition_gap:
                     faults.append("isolate")
-                    weights.append(35)
+                    weights.append(45)
                 if k.crash_gap and self._down() < self._max_down():
                     faults += ["after-persist", "before-persist", "after-send", "after-apply"]
-                    weights += [35, 10, 10, 10]
+                    weights += [45, 4, 3, 3]
                 if faults:
                     fault = self.rng.choices(faults, weights)[0]
                     moment = "elected" if elected else "first commit"
@@ -205,13 +205,14 @@ class Nemesis:
         sim.schedule(sim.now + self._partition_duration(), self._heal_partition, self._partition)
 
     def _partition_duration(self) -> int:
-        """Half are blips shorter than an election timeout; the rest last long enough for the
-        majority side to elect a leader and move on while the minority side still runs (a
-        deposed leader that does not know it yet), some for seconds, as Jepsen's do."""
+        """Most are blips in the seed's rhythm (flapping, when partitions come every few
+        tens of ms); the rest last long enough for the majority side to elect a leader and
+        move on while the minority side still runs (a deposed leader that does not know it
+        yet), some for seconds, as Jepsen's do."""
         r = self.rng.random()
-        if r < 0.5:
-            return self.rng.randint(10, 100)
-        if r < 0.8:
+        if r < 0.6:
+            return self.rng.randint(10, max(20, 2 * self.knobs.partition_gap))
+        if r < 0.85:
             return self.rng.randint(100, 600)
         return self.rng.randint(600, 3000)
 

@@ -75,10 +75,21 @@ def partition_links(
 ) -> tuple[str, set[tuple[str, str]]]:
     """A random partition among ``nodes`` (sorted): (description, directed links to cut).
 
-    A one-node partition picks the current ``leader`` half the time."""
-    kind = rng.choice(("isolate", "split", "one-way", "one-way-split", "bridge"))
+    A one-node partition picks the current ``leader`` half the time, and "leader-minority"
+    (Jepsen's favourite) leaves the leader on the minority side: it is deposed, but until it
+    learns so it may still accept writes and answer reads."""
+    kind = rng.choice(("isolate", "split", "one-way", "one-way-split", "bridge", "leader-minority"))
     if len(nodes) < 2:
         return "none", set()
+    if kind == "leader-minority" and leader in nodes and len(nodes) >= 3:
+        others = [n for n in nodes if n != leader]
+        rng.shuffle(others)
+        size = rng.randint(0, (len(nodes) - 1) // 2 - 1) if len(nodes) >= 5 else 0
+        a, b = sorted([leader, *others[:size]]), sorted(others[size:])
+        links = {(x, y) for x in a for y in b} | {(y, x) for x in a for y in b}
+        return f"leader in a minority {a} | {b}", links
+    if kind == "leader-minority":
+        kind = "split"
     if kind in ("isolate", "one-way"):
         victim = rng.choice(nodes)
         if leader in nodes and rng.random() < 0.5:

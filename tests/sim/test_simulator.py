@@ -17,8 +17,11 @@ from keyval.testing.simulator import FAULT_KINDS, SimOptions, Simulation, main, 
 #: Seeds the default run covers with every fault kind on, in blocks (one test per block).
 SEEDS = 500
 BLOCK = 50
-#: A deliberate bug must be caught within this many seeds.
-BREAK_BUDGET = 200
+#: Each deliberate bug must be caught within this many seeds (all fault kinds on). The
+#: budgets leave a wide margin over the measured rates (per seed: double-vote nearly always,
+#: commit-old-term ~3%, read-without-quorum ~2%), so a core change that reshuffles the runs
+#: does not make the test flaky.
+BREAK_BUDGETS = {"commit-old-term": 200, "double-vote": 200, "read-without-quorum": 400}
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -74,15 +77,15 @@ def test_same_trace_whatever_the_hash_seed():
     assert len(digests) == 1, digests
 
 
-@pytest.mark.parametrize("name", ["commit-old-term", "double-vote"])
+@pytest.mark.parametrize("name", sorted(BREAK_BUDGETS))
 def test_deliberate_bug_is_caught(name, capsys):
     caught = None
-    for seed in range(BREAK_BUDGET):
+    for seed in range(BREAK_BUDGETS[name]):
         result = run_seed(seed, breaks=(name,))
         if not result.ok:
             caught = result
             break
-    assert caught is not None, f"--break {name} went unnoticed for {BREAK_BUDGET} seeds"
+    assert caught is not None, f"--break {name} went unnoticed for {BREAK_BUDGETS[name]} seeds"
     assert caught.kind in ("safety", "core-invariant", "linearizability"), caught.report
     assert caught.stats["break-fired"] > 0
     assert f"--seed {caught.seed} --break {name} --verbose" in caught.report
