@@ -8,6 +8,7 @@ arrive while an fsync runs land in the next batch), then send, then apply, then 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import random
 import time
@@ -72,7 +73,8 @@ class Timing:
     tick_interval: float = 0.1
     election_ticks: int = 10
     heartbeat_ticks: int = 1
-    snapshot_threshold: int = 10_000
+    #: etcd's default too: a whole-state snapshot is costly, the log is cheap to keep
+    snapshot_threshold: int = 100_000
     #: entries kept in the log behind a snapshot, so a briefly slow follower needs no snapshot
     snapshot_catchup_entries: int = 1_000
 
@@ -306,7 +308,16 @@ class Node:
             # Durable on return when term or vote changed (the storage contract); a new
             # commit index alone may be written lazily, so it costs no fsync here.
             self.storage.set_hard_state(rd.hard_state)
+        to_apply = rd.committed_entries
         if rd.entries:
+            if rd.snapshot is None and rd.soft_state is None and to_apply:
+                # Entries committed below this Ready's first new entry were made durable by
+                # an earlier Ready: apply them now rather than after this fsync, so a write
+                # does not wait a whole extra batch cycle for its answer.
+                durable = bisect.bisect_left([e.index for e in to_apply], rd.entries[0].index)
+                for entry in to_apply[:durable]:
+                    self._apply(entry)
+                to_apply = to_apply[durable:]
             started = time.perf_counter()
             await loop.run_in_executor(None, self.storage.sync)
             self.metrics.fsync.observe(time.perf_counter() - started)
@@ -319,7 +330,7 @@ class Node:
             self._on_soft_state(rd.soft_state)
         if rd.snapshot is not None:
             self._restore_snapshot(rd.snapshot)
-        for entry in rd.committed_entries:
+        for entry in to_apply:
             self._apply(entry)
         for read in rd.read_states:
             self._read_confirmed(read.context, read.index)
