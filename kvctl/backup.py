@@ -34,7 +34,7 @@ PROGRESS_FROM = 8 << 20
 
 
 def _progress(size: int, label: str):
-    if size < PROGRESS_FROM:
+    if size < PROGRESS_FROM or not sys.stderr.isatty():  # no terminal: no bar (not even its label)
         return contextlib.nullcontext(None)
     return click.progressbar(length=size, label=label, file=sys.stderr, show_pos=False, show_percent=True)
 

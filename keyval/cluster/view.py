@@ -26,16 +26,23 @@ class ProgressTracker:
         self._seen: dict[str, tuple[int, int, float]] = {}
         self._term = -1
 
-    def update(self, term: int, members: list[Member], now: float | None = None) -> dict[str, float]:
-        """Record what the view shows; returns seconds without progress for each member."""
+    def update(self, term: int, members: list[Member], now: float | None = None,
+               last_index: int | None = None) -> dict[str, float | None]:
+        """Record what the view shows; returns seconds without progress for each member that
+        is behind (match index below ``last_index``), None for one that is not. A member that
+        is not behind has nothing to progress on: its clock restarts, so falling behind later
+        does not count the idle time as a stall."""
         now = time.monotonic() if now is None else now
         if term != self._term:  # a new leader's progress starts from scratch
             self._seen, self._term = {}, term
-        stalled: dict[str, float] = {}
+        stalled: dict[str, float | None] = {}
         for m in members:
             last = self._seen.get(m.id)
             mark = (m.match_index, m.bytes_replicated)
-            if last is None or last[:2] != mark:
+            if last_index is not None and m.match_index >= last_index:
+                self._seen[m.id] = (*mark, now)
+                stalled[m.id] = None
+            elif last is None or last[:2] != mark:
                 self._seen[m.id] = (*mark, now)
                 stalled[m.id] = 0.0
             else:
@@ -89,8 +96,9 @@ class LeaderView:
                 auto_promote=settings.get("auto_promote"),
             ))
         if tracker is not None:
-            stalled = tracker.update(status.term, members)
-            members = [replace(m, stalled_for=None if m.is_leader else round(stalled.get(m.id, 0.0), 1))
+            stalled = tracker.update(status.term, members, last_index=status.last_index)
+            members = [replace(m, stalled_for=None if m.is_leader or stalled.get(m.id) is None
+                               else round(stalled[m.id], 1))
                        for m in members]
         self.manager = MembershipManager(
             members, config.catchup_threshold, last_index=status.last_index,
