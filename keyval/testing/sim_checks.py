@@ -80,12 +80,12 @@ class SafetyChecker:
                     f"whose leader is {leader}"
                 )
 
-    def before_append(self, node: "SimNode", entries: tuple[Entry, ...]) -> None:
+    def before_append(self, node: "SimNode", entries: tuple[Entry, ...], leading: int | None) -> None:
         """What the append is about to overwrite: never a committed entry, and never an entry
-        of the current term while this node leads it (Leader Append-Only)."""
-        storage, core = node.storage, node.core
+        of the term ``leading`` when the Ready was made by the leader of that term (Leader
+        Append-Only)."""
+        storage = node.storage
         commit = storage.hard_state.commit
-        leading = core.term if core.role is Role.LEADER else None
         for entry in entries:
             if entry.index > storage.last_index():
                 break

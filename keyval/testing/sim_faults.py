@@ -49,6 +49,9 @@ class Knobs:
     skew: bool
     phases: bool  # storms and quiet spells; False: one long storm
     buggify: float  # probability of a fault at an election or a new leader's first commit
+    early_send: bool  # send a leader's messages before persisting when the Ready allows it
+    lazy_commit: bool  # a commit-only hard state is not synced (lost if the node crashes)
+    fsync_ms: int  # an fsync takes 1..fsync_ms ms, during which the core keeps stepping (0: instant)
     raft: dict = field(default_factory=dict)
 
     def describe(self) -> str:
@@ -58,7 +61,9 @@ class Knobs:
             f"duplicate={self.duplicate:.3f} delay={self.delay:.3f} reorder={self.reorder} "
             f"partition_gap={self.partition_gap} crash_gap={self.crash_gap} "
             f"operator_gap={self.operator_gap} skew={self.skew} phases={self.phases} "
-            f"buggify={self.buggify}\n  raft: {raft}"
+            f"buggify={self.buggify} early_send={self.early_send} lazy_commit={self.lazy_commit} "
+            f"fsync_ms={self.fsync_ms}\n"
+            f"  raft: {raft}"
         )
 
 
@@ -97,7 +102,11 @@ def draw_knobs(rng: random.Random, faults: frozenset[str], voters: int | None) -
         pre_vote=rng.random() < 0.85,
         check_quorum=rng.random() < 0.75,
     )
-    return Knobs(**knobs, raft=raft)
+    # How the runtime honours the Ready contract, both ways the contract allows.
+    runtime = dict(
+        early_send=rng.random() < 0.5, lazy_commit=rng.random() < 0.5, fsync_ms=rng.choice((0, 0, 1, 3, 8))
+    )
+    return Knobs(**knobs, **runtime, raft=raft)
 
 
 class Nemesis:

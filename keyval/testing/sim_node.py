@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from keyval.raft import Entry, EntryType, Membership, MemoryStorage, RaftCore, Snapshot
+from keyval.raft import Entry, EntryType, HardState, Membership, MemoryStorage, RaftCore, Ready, Snapshot
 
 from .sim_checks import SafetyViolation
 
@@ -35,6 +35,10 @@ class SimNode:
         self.crash_point: tuple[str, int] | None = None
         #: the last term in which this node, as leader, advanced its commit index
         self.leader_commits = 0
+        #: a commit-only hard state written without fsync: lost if the node crashes first
+        self.unsynced_hard_state: HardState | None = None
+        #: the Ready whose fsync is running (no new Ready until it advances)
+        self.in_flight: Ready | None = None
         self.tick_interval = 10
         # The state machine, as of ``applied``.
         self.kv: dict[str, str] = {}
@@ -59,6 +63,8 @@ class SimNode:
 
     def crash(self) -> None:
         self.core = None
+        self.unsynced_hard_state = None
+        self.in_flight = None
         self.crash_point = None
         self.kv = {}
         self.applied = 0

@@ -41,8 +41,8 @@ if TYPE_CHECKING:
     from .sim_node import SimNode
     from .simulator import Simulation
 
-WRITE_TIMEOUT = 1000  # ms: after that an accepted write is indeterminate
-READ_TIMEOUT = 500
+WRITE_TIMEOUT = 400  # ms: after that an accepted write is indeterminate
+READ_TIMEOUT = 300
 MAX_VOTERS = 5
 MAX_MEMBERS = 7
 

@@ -243,7 +243,7 @@ class Simulation:
             self.dirty.clear()
             for nid in batch:
                 node = self.nodes[nid]
-                if node.core is not None and node.core.has_ready():
+                if node.core is not None and node.in_flight is None and node.core.has_ready():
                     self._handle_ready(node)
                     self.dirty.add(nid)  # more may be ready (e.g. committed entries cut by size)
             rounds += 1
@@ -251,7 +251,7 @@ class Simulation:
                 raise SafetyViolation(f"Ready loop does not quiesce: {sorted(self.dirty)}")
 
     def _handle_ready(self, node: SimNode) -> None:
-        core, storage, now = node.core, node.storage, self.now
+        core, now = node.core, self.now
         rd = core.ready()
         crash = self.nemesis.fault_for_ready(node, rd)
         if rd.soft_state is not None:
@@ -259,36 +259,58 @@ class Simulation:
             self.trace.add(now, node.id, f"{role.value} term={term} leader={leader or '-'}")
             if role is Role.LEADER:
                 self.stats["elections"] += 1
-        # A leader's messages may go out before its own write (Ready.send_before_persist);
-        # a crash "before persisting" then loses entries the followers already hold.
-        early = rd.send_before_persist
+        # A leader's messages may go out before its own fsync (Ready.send_before_persist), as
+        # the runtime does; a crash "before persisting" then loses entries followers hold.
+        early = rd.send_before_persist and bool(rd.messages) and self.knobs.early_send
         if early:
-            for msg in sorted(rd.messages, key=lambda msg: msg.to):
-                self._send(msg)
+            self._send_all(rd.messages)
+        leading = core.term if core.role is Role.LEADER else None
+        if self.knobs.fsync_ms and self._needs_sync(node, rd):
+            # The fsync takes time: meanwhile the core keeps receiving messages and ticks (and
+            # a crash loses the write), but it hands out no new Ready until this one advances.
+            node.in_flight = rd
+            done = self.now + self.rng.randint(1, self.knobs.fsync_ms)
+            self.schedule(done, self._fsynced, node, node.incarnation, rd, crash, early, leading)
+            return
+        self._finish_ready(node, rd, crash, early, leading)
+
+    def _needs_sync(self, node: SimNode, rd) -> bool:
+        if rd.entries or rd.snapshot is not None:
+            return True
+        hs, prev = rd.hard_state, node.storage.hard_state
+        return hs is not None and (not self.knobs.lazy_commit or (hs.term, hs.vote) != (prev.term, prev.vote))
+
+    def _fsynced(self, node: SimNode, incarnation: int, rd, crash, early, leading) -> None:
+        if node.incarnation != incarnation or node.in_flight is not rd:
+            return  # the node crashed during the fsync: the write is lost
+        node.in_flight = None
+        self.dirty.add(node.id)
+        self._finish_ready(node, rd, crash, early, leading)
+
+    def _finish_ready(self, node: SimNode, rd, crash, early: bool, leading: int | None) -> None:
+        """Steps 1 (persist) to 4 (advance) of the Ready contract; sending is step 2 unless
+        the messages went out early."""
+        core, storage, now = node.core, node.storage, self.now
         if crash == "before-persist":
-            return self.crash(node, "before persisting its Ready")
+            return self.crash(node, "before persisting its Ready" + (" (sent early)" if early else ""))
         # 1. persist: snapshot, entries, hard state
         if rd.snapshot is not None:
             storage.apply_snapshot(rd.snapshot)
             self.trace.add(now, node.id, f"persist snapshot @{rd.snapshot.meta.index}/t{rd.snapshot.meta.term}")
         if rd.entries:
-            self.checker.before_append(node, rd.entries)
+            self.checker.before_append(node, rd.entries, leading)
             storage.append(rd.entries)
             self.checker.on_persisted_entries(node, rd.entries)
             self.trace.add(now, node.id, f"persist {fmt_entries(rd.entries)}")
-        if rd.hard_state is not None:
-            self.checker.on_hard_state(node, rd.hard_state)
-            storage.set_hard_state(rd.hard_state)
+        self._persist_hard_state(node, rd)
         self.checker.after_persist(node)
         if crash == "after-persist":
-            return self.crash(node, "after persisting, before sending")
+            return self.crash(node, "after persisting" + ("" if early else ", before sending"))
         if crash == "isolate":
             self.nemesis.isolate(node)  # its messages go out into a partition
-        # 2. send (stable-sorted by destination: only per-peer order is meaningful, and this
-        # keeps the run independent of the core's set iteration order)
+        # 2. send
         if not early:
-            for msg in sorted(rd.messages, key=lambda msg: msg.to):
-                self._send(msg)
+            self._send_all(rd.messages)
         if crash == "after-send":
             return self.crash(node, "after sending, before applying")
         # 3. apply
@@ -318,6 +340,30 @@ class Simulation:
         # 4. snapshots: when asked, and now and then unasked
         if rd.snapshot_request or self.rng.random() < 0.005:
             self._snapshot(node, rd.snapshot_request)
+
+    def _persist_hard_state(self, node: SimNode, rd) -> None:
+        """Term and vote are synced before anything depends on them; a new commit index alone
+        may be written lazily (no fsync), as the runtime does: then a crash can lose it, until
+        the next fsync (of entries, a snapshot, a term or a vote) carries it to disk."""
+        hs, storage = rd.hard_state, node.storage
+        synced = bool(rd.entries) or rd.snapshot is not None
+        if hs is not None:
+            prev = storage.hard_state
+            if self.knobs.lazy_commit and not synced and (hs.term, hs.vote) == (prev.term, prev.vote):
+                node.unsynced_hard_state = hs
+                return
+        elif synced and node.unsynced_hard_state is not None:
+            hs = node.unsynced_hard_state
+        if hs is not None:
+            self.checker.on_hard_state(node, hs)
+            storage.set_hard_state(hs)
+            node.unsynced_hard_state = None
+
+    def _send_all(self, messages) -> None:
+        # Stable-sorted by destination: only per-peer order is meaningful, and this keeps the
+        # run independent of the order in which the core happens to produce them.
+        for msg in sorted(messages, key=lambda msg: msg.to):
+            self._send(msg)
 
     def _snapshot(self, node: SimNode, requested: int) -> None:
         storage = node.storage
