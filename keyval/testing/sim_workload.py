@@ -2,11 +2,13 @@
 
 Clients
     Each client runs one operation at a time on a small key set (so histories are contentious)
-    and records it in a HistoryRecorder with simulated time. A write is proposed on the node
-    the client believes leads (following NotLeader hints); it completes OK when that node
-    applies the entry at the (term, index) ``propose`` returned, fails when another entry is
-    applied there (or when no node ever accepted it), and is indeterminate otherwise — after a
-    timeout, a crash of its node, or a snapshot that jumped over it. As in Jepsen, a client
+    and records it in a HistoryRecorder with simulated time. As in Jepsen, a client is
+    connected to one node, which forwards to the leader it knows across the simulated network
+    (so a partition stands between a client and a leader on the other side; a client of a
+    deposed leader keeps talking to it). A write is ``propose``; it completes OK when the node
+    that accepted it applies the entry at the (term, index) ``propose`` returned, fails when
+    another entry is applied there (or when no node ever accepted it), and is indeterminate
+    otherwise — after a timeout, a crash of its node, or a snapshot that jumped over it. As in Jepsen, a client
     whose operation is indeterminate continues as a new process. A read is ``read_index`` on
     the leader, served from that node's map once it has applied the ReadState's index; reads
     have no effect, so every unhappy ending of a read is a plain failure.
@@ -48,10 +50,7 @@ MAX_MEMBERS = 7
 
 
 class _Op:
-    __slots__ = (
-        "handle", "kind", "key", "value", "data", "ctx", "deadline", "node", "term", "index", "read_index",
-        "attempts",
-    )
+    __slots__ = ("handle", "kind", "key", "value", "data", "ctx", "deadline", "node", "term", "index", "read_index")
 
     def __init__(self, handle: int, kind: str, key: str, value: str | None, deadline: int) -> None:
         self.handle = handle
@@ -65,7 +64,6 @@ class _Op:
         self.term = 0
         self.index = 0
         self.read_index: int | None = None
-        self.attempts = 0
 
     def describe(self) -> str:
         if self.kind == "put":
@@ -126,7 +124,6 @@ class Clients:
             return
         sim = self.sim
         node = self._target(client)
-        op.attempts += 1
         if node is None:
             sim.schedule(sim.now + self.rng.randint(5, 20), self._attempt, client, op)
             return
