@@ -172,6 +172,8 @@ class Nemesis:
 
     def isolate(self, node: "SimNode") -> None:
         sim = self.sim
+        if self.stopped:
+            return  # decided before the heal, due after it (the Ready waited for its fsync)
         others = [nid for nid, n in sorted(sim.nodes.items()) if nid != node.id and not n.stopped]
         self._partition += 1
         sim.net.cut = {(node.id, o) for o in others} | {(o, node.id) for o in others}

@@ -291,6 +291,8 @@ class Simulation:
         """Steps 1 (persist) to 4 (advance) of the Ready contract; sending is step 2 unless
         the messages went out early."""
         core, storage, now = node.core, node.storage, self.now
+        if self.healed:
+            crash = None  # decided before the heal, due after it (the Ready waited for its fsync)
         if crash == "before-persist":
             return self.crash(node, "before persisting its Ready" + (" (sent early)" if early else ""))
         # 1. persist: snapshot, entries, hard state
