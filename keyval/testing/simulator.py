@@ -11,7 +11,10 @@ Time is an integer of milliseconds; a Raft tick is about 10 ms, with a per-node 
 run is a heap of timed events; a *step* is one instant at which something happens:
 the due events fire (ticks, deliveries, client and operator actions, faults), every core
 with work has its Ready handled following the contract, and then every safety check runs
-(see ``sim_checks``). After ``--steps`` ms the faults stop, everything heals, and the cluster
+(see ``sim_checks``). The runtime is modelled both ways the contract allows, per seed: an
+fsync may take a few ms (the core keeps stepping meanwhile, and gets no new Ready until the
+last one advances), a leader's messages may leave before its own fsync when the Ready says
+``send_before_persist``, and a commit-only hard state may be written without fsync. After ``--steps`` ms the faults stop, everything heals, and the cluster
 must elect a leader and commit a final proposal within a bound (liveness); then the recorded
 history must be linearizable.
 
