@@ -6,6 +6,14 @@ class KeyvalError(Exception):
     """Base of every error KeyVal raises on purpose."""
 
 
+class ProposalLost(KeyvalError):
+    """Another entry was committed where a proposal stood: it will never apply."""
+
+
+class NodeUnavailable(KeyvalError):
+    """The node cannot serve right now (starting, shutting down)."""
+
+
 class ConfigError(KeyvalError):
     """A node's configuration (flags or config file) is invalid."""
 

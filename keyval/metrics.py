@@ -14,6 +14,9 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, CounterMetricFamily
 
+from keyval.errors import ProposalLost
+from keyval.raft import RaftError
+
 if TYPE_CHECKING:
     from keyval.node import Node
 
@@ -34,9 +37,36 @@ class NodeMetrics:
                                buckets=FSYNC_BUCKETS, registry=self.registry)
         self.batch_entries = Histogram("keyval_persist_batch_entries", "Entries made durable per fsync",
                                        buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024), registry=self.registry)
+        # children resolved once: a label lookup per request is a cost on the hot path
+        self._proposal_outcomes = {o: self.proposals.labels(o) for o in ("applied", "lost", "refused", "timeout", "failed")}
+        self._read_outcomes = {o: self.reads.labels(o) for o in ("confirmed", "failed")}
+
+    def count_proposal(self, fut: "asyncio.Future") -> None:
+        """Done-callback of a proposal's future: count its outcome."""
+        self._proposal_outcomes[_proposal_outcome(fut)].inc()
+
+    def count_read(self, fut: "asyncio.Future") -> None:
+        """Done-callback of a linearizable read's barrier: count its outcome."""
+        ok = not fut.cancelled() and fut.exception() is None
+        self._read_outcomes["confirmed" if ok else "failed"].inc()
 
     def attach(self, node: "Node") -> None:
         self.registry.register(_StatusCollector(node))
+
+
+def _proposal_outcome(fut: "asyncio.Future") -> str:
+    if fut.cancelled():
+        return "failed"
+    exc = fut.exception()
+    if exc is None:
+        return "applied"
+    if isinstance(exc, asyncio.TimeoutError):
+        return "timeout"
+    if isinstance(exc, ProposalLost):
+        return "lost"
+    if isinstance(exc, RaftError):
+        return "refused"
+    return "failed"
 
 
 class _StatusCollector:

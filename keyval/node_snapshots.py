@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from keyval.errors import NodeUnavailable
+
 if TYPE_CHECKING:
     from keyval.node import Node
 
@@ -52,8 +54,6 @@ class NodeSnapshots:
         on if the caller gives up waiting: a half-written snapshot is never left."""
         node = self.node
         if node.core is None or not (node.core.membership.members or node.applied_membership.members):
-            from keyval.node import NodeUnavailable
-
             raise NodeUnavailable(f"{node.id} is not a member of a cluster yet: nothing to snapshot")
         return await asyncio.shield(self.start(full_compaction))
 

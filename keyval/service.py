@@ -15,7 +15,8 @@ from typing import Awaitable, Callable
 from keyval import client_protocol as p
 from keyval.admin import OperationRefused, UnknownOperation
 from keyval.kv import CommandError, check_limits, encode_delete, encode_meta, encode_put
-from keyval.node import Node, NodeUnavailable, ProposalLost
+from keyval.errors import NodeUnavailable, ProposalLost
+from keyval.node import Node
 from keyval.raft import NotLeader, ProposalDropped, RaftError
 
 log = logging.getLogger("keyval.service")
@@ -34,109 +35,84 @@ class ClientService:
         self.request_timeout = request_timeout
         self.admin = admin
         self._server: asyncio.base_events.Server | None = None
-        self._connections: dict[asyncio.Task, asyncio.StreamWriter] = {}
-        self._jobs: set[asyncio.Task] = set()
+        self._connections: set[ClientConnection] = set()
 
     async def start(self) -> None:
         host, _, port = self.address.rpartition(":")
-        self._server = await asyncio.start_server(self._on_connection, host.strip("[]"), int(port))
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: ClientConnection(self), host.strip("[]"), int(port))
         sock = self._server.sockets[0].getsockname()
         self.address = f"{host}:{sock[1]}"
 
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
-        # Hang up rather than cancel: asyncio (3.11) logs a cancelled connection handler as an
-        # error with a traceback, and a node that stops on its own (removed) has clients.
-        for job in list(self._jobs):
-            job.cancel()
-        for writer in list(self._connections.values()):
-            writer.transport.abort()
-        await asyncio.gather(*self._connections, return_exceptions=True)
+        for connection in list(self._connections):
+            connection.abort()
         if self._server is not None:
             await self._server.wait_closed()
 
-    async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        self._connections[task] = writer
-        pending: set[asyncio.Task] = set()
-        bad = 0
-        try:
-            while True:
-                try:
-                    payload = await p.read_frame(reader)
-                except p.ProtocolError as exc:
-                    self._reply(writer, 0, p.Error(p.INVALID, f"malformed frame: {exc}"))
-                    break
-                if payload is None:
-                    break
-                try:
-                    request = p.decode_request(payload)
-                except p.ProtocolError as exc:
-                    bad += 1
-                    code = p.bad_request_code(payload)
-                    self._reply(writer, p.request_id_of(payload), p.Error(code, f"cannot decode request: {exc}"))
-                    if bad >= MAX_BAD_FRAMES:
-                        break
-                    continue
-                job = asyncio.create_task(self._serve(request, writer))
-                pending.add(job)
-                job.add_done_callback(pending.discard)
-                self._jobs.add(job)
-                job.add_done_callback(self._jobs.discard)
-            if pending:
-                await asyncio.gather(*pending, return_exceptions=True)
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            for job in pending:
-                job.cancel()
-            writer.close()
-            self._connections.pop(task, None)
-
-    def _reply(self, writer: asyncio.StreamWriter, request_id: int, body) -> None:
-        if not writer.is_closing():
-            writer.write(p.frame(p.Response(p.PROTOCOL_VERSION, request_id, body)))
-
-    async def _serve(self, request: p.Request, writer: asyncio.StreamWriter) -> None:
-        if request.version > p.PROTOCOL_VERSION:
-            body = p.Error(p.INVALID, f"protocol version {request.version} is newer than this node's {p.PROTOCOL_VERSION}")
-        else:
-            body = await self._dispatch(request.body)
-        self._reply(writer, request.id, body)
-        try:
-            await writer.drain()
-        except ConnectionError:
-            pass
-
-    async def _dispatch(self, body):
+    # -- requests, answered by calling ``answer(body)`` -----------------------------------
+    def serve(self, body, answer: Callable[[object], None]) -> asyncio.Task | None:
+        """Start serving one request. Writes and reads are futures with a callback (no task
+        each: at thousands of requests a second, tasks are a leader's largest overhead);
+        everything else runs as a task, returned so the connection can cancel it."""
         node = self.node
-        if node.core is None:
-            return p.Error(p.UNAVAILABLE, "the node is starting")
         try:
+            if node.core is None:
+                raise NodeUnavailable("the node is starting")
             if isinstance(body, p.Put):
                 check_limits(body.key, body.value, node.kv.limits)
                 data = encode_put(body.key, body.value, expect_revision=body.expect_revision, client=body.client, seq=body.seq, acked=body.acked)
-                return self._write_reply(await node.propose(data, self.request_timeout))
+                return self._when_done(node.submit(data, self.request_timeout), self._write_reply, answer)
             if isinstance(body, p.Delete):
                 check_limits(body.key, None, node.kv.limits)
                 data = encode_delete(body.key, expect_revision=body.expect_revision, client=body.client, seq=body.seq, acked=body.acked)
-                return self._write_reply(await node.propose(data, self.request_timeout))
+                return self._when_done(node.submit(data, self.request_timeout), self._write_reply, answer)
             if isinstance(body, p.Get):
                 check_limits(body.key, None, node.kv.limits)
-                if not body.serializable:
-                    await node.linearizable_barrier(self.request_timeout)
-                item = node.kv.get(body.key)
-                if item is None:
-                    return p.GetReply(found=False, revision=node.kv.revision)
-                return p.GetReply(True, item.value, item.mod_revision, item.create_revision)
+                read = lambda _: self._get(body.key)  # noqa: E731
+                if body.serializable:
+                    answer(read(None))
+                    return None
+                return self._when_done(node.read_barrier(self.request_timeout), read, answer)
             if isinstance(body, p.Scan):
                 if body.limit < 0 or body.limit > MAX_SCAN_LIMIT:
                     raise CommandError(f"limit must be between 0 and {MAX_SCAN_LIMIT}")
-                if not body.serializable:
-                    await node.linearizable_barrier(self.request_timeout)
-                items = node.kv.scan(body.prefix, body.limit or MAX_SCAN_LIMIT)
-                return p.ScanReply([(i.key, i.value, i.mod_revision) for i in items], node.kv.revision)
+                read = lambda _: self._scan(body.prefix, body.limit)  # noqa: E731
+                if body.serializable:
+                    answer(read(None))
+                    return None
+                return self._when_done(node.read_barrier(self.request_timeout), read, answer)
+        except Exception as exc:
+            answer(self._error(exc))
+            return None
+        task = asyncio.create_task(self._dispatch(body))
+        task.add_done_callback(lambda t: t.cancelled() or answer(t.result()))
+        return task
+
+    def _when_done(self, fut: asyncio.Future, reply: Callable, answer: Callable[[object], None]) -> None:
+        def done(fut: asyncio.Future) -> None:
+            if fut.cancelled():
+                return
+            exc = fut.exception()
+            answer(self._error(exc) if exc is not None else reply(fut.result()))
+
+        fut.add_done_callback(done)
+
+    def _get(self, key: bytes):
+        item = self.node.kv.get(key)
+        if item is None:
+            return p.GetReply(found=False, revision=self.node.kv.revision)
+        return p.GetReply(True, item.value, item.mod_revision, item.create_revision)
+
+    def _scan(self, prefix: bytes, limit: int):
+        items = self.node.kv.scan(prefix, limit or MAX_SCAN_LIMIT)
+        return p.ScanReply([(i.key, i.value, i.mod_revision) for i in items], self.node.kv.revision)
+
+    async def _dispatch(self, body):
+        node = self.node
+        try:
             if isinstance(body, p.Status):
                 return p.StatusReply(node_status(node))
             if isinstance(body, p.RegisterClientAddress):
@@ -148,24 +124,28 @@ class ClientService:
                     return p.Error(p.UNKNOWN_REQUEST, f"cluster operation {body.op!r} is not supported by this node")
                 return p.AdminReply(await self.admin(body.op, body.args))
             return p.Error(p.UNKNOWN_REQUEST, f"unknown request {type(body).__name__}")
-        except CommandError as exc:
+        except Exception as exc:
+            return self._error(exc)
+
+    def _error(self, exc: BaseException) -> p.Error:
+        if isinstance(exc, CommandError):
             return p.Error(p.INVALID, str(exc))
-        except OperationRefused as exc:
+        if isinstance(exc, OperationRefused):
             return p.Error(p.REFUSED, str(exc))
-        except UnknownOperation as exc:
+        if isinstance(exc, UnknownOperation):
             return p.Error(p.UNKNOWN_REQUEST, str(exc))
-        except NotLeader as exc:
+        if isinstance(exc, NotLeader):
             return self._not_leader(exc.leader)
-        except ProposalDropped as exc:
+        if isinstance(exc, ProposalDropped):
             return p.Error(p.UNAVAILABLE, f"the leader cannot take writes right now ({exc}); retry")
-        except ProposalLost as exc:
+        if isinstance(exc, (ProposalLost, NodeUnavailable)):
             return p.Error(p.UNAVAILABLE, str(exc))
-        except NodeUnavailable as exc:
-            return p.Error(p.UNAVAILABLE, str(exc))
-        except RaftError as exc:
+        if isinstance(exc, RaftError):
             return p.Error(p.REFUSED, str(exc))
-        except asyncio.TimeoutError:
+        if isinstance(exc, asyncio.TimeoutError):
             return p.Error(p.TIMEOUT, f"no answer within {self.request_timeout:g}s (a write may still apply)")
+        log.error("node %s: request failed: %s: %s", self.node.id, type(exc).__name__, exc, exc_info=exc)
+        return p.Error(p.UNAVAILABLE, f"internal error: {type(exc).__name__}: {exc}")
 
     def _not_leader(self, leader: str):
         if not leader:
@@ -178,6 +158,103 @@ class ClientService:
         if result is None:
             return p.WriteReply(False, 0, error="no result")
         return p.WriteReply(result.ok, result.revision, result.current_revision, result.existed, result.error)
+
+
+class ClientConnection(asyncio.Protocol):
+    """One client connection: frames parsed as bytes arrive, answers written as they are
+    ready (in completion order, matched by request id)."""
+
+    def __init__(self, service: ClientService) -> None:
+        self.service = service
+        self._transport: asyncio.Transport | None = None
+        self._buffer = bytearray()
+        self._bad = 0
+        self._tasks: set[asyncio.Task] = set()
+        #: requests not answered yet; after the client's EOF we hang up once it is 0
+        self._outstanding = 0
+        self._eof = False
+
+    def connection_made(self, transport) -> None:
+        self._transport = transport
+        self.service._connections.add(self)
+
+    def connection_lost(self, exc) -> None:
+        self.service._connections.discard(self)
+        for task in list(self._tasks):
+            task.cancel()
+        self._transport = None
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+
+    # A client that does not read its answers must not make us buffer without bound.
+    def pause_writing(self) -> None:
+        if self._transport is not None:
+            self._transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self._transport is not None:
+            self._transport.resume_reading()
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self._buffer
+        buffer += data
+        offset = 0
+        while self._transport is not None and len(buffer) - offset >= 4:
+            size = int.from_bytes(buffer[offset:offset + 4], "big")
+            if size > p.MAX_FRAME:
+                self._send(0, p.Error(p.INVALID, f"malformed frame: frame of {size} bytes exceeds the limit of {p.MAX_FRAME}"))
+                self._close()
+                return
+            if len(buffer) - offset - 4 < size:
+                break
+            payload = bytes(buffer[offset + 4:offset + 4 + size])
+            offset += 4 + size
+            self._request(payload)
+        del buffer[:offset]
+
+    def eof_received(self) -> bool:
+        if self._buffer:
+            self._send(0, p.Error(p.INVALID, "malformed frame: stream ended inside a frame"))
+        self._eof = True
+        # Keep the write side open until the answers in progress are sent.
+        return self._outstanding > 0
+
+    def _request(self, payload: bytes) -> None:
+        try:
+            request = p.decode_request(payload)
+        except p.ProtocolError as exc:
+            self._bad += 1
+            code = p.bad_request_code(payload)
+            self._send(p.request_id_of(payload), p.Error(code, f"cannot decode request: {exc}"))
+            if self._bad >= MAX_BAD_FRAMES:
+                self._close()
+            return
+        request_id = request.id
+        if request.version > p.PROTOCOL_VERSION:
+            self._send(request_id, p.Error(p.INVALID, f"protocol version {request.version} is newer than this node's {p.PROTOCOL_VERSION}"))
+            return
+        self._outstanding += 1
+        task = self.service.serve(request.body, lambda body: self._answer(request_id, body))
+        if task is not None:
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def _answer(self, request_id: int, body) -> None:
+        self._outstanding -= 1
+        self._send(request_id, body)
+        if self._eof and self._outstanding == 0:
+            self._close()
+
+    def _send(self, request_id: int, body) -> None:
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            transport.write(p.frame(p.Response(p.PROTOCOL_VERSION, request_id, body)))
+
+    def _close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
 
 
 def node_status(node: Node) -> dict:

@@ -116,6 +116,13 @@ def test_bad_input_gets_a_clear_error_and_changes_nothing(cluster):
         assert c.get("keep") == b"me"
         assert c.get("k") is None
     assert cluster.status(leader)["revision"] == revision
+    # A client that half-closes after its request still gets the answer of a write in flight.
+    with socket.create_connection((host, int(port)), timeout=10) as raw:
+        raw.sendall(p.frame(p.Request(p.PROTOCOL_VERSION, 3, p.Put(b"half", b"closed"))))
+        raw.shutdown(socket.SHUT_WR)
+        reply = p.decode_response(_read_frame(raw))
+        assert reply.id == 3 and reply.body.ok and reply.body.revision == revision + 1
+        assert raw.recv(1) == b""  # then the node hangs up
 
 
 def test_a_data_dir_of_another_cluster_is_refused(cluster, tmp_path):
