@@ -71,6 +71,11 @@ class Timing:
     snapshot_threshold: int = 100_000
     #: entries kept in the log behind a snapshot, so a briefly slow follower needs no snapshot
     snapshot_catchup_entries: int = 1_000
+    #: A follower fsyncs on the event loop: nothing it could do meanwhile helps (its leader
+    #: waits for the ack), and two thread handoffs cost more than a fast disk's fdatasync
+    #: (measured: follower fsync 0.6 -> 0.4 ms, put p50 at one client 1.5 -> 1.15 ms). A
+    #: leader fsyncs in a thread, so it keeps taking requests and acks meanwhile.
+    follower_sync_inline: bool = True
 
 
 class _Deadlines:
@@ -337,7 +342,10 @@ class Node:
                     self._apply(entry)
                 to_apply = to_apply[durable:]
             started = time.perf_counter()
-            await loop.run_in_executor(None, self.storage.sync)
+            if core.role is Role.LEADER or not self.timing.follower_sync_inline:
+                await loop.run_in_executor(None, self.storage.sync)
+            else:
+                self.storage.sync()
             self.metrics.fsync.observe(time.perf_counter() - started)
             self.metrics.batch_entries.observe(len(rd.entries))
         # 2. send
