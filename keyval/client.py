@@ -64,45 +64,39 @@ class _Connection:
 
     def __init__(self, endpoint: str) -> None:
         self.endpoint = endpoint
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
+        self._transport: asyncio.Transport | None = None
         self._pending: dict[int, asyncio.Future] = {}
         self._ids = itertools.count(1)
-        self._reader_task: asyncio.Task | None = None
         self._connecting: asyncio.Lock = asyncio.Lock()
 
+    def _open(self) -> bool:
+        return self._transport is not None and not self._transport.is_closing()
+
     async def _ensure(self, timeout: float) -> None:
+        if self._open():
+            return
         async with self._connecting:
-            if self._writer is not None and not self._writer.is_closing():
+            if self._open():
                 return
             host, _, port = self.endpoint.rpartition(":")
+            loop = asyncio.get_running_loop()
             try:
-                self._reader, self._writer = await asyncio.wait_for(
-                    asyncio.open_connection(host.strip("[]"), int(port)), min(timeout, CONNECT_TIMEOUT))
+                self._transport, _ = await asyncio.wait_for(
+                    loop.create_connection(lambda: _ReplyReader(self), host.strip("[]"), int(port)),
+                    min(timeout, CONNECT_TIMEOUT))
             except asyncio.TimeoutError:
                 raise ConnectionError(f"connection to {self.endpoint} timed out") from None
-            self._reader_task = asyncio.create_task(self._read_loop())
 
-    async def _read_loop(self) -> None:
-        error: Exception = ConnectionError(f"connection to {self.endpoint} closed")
-        try:
-            while True:
-                payload = await p.read_frame(self._reader)
-                if payload is None:
-                    break
-                response = p.decode_response(payload)
-                fut = self._pending.pop(response.id, None)
-                if fut is not None and not fut.done():
-                    fut.set_result(response.body)
-        except (p.ProtocolError, ConnectionError, OSError) as exc:
-            error = ConnectionError(f"connection to {self.endpoint} failed: {exc}")
-        finally:
-            self._fail_all(error)
+    def _reply(self, payload: bytes) -> None:
+        response = p.decode_response(payload)
+        fut = self._pending.pop(response.id, None)
+        if fut is not None and not fut.done():
+            fut.set_result(response.body)
 
     def _fail_all(self, error: Exception) -> None:
-        if self._writer is not None:
-            self._writer.close()
-        self._writer = None
+        if self._transport is not None:
+            self._transport.close()
+        self._transport = None
         pending, self._pending = self._pending, {}
         for fut in pending.values():
             if not fut.done():
@@ -113,12 +107,12 @@ class _Connection:
         for this reply (default ``timeout``)."""
         await self._ensure(timeout)
         request_id = next(self._ids)
-        fut = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
         self._pending[request_id] = fut
-        self._writer.write(p.frame(p.Request(p.PROTOCOL_VERSION, request_id, body)))
+        self._transport.write(p.frame(p.Request(p.PROTOCOL_VERSION, request_id, body)))
         # A timer on the future itself: cheaper than wait_for's wrapper, and this is per request.
-        timer = asyncio.get_running_loop().call_later(
-            timeout if attempt is None else min(timeout, attempt), _time_out, fut)
+        timer = loop.call_later(timeout if attempt is None else min(timeout, attempt), _time_out, fut)
         try:
             return await fut
         finally:
@@ -126,10 +120,47 @@ class _Connection:
             self._pending.pop(request_id, None)
 
     async def close(self) -> None:
-        if self._reader_task is not None:
-            self._reader_task.cancel()
-            await asyncio.gather(self._reader_task, return_exceptions=True)
         self._fail_all(ConnectionError("client closed"))
+
+
+class _ReplyReader(asyncio.Protocol):
+    """Frames in, replies handed to the connection as they complete."""
+
+    def __init__(self, connection: _Connection) -> None:
+        self.connection = connection
+        self._buffer = bytearray()
+        self._error: Exception | None = None
+        self._transport: asyncio.BaseTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self._buffer
+        buffer += data
+        offset = 0
+        try:
+            while len(buffer) - offset >= 4:
+                size = int.from_bytes(buffer[offset:offset + 4], "big")
+                if size > p.MAX_FRAME:
+                    raise p.ProtocolError(f"frame of {size} bytes exceeds the limit of {p.MAX_FRAME}")
+                if len(buffer) - offset - 4 < size:
+                    break
+                payload = bytes(buffer[offset + 4:offset + 4 + size])
+                offset += 4 + size
+                self.connection._reply(payload)
+        except p.ProtocolError as exc:
+            self._error = ConnectionError(f"connection to {self.connection.endpoint} failed: {exc}")
+            self.connection._fail_all(self._error)
+            return
+        del buffer[:offset]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._error is None:
+            self._error = ConnectionError(f"connection to {self.connection.endpoint} "
+                                          + (f"failed: {exc}" if exc else "closed"))
+        if self.connection._transport is self._transport:  # not already replaced by a new one
+            self.connection._fail_all(self._error)
 
 
 class AsyncClient:
