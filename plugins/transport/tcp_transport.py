@@ -1,4 +1,4 @@
-"""The ``tcp`` transport: length-prefixed frames over asyncio streams (see keyval/transport.py).
+"""The ``tcp`` transport: length-prefixed frames over asyncio (see keyval/transport.py).
 
 A frame is a 4-byte big-endian length and that many bytes: the codec's encoding of one
 message, followed by its HMAC tag when a cluster secret is configured. Inbound connections
@@ -22,15 +22,12 @@ from keyval.transport import Deliver
 from .peer_identity import ClusterIdentity, PeerAddresses
 from .tcp_hello import HelloError, as_seen, decode_hello, encode_hello, is_hello
 from .tcp_options import TcpOptions, load_authenticator, parse_tcp_options, tls_contexts
-from .tcp_peer import CONNECTION_ERRORS, Peer, split_address
+from .tcp_peer import Peer, split_address
 from .tcp_stats import Stats
 
 log = logging.getLogger("keyval.transport.tcp")
 
 LENGTH_BYTES = 4
-# Reads come in chunks this large; a bigger StreamReader buffer means fewer pause/resume
-# round trips while a multi-megabyte snapshot chunk arrives.
-READ_LIMIT = 1024 * 1024
 
 
 class TcpTransport:
@@ -48,7 +45,7 @@ class TcpTransport:
         self._learned = PeerAddresses(log)
         self._server: asyncio.Server | None = None
         self._peers: dict[str, Peer] = {}
-        self._inbound: dict[asyncio.Task, asyncio.StreamWriter] = {}
+        self._inbound: set[_Inbound] = set()
         self._closed = False
         self._stats = Stats(log, "tcp transport", opts.log_interval)
 
@@ -59,8 +56,8 @@ class TcpTransport:
         host, port = split_address(address)
         self._node_id, self._deliver = node_id, deliver
         self._stats.label = self._identity.label = self._learned.label = f"tcp transport of node {node_id}"
-        self._server = await asyncio.start_server(
-            self._serve, host, port, ssl=self._server_tls, limit=READ_LIMIT
+        self._server = await asyncio.get_running_loop().create_server(
+            lambda: _Inbound(self), host, port, ssl=self._server_tls
         )
         sockname = self._server.sockets[0].getsockname()
         bound_host = f"[{sockname[0]}]" if ":" in sockname[0] else sockname[0]
@@ -117,70 +114,29 @@ class TcpTransport:
         server, self._server = self._server, None
         if server is not None:
             server.close()
-        # Hang up rather than cancel: asyncio (3.11) reports a cancelled connection handler
-        # as an error, and aborting drops what is unread, as close() promises.
-        for writer in self._inbound.values():
-            writer.transport.abort()
+        # Aborting drops what is unread, as close() promises.
+        for connection in list(self._inbound):
+            connection.abort()
         peers, self._peers = list(self._peers.values()), {}
-        await asyncio.gather(*self._inbound, *(p.close() for p in peers), return_exceptions=True)
+        await asyncio.gather(*(p.close() for p in peers), return_exceptions=True)
         if server is not None:
             await server.wait_closed()
 
     # -- inbound ---------------------------------------------------------------------------
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
+    def _inbound_opened(self, connection: "_Inbound", transport: asyncio.Transport) -> bool:
         if self._closed:  # accepted just before close() and scheduled after it
-            writer.transport.abort()
-            return
+            transport.abort()
+            return False
         if len(self._inbound) >= self._opts.max_connections:
             # Anyone may connect, so the number of connections (each of which may hold a
             # frame being read) is what bounds the memory strangers can make us spend.
-            self._stats.report("connections_refused", f"{_peername(writer)}: already "
+            self._stats.report("connections_refused", f"{_peername(transport)}: already "
                                f"{len(self._inbound)} inbound connections (max_connections)")
-            writer.transport.abort()
-            return
-        self._inbound[task] = writer
+            transport.abort()
+            return False
+        self._inbound.add(connection)
         self._stats.add("connections_accepted")
-        peer = _peername(writer)
-        try:
-            await self._read_frames(reader, peer, _peerhost(writer))
-        except asyncio.IncompleteReadError as exc:
-            if exc.partial:
-                self._stats.report("dropped_truncated", f"connection from {peer} closed inside a frame")
-        except CONNECTION_ERRORS:
-            pass
-        finally:
-            self._inbound.pop(task, None)
-            writer.close()
-            try:
-                await asyncio.wait_for(writer.wait_closed(), 1.0)
-            except (*CONNECTION_ERRORS, asyncio.CancelledError):
-                pass
-
-    async def _read_frames(self, reader: asyncio.StreamReader, peer: str, source_host: str) -> None:
-        bad = 0
-        limit = self._opts.max_frame_bytes
-        first = True
-        while True:
-            header = await reader.readexactly(LENGTH_BYTES)
-            size = int.from_bytes(header, "big")
-            if size > limit:
-                self._stats.report("dropped_oversized", f"{peer} announced a {size}-byte frame "
-                                   f"(max_frame_bytes {limit}); closing the connection")
-                self._stats.add("connections_closed_bad")
-                return
-            frame = await reader.readexactly(size)
-            good = self._accept(frame, peer, source_host if first else None)
-            first = False
-            if good:
-                bad = 0
-                continue
-            bad += 1
-            if bad >= self._opts.max_bad_frames:
-                self._stats.report("connections_closed_bad", f"closing the connection from {peer} "
-                                   f"after {bad} bad frames in a row")
-                return
+        return True
 
     def _accept(self, frame: bytes, peer: str, source_host: str | None) -> bool:
         """Deliver one frame if it is good; False if it was bad (failed auth or decoding).
@@ -233,17 +189,91 @@ class TcpTransport:
         return _framed(self._auth.seal(payload) if self._auth is not None else payload)
 
 
+class _Inbound(asyncio.Protocol):
+    """One inbound connection: frames are parsed and delivered as bytes arrive (no reader
+    task: a message reaches the node in the loop turn its bytes came in)."""
+
+    def __init__(self, owner: TcpTransport) -> None:
+        self._owner = owner
+        self._transport: asyncio.Transport | None = None
+        self._buffer = bytearray()
+        self._first = True
+        self._bad = 0
+        self._peer = "an unknown peer"
+        self._source_host = ""
+
+    def connection_made(self, transport) -> None:
+        if self._owner._inbound_opened(self, transport):
+            self._transport = transport
+            self._peer = _peername(transport)
+            self._source_host = _peerhost(transport)
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+            self._transport = None
+
+    def data_received(self, data: bytes) -> None:
+        if self._transport is None:
+            return
+        owner, buffer = self._owner, self._buffer
+        buffer += data
+        limit = owner._opts.max_frame_bytes
+        offset = 0
+        while len(buffer) - offset >= LENGTH_BYTES:
+            size = int.from_bytes(buffer[offset:offset + LENGTH_BYTES], "big")
+            if size > limit:
+                owner._stats.report("dropped_oversized", f"{self._peer} announced a {size}-byte frame "
+                                    f"(max_frame_bytes {limit}); closing the connection")
+                owner._stats.add("connections_closed_bad")
+                return self._hang_up()
+            end = offset + LENGTH_BYTES + size
+            if len(buffer) < end:
+                break
+            frame = bytes(buffer[offset + LENGTH_BYTES:end])
+            offset = end
+            good = owner._accept(frame, self._peer, self._source_host if self._first else None)
+            self._first = False
+            if good:
+                self._bad = 0
+                continue
+            self._bad += 1
+            if self._bad >= owner._opts.max_bad_frames:
+                owner._stats.report("connections_closed_bad", f"closing the connection from {self._peer} "
+                                    f"after {self._bad} bad frames in a row")
+                return self._hang_up()
+            if self._transport is None:  # closed meanwhile
+                return
+        del buffer[:offset]
+
+    def _hang_up(self) -> None:
+        self._buffer.clear()
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+
+    def eof_received(self) -> bool:
+        if self._buffer:
+            self._owner._stats.report("dropped_truncated", f"connection from {self._peer} closed inside a frame")
+            self._buffer.clear()
+        return False
+
+    def connection_lost(self, exc) -> None:
+        self._owner._inbound.discard(self)
+        self._transport = None
+
+
 def _framed(payload: bytes) -> bytes:
     return len(payload).to_bytes(LENGTH_BYTES, "big") + payload
 
 
-def _peerhost(writer: asyncio.StreamWriter) -> str:
-    name = writer.get_extra_info("peername")
+def _peerhost(transport: asyncio.BaseTransport) -> str:
+    name = transport.get_extra_info("peername")
     return str(name[0]) if isinstance(name, tuple) and name else ""
 
 
-def _peername(writer: asyncio.StreamWriter) -> str:
-    name = writer.get_extra_info("peername")
+def _peername(transport: asyncio.BaseTransport) -> str:
+    name = transport.get_extra_info("peername")
     if isinstance(name, tuple) and len(name) >= 2:
         return f"{name[0]}:{name[1]}"
     return "an unknown peer"
