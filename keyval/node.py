@@ -25,6 +25,7 @@ from keyval.metrics import NodeMetrics
 from keyval.node_snapshots import NodeSnapshots, SnapshotOutcome
 from keyval.plugins import Plugins, choose_storage, choose_transport
 from keyval.recover import record_node_id
+from keyval.sync_thread import SyncThread
 from keyval.raft import (
     NONE,
     ConfigChange,
@@ -143,6 +144,7 @@ class Node:
         self.client_addresses: dict[str, str] = {}
         self.fatal: BaseException | None = None
         self.snapshots = NodeSnapshots(self)
+        self._sync_thread = SyncThread(f"{self.id}-fsync")
         #: commit index found on disk at start: configurations up to it are replayed, not news
         self.initial_commit = 0
         #: called with (index, membership) for each committed configuration applied here
@@ -208,6 +210,7 @@ class Node:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.snapshots.wait()
+        await self._sync_thread.close()
         if self.transport is not None:
             await self.transport.close()
         if self.storage is not None:
@@ -343,7 +346,7 @@ class Node:
                 to_apply = to_apply[durable:]
             started = time.perf_counter()
             if core.role is Role.LEADER or not self.timing.follower_sync_inline:
-                await loop.run_in_executor(None, self.storage.sync)
+                await self._sync_thread.run(self.storage.sync)
             else:
                 self.storage.sync()
             self.metrics.fsync.observe(time.perf_counter() - started)
