@@ -333,8 +333,9 @@ class KVStore:
 
 
 def _check_types(key, value, expect, client, seq, acked) -> None:
-    if not (isinstance(key, bytes) and isinstance(value, bytes) and isinstance(client, str)):
+    # Every node runs this for every write: plain type() tests, no generator.
+    if not (type(key) is bytes and type(value) is bytes and type(client) is str):
         raise CommandError("key and value must be bytes, client a string")
-    if not all(isinstance(n, int) for n in (expect, seq, acked)) or expect < -1 or seq < 0 or acked < 0:
+    if not (type(expect) is int and type(seq) is int and type(acked) is int) or expect < -1 or seq < 0 or acked < 0:
         raise CommandError("expect_revision, seq and acked must be integers")
 
