@@ -152,6 +152,9 @@ class Node:
         #: peer addresses learned outside the log: a node being added cannot answer its
         #: leader until its first configuration arrives, unless it was told where peers are
         self.peer_hints: dict[str, str] = {}
+        self._addresses: dict[str, str] = {}
+        #: the (newest, applied) configurations ``_addresses`` was built from
+        self._addresses_of: tuple[Membership, Membership] | None = None
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -372,13 +375,21 @@ class Node:
             self.snapshots.start(full_compaction=False)
 
     def _send(self, messages) -> None:
-        membership = self.core.membership
+        addresses = self._peer_addresses()
         for msg in messages:
-            address = (membership.address_of(msg.to) or self.applied_membership.address_of(msg.to)
-                       or self.peer_hints.get(msg.to))
             # None: where the peer's own traffic came from. A node being added knows no
             # address for its leader until its first configuration, which it must answer for.
-            self.transport.send(msg.to, address or None, msg)
+            self.transport.send(msg.to, addresses.get(msg.to), msg)
+
+    def _peer_addresses(self) -> dict[str, str]:
+        """Where each peer is: the newest configuration's word first, then the applied one's,
+        then hints. Rebuilt only when one of them changed (this runs for every message)."""
+        newest, applied = self.core.membership, self.applied_membership
+        if self._addresses_of is None or self._addresses_of[0] is not newest or self._addresses_of[1] is not applied:
+            merged = {**self.peer_hints, **dict(applied.addresses), **dict(newest.addresses)}
+            self._addresses = {peer: address for peer, address in merged.items() if address}
+            self._addresses_of = (newest, applied)
+        return self._addresses
 
     def _on_soft_state(self, soft: tuple[Role, str, int]) -> None:
         role, leader, term = soft
@@ -494,6 +505,7 @@ class Node:
         """Before being added: where the members of ``cluster_id`` are, so this node can
         answer its leader (and be accepted: peers drop messages of another cluster id)."""
         self.peer_hints.update({n: a for n, a in peers.items() if n != self.id})
+        self._addresses_of = None
         self._adopt_cluster_id(cluster_id)
 
     async def linearizable_barrier(self, timeout: float) -> None:

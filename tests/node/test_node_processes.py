@@ -12,14 +12,6 @@ from keyval.errors import RequestRefused
 from .procs import LocalCluster
 
 
-@pytest.fixture
-def cluster(tmp_path):
-    c = LocalCluster(tmp_path)
-    c.start()
-    yield c
-    c.stop_all()
-
-
 def test_writes_through_any_node_are_readable_through_every_node(cluster):
     cluster.wait_for_leader()
     for n, node_id in enumerate(cluster.initial):
