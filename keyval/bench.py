@@ -291,10 +291,12 @@ def _port_free(port: int) -> bool:
 
 def free_base_port(nodes: int = 3) -> int:
     """A base port P with P+1..P+N (peer) and P+1001..P+1000+N (client) free; kept clear of
-    the etcd peers' ports (2379/2380, 22379/22380, 32379/32380)."""
+    the etcd peers' ports (2379/2380, 22379/22380, 32379/32380), of the tests' ports
+    (20000-31900) and of Linux's ephemeral ports (32768-60999 by default): there, any outgoing
+    connection may take a port found free, before a node added later (``spare``) binds it."""
     rng = random.Random()
     for _ in range(500):
-        base = rng.randrange(40_000, 60_000)
+        base = rng.randrange(10_000, 19_000 - nodes)
         if all(_port_free(base + n) and _port_free(base + 1000 + n) for n in range(1, nodes + 1)):
             return base
     raise SystemExit("no free block of ports found")
@@ -302,15 +304,17 @@ def free_base_port(nodes: int = 3) -> int:
 
 class BenchCluster:
     """A throw-away local cluster made through kvctl's Python API (what `kvctl local up --dir D
-    --base-port P` does): segment storage (fdatasync before every acknowledged batch), tcp."""
+    --base-port P` does): segment storage (fdatasync before every acknowledged batch), tcp.
+    ``spare``: how many more nodes' ports (node N+1...) to find free as well, for nodes that
+    ``kvctl local start`` adds later."""
 
-    def __init__(self, directory: str | None, nodes: int, storage: str, transport: str) -> None:
+    def __init__(self, directory: str | None, nodes: int, storage: str, transport: str, spare: int = 0) -> None:
         from kvctl.localcluster import LocalCluster
 
         self.own_dir = directory is None
         self.dir = Path(directory or tempfile.mkdtemp(prefix="keyval-bench-")).absolute()
         self.local = LocalCluster(self.dir)
-        self.nodes, self.storage, self.transport = nodes, storage, transport
+        self.nodes, self.storage, self.transport, self.spare = nodes, storage, transport, spare
         self.spec = None
         self.endpoints: list[str] = []
         self.pids: list[int] = []
@@ -323,7 +327,8 @@ class BenchCluster:
         if self.local.load() is not None:
             raise SystemExit(f"{self.dir} already holds a cluster; give an empty --dir")
         for attempt in range(3):  # a port taken between the check and the bind: try another block
-            self.spec = ClusterSpec.new(self.nodes, free_base_port(self.nodes), self.storage, self.transport)
+            self.spec = ClusterSpec.new(self.nodes, free_base_port(self.nodes + self.spare), self.storage,
+                                        self.transport)
             started = {}
             try:
                 for node in self.spec.nodes.values():
@@ -345,7 +350,13 @@ class BenchCluster:
 
     def down(self) -> None:
         if self.spec is not None:
-            self.local.stop(list(self.spec.nodes))
+            from kvctl.output import Failure
+
+            try:  # cluster.json also lists the nodes `kvctl local start` added since `up`
+                spec = self.local.load() or self.spec
+            except Failure:
+                spec = self.spec
+            self.local.stop(list(spec.nodes))
         if self.own_dir:
             shutil.rmtree(self.dir, ignore_errors=True)
 
