@@ -47,6 +47,8 @@ class Peer:
         #: The framed hello that opens each connection (built then: the cluster id may change).
         self._hello = hello
         self._queue: deque[bytes] = deque()
+        #: frames of the current loop turn, written together at its end (see push)
+        self._corked: list[bytes] | None = None
         self._queued_bytes = 0
         self._wake = asyncio.Event()  # something to send (or the connection went away)
         self._moved = asyncio.Event()  # cuts a backoff short: there is a new address to try
@@ -60,14 +62,33 @@ class Peer:
 
     # -- called by the transport (never blocks) --------------------------------------------
     def push(self, frame: bytes) -> None:
+        if self._corked is not None:
+            self._corked.append(frame)
+            return
         writer = self._writer
         if not self._queue and writer is not None and not writer.is_closing() \
                 and not writer.transport.get_write_buffer_size():
-            # Nothing waits before it and the socket keeps up: write now, not on the writer
-            # task's next turn. A message to a follower leaves before the leader's own fsync.
-            writer.write(frame)
-            self._stats.add("sent")
+            # Nothing waits before it and the socket keeps up: write at the end of this loop
+            # turn, with whatever else this turn sends the peer (one send call for all), not
+            # on the writer task's turn: a leader's AppendEntries leave before its fsync ends.
+            self._corked = [frame]
+            asyncio.get_running_loop().call_soon(self._uncork)
             return
+        self._enqueue(frame)
+
+    def _uncork(self) -> None:
+        frames, self._corked = self._corked or [], None
+        writer = self._writer
+        if self._closing:
+            return
+        if writer is None or writer.is_closing():  # the connection went meanwhile: the task redials
+            for frame in frames:
+                self._enqueue(frame)
+            return
+        writer.write(frames[0] if len(frames) == 1 else b"".join(frames))
+        self._stats.add("sent", len(frames))
+
+    def _enqueue(self, frame: bytes) -> None:
         opts = self._opts
         if len(self._queue) >= opts.queue_size or self._queued_bytes + len(frame) > opts.queue_bytes:
             if opts.queue_drop == "newest" or not self._queue:
