@@ -18,6 +18,10 @@ package) over everything after the crc field: the rest of the header and the who
 Entry ``k`` of a block has index ``first index + k``; terms and indexes are therefore covered
 by the checksum and checked for sequence on every open.
 
+The active (last) segment may end in zeros: its writer extends the file a chunk at a time
+ahead of the blocks (see ``SegmentLog``), so that the fdatasync after a block has no file
+size to commit. A tail of zeros after the last block is a clean end, not a torn write.
+
 ``synced end`` is how many bytes of this segment were known durable (fsynced) when the block
 was written. It is what tells a torn tail from corruption (see ``scan_segment``).
 
@@ -200,6 +204,8 @@ def scan_segment(path: str, raw: bytes, last: bool) -> SegmentScan:
             end = off + header + body
         if not (end and magic == BLOCK_MAGIC and end <= size and crc32(buf[off + 8 : end]) == crc
                 and count and body >= ENTRY_TABLE * count and synced <= off):
+            if last and raw.count(0, off) == size - off:
+                break  # the preallocated zeros after the last block: nothing was written there
             problem = _check_block(buf, off)[0] or "bad block framing"
             later = _later_synced_block(buf, raw, off) if last else off
             if later >= 0:

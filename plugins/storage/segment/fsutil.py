@@ -35,6 +35,15 @@ def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
         view = view[os.write(fd, view) :]
 
 
+def pwrite_all(fd: int, data: bytes | bytearray | memoryview, offset: int) -> None:
+    """``os.pwrite`` until everything is written at ``offset``."""
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view = view[n:]
+        offset += n
+
+
 def write_file_durably(path: str, data: bytes) -> None:
     """Write ``path + ".tmp"``, fsync it and rename it to ``path``. The caller fsyncs the
     directory (once, if it does several)."""

@@ -17,11 +17,15 @@ from keyval.raft.storage import ENTRY_OVERHEAD
 from keyval.raft.types import Entry, EntryType
 
 from .format import BLOCK_HEADER, ENTRY_TABLE, encode_block, encode_segment_header, scan_segment
-from .fsutil import datasync, fsync_dir, make_dirs_durably, write_all, write_file_durably
+from .fsutil import datasync, fsync_dir, make_dirs_durably, pwrite_all, write_file_durably
 
 log = logging.getLogger(__name__)
 
 _TYPES = {int(t): t for t in EntryType}
+#: zeros written ahead of the blocks of the active segment at a time: small enough that the
+#: one fdatasync which also flushes them stays short, large enough that few fdatasyncs do
+PREALLOC_CHUNK = 1 << 20
+
 
 
 class Segment:
@@ -45,6 +49,11 @@ class SegmentLog:
         live entry ``base .. last_index()``;
       * ``synced_end <= size``: the active segment's bytes known durable; ``durable_last`` is
         the last index known durable;
+      * ``size <= allocated``: the active file is ``allocated`` bytes long, zeros after
+        ``size``. Blocks overwrite zeros already on disk, so the fdatasync that makes them
+        durable has no new file size to commit to the journal (on ext4 about half the time of
+        an fdatasync after an append, as etcd's preallocated WAL); every other segment is cut
+        to its last block before the next one is created;
       * ``cache`` holds the most recent entries, ``last_index() - len(cache) + 1 .. last``.
     """
 
@@ -62,6 +71,10 @@ class SegmentLog:
         self.blk = array("q")
         self.fd = -1
         self.size = 0
+        self.allocated = 0
+        #: how far ahead of the blocks the active file is extended with zeros at a time
+        self.prealloc = min(PREALLOC_CHUNK, segment_size)
+        self._zeros = b""
         self.synced_end = 0
         self.dirty = False
         self.durable_last = 0
@@ -87,7 +100,6 @@ class SegmentLog:
             with open(path, "rb") as f:
                 raw = f.read()
             scan = scan_segment(path, raw, last=k == len(found) - 1)
-            del raw
             if scan.first != first:
                 raise CorruptLog(path, 0, f"header says first index {scan.first}, the file name {first}")
             if not self.segments:
@@ -103,11 +115,13 @@ class SegmentLog:
             self.blk += scan.blk
             self.size = scan.end
             if scan.torn:
-                cut = os.path.getsize(path) - scan.end
+                cut = len(raw) - scan.end
                 log.warning("cut a torn tail of %d bytes off %s at byte %d (%s)", cut, path, scan.end, scan.torn)
+            del raw
         if self.segments:
-            self.fd = os.open(self.segments[-1].path, os.O_RDWR | os.O_APPEND)
-            os.ftruncate(self.fd, self.size)
+            self.fd = os.open(self.segments[-1].path, os.O_RDWR)
+            os.ftruncate(self.fd, self.size)  # a torn tail, or preallocated zeros
+            self.allocated = self.size
             # What a killed process left in the page cache is part of the log from now on:
             # make it durable before any later block claims it was.
             datasync(self.fd)
@@ -127,10 +141,13 @@ class SegmentLog:
         buf, lens = encode_block(entries, self.synced_end)
         start = self.size
         try:
-            write_all(self.fd, buf)
+            pwrite_all(self.fd, buf, start)
+            if start + len(buf) > self.allocated:
+                self._preallocate(start + len(buf))
         except BaseException:
             # Never leave half a block before the next one: that would read as corruption.
             os.ftruncate(self.fd, start)
+            self.allocated = start
             raise
         self.size += len(buf)
         self.dirty = True
@@ -151,6 +168,18 @@ class SegmentLog:
             self.cached_bytes += len(buf) - table - ENTRY_TABLE * n + ENTRY_OVERHEAD * n
             if self.cached_bytes > self.cache_limit:
                 self._trim_cache(len(self.cache) // 2 or 1)
+
+    def _preallocate(self, end: int) -> None:
+        """Zeros from ``end`` to one chunk past it (the next fdatasync commits the new size)."""
+        target = end + self.prealloc
+        if len(self._zeros) != self.prealloc:
+            self._zeros = bytes(self.prealloc)
+        zeros = self._zeros
+        offset = end
+        while offset < target:
+            pwrite_all(self.fd, zeros[: target - offset], offset)
+            offset += min(len(zeros), target - offset)
+        self.allocated = target
 
     def sync(self) -> None:
         """One fdatasync for everything appended since the last one."""
@@ -184,10 +213,10 @@ class SegmentLog:
                 os.remove(later.path)
             del self.segments[k + 1 :], self.firsts[k + 1 :]
             fsync_dir(self.directory)
-            self.fd = os.open(seg.path, os.O_RDWR | os.O_APPEND)
+            self.fd = os.open(seg.path, os.O_RDWR)
         os.ftruncate(self.fd, cut)
         datasync(self.fd)
-        self.size = self.synced_end = cut
+        self.size = self.synced_end = self.allocated = cut
         self.dirty = False
         self._cut_cache(index)
         del self.terms[j:], self.lens[j:], self.types[j:], self.pos[j:], self.blk[j:]
@@ -196,6 +225,10 @@ class SegmentLog:
 
     def _rotate(self, first: int) -> None:
         if self.segments:
+            if self.allocated > self.size:
+                # Only the last segment may end in zeros (the recovery scan's rule).
+                os.ftruncate(self.fd, self.size)
+                self.dirty = True
             if self.dirty:
                 datasync(self.fd)
             os.close(self.fd)
@@ -206,8 +239,8 @@ class SegmentLog:
         fsync_dir(self.directory)
         self.segments.append(Segment(first, path))
         self.firsts.append(first)
-        self.fd = os.open(path, os.O_RDWR | os.O_APPEND)
-        self.size = self.synced_end = os.fstat(self.fd).st_size
+        self.fd = os.open(path, os.O_RDWR)
+        self.size = self.synced_end = self.allocated = os.fstat(self.fd).st_size
         self.dirty = False
         self.durable_last = first - 1
 
@@ -244,13 +277,16 @@ class SegmentLog:
             del column[:]
         self.cache.clear()
         self.cached_bytes = 0
-        self.size = self.synced_end = 0
+        self.size = self.synced_end = self.allocated = 0
         self.dirty = False
         self.durable_last = first - 1
 
     def close(self) -> None:
         if self.fd >= 0:
             self.sync()
+            if self.allocated > self.size:
+                os.ftruncate(self.fd, self.size)  # tidy; the next open would cut the zeros too
+                self.allocated = self.size
             os.close(self.fd)
             self.fd = -1
 
