@@ -50,6 +50,7 @@ import time
 import traceback
 from pathlib import Path
 
+from keyval import event_loop
 from keyval.client import AsyncClient
 
 # ----------------------------------------------------------------------------- workload
@@ -217,7 +218,7 @@ async def _worker_main(cfg: dict, op: str, client_ids: list[int], t_start_wall: 
 
 def _worker(cfg: dict, op: str, client_ids: list[int], t_start_wall: float, value: bytes, q) -> None:
     try:
-        q.put(("ok",) + asyncio.run(_worker_main(cfg, op, client_ids, t_start_wall, value)))
+        q.put(("ok",) + event_loop.run(_worker_main(cfg, op, client_ids, t_start_wall, value), cfg["event_loop"]))
     except BaseException:  # noqa: BLE001
         q.put(("fail", traceback.format_exc(), 0, 0))
 
@@ -475,6 +476,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--procs", type=int, default=1, help="load-generator processes sharing the clients")
     ap.add_argument("--conn", choices=["per-client", "shared"], default="per-client",
                     help="one connection per simulated client (as the peers' loadgen), or one per process")
+    ap.add_argument("--event-loop", choices=event_loop.EVENT_LOOPS, default=os.environ.get("KEYVAL_EVENT_LOOP", "auto"),
+                    help="the load generator's event loop (default: $KEYVAL_EVENT_LOOP or auto, as the nodes "
+                         "started here, which inherit $KEYVAL_EVENT_LOOP)")
     ap.add_argument("--duration", type=float, default=DURATION)
     ap.add_argument("--warmup", type=float, default=WARMUP)
     ap.add_argument("--keyspace", type=int, default=KEYSPACE)
@@ -517,15 +521,15 @@ def main(argv: list[str] | None = None) -> int:
         if cluster is not None and st.get("id") in cluster.pid_by_node:  # CPU columns: leader first
             server_pids = [cluster.pid_by_node[st["id"]]] + [p for n, p in cluster.pid_by_node.items() if n != st["id"]]
         cfg = {"endpoints": ordered, "conn": a.conn, "warmup": a.warmup, "duration": a.duration, "seed": a.seed,
-               "keyspace": a.keyspace, "setup_s": a.setup_s, "label": a.label}
+               "keyspace": a.keyspace, "setup_s": a.setup_s, "label": a.label, "event_loop": a.event_loop}
         meta = {"endpoints": endpoints, "leader": leader, "leader_id": st.get("id"), "server_pids": server_pids,
                 "cluster": where, "nodes": len(st.get("voters", [])) or len(endpoints), "key_bytes": KEY_SIZE,
                 "value_bytes": VALUE_SIZE, "keyspace": a.keyspace, "warmup_s": a.warmup, "duration_s": a.duration,
-                "procs": a.procs, "conn": a.conn, "seed": a.seed, "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                "procs": a.procs, "conn": a.conn, "event_loop": a.event_loop, "seed": a.seed, "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
                 "loadavg_before": _loadavg()}
         print(f"# keyval bench: {meta['nodes']} nodes, {where}; leader {st.get('id')} at {leader}", flush=True)
         print(f"# key={KEY_SIZE}B value={VALUE_SIZE}B keyspace={a.keyspace} warmup={a.warmup}s "
-              f"duration={a.duration}s procs={a.procs} conn={a.conn} loadavg={meta['loadavg_before']}", flush=True)
+              f"duration={a.duration}s procs={a.procs} conn={a.conn} event_loop={a.event_loop} loadavg={meta['loadavg_before']}", flush=True)
         print(HEADER, flush=True)
         results: list[dict] = []
         for op in a.ops.split(","):

@@ -4,15 +4,15 @@ Exit codes: 0 success, 1 the operation failed, 2 bad usage (click's own and ours
 """
 from __future__ import annotations
 
-import asyncio
 import json
+import os
 import logging
 import sys
 from pathlib import Path
 
 import click
 
-from keyval import __version__
+from keyval import __version__, event_loop
 from keyval.config import NodeConfig, merge_settings, node_config
 from keyval.errors import KeyvalError
 from keyval.plugins import build_plugin_manager, choose_storage, choose_transport, list_plugins
@@ -75,11 +75,14 @@ def serve(ctx: click.Context, config_file: str | None, **flags) -> None:
     """Run one KeyVal node in the foreground (SIGTERM or SIGINT stops it cleanly)."""
     try:
         settings = merge_settings(config_file, flags)
+        if "event_loop" not in settings and os.environ.get("KEYVAL_EVENT_LOOP"):
+            settings["event_loop"] = os.environ["KEYVAL_EVENT_LOOP"]
         loaded = build_plugin_manager()
         # Backends first: a wrong name is the likeliest mistake and its message lists the choices.
         choose_storage(loaded, str(settings.get("storage", NodeConfig.storage)))
         choose_transport(loaded, str(settings.get("transport", NodeConfig.transport)))
         config = node_config(settings)
+        event_loop.loop_factory(config.event_loop)  # uvloop asked for but missing: say so now
     except KeyvalError as exc:
         fail(ctx, str(exc), USAGE_ERROR)
     from keyval.server import run, setup_logging
@@ -89,7 +92,7 @@ def serve(ctx: click.Context, config_file: str | None, **flags) -> None:
     except KeyvalError as exc:
         fail(ctx, str(exc), USAGE_ERROR)
     try:
-        code = asyncio.run(run(config, loaded))
+        code = event_loop.run(run(config, loaded), config.event_loop)
     except KeyvalError as exc:
         fail(ctx, str(exc))
     ctx.exit(code)

@@ -17,6 +17,7 @@ from typing import Any
 
 from keyval import client_protocol as p
 from keyval.errors import RequestRefused, RevisionMismatch, Timeout, Unreachable
+from keyval.event_loop import loop_factory
 
 RETRYABLE = {p.NOT_LEADER, p.NO_LEADER, p.UNAVAILABLE, p.TIMEOUT}
 #: operations that change nothing (a timeout of any other may still have its effect)
@@ -333,7 +334,7 @@ class Client:
     """The blocking twin of AsyncClient (runs one in a private event-loop thread)."""
 
     def __init__(self, endpoints: list[str] | str, *, timeout: float = 5.0, client_id: str | None = None) -> None:
-        self._loop = asyncio.new_event_loop()
+        self._loop = loop_factory("auto")()
         self._thread = threading.Thread(target=self._loop.run_forever, name="keyval-client", daemon=True)
         self._thread.start()
         self._async = self._run(_make_async(endpoints, timeout, client_id))

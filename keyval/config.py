@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from keyval.errors import ConfigError
+from keyval.event_loop import EVENT_LOOPS
 
 NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -37,6 +38,8 @@ class NodeConfig:
     min_voters: int = 1
     log_file: str | None = None
     log_level: str = "INFO"
+    #: auto (uvloop when installed), uvloop or asyncio; only settable in the config file
+    event_loop: str = "auto"
     # Handed to the chosen backend's factory; only settable in the config file.
     storage_options: dict[str, Any] = field(default_factory=dict)
     transport_options: dict[str, Any] = field(default_factory=dict)
@@ -143,6 +146,9 @@ def node_config(settings: dict[str, Any]) -> NodeConfig:
         raise ConfigError(f"min_voters: expected a whole number >= 1, got {min_voters!r}")
     if not isinstance(values.get("auto_promote", True), bool):
         raise ConfigError(f"auto_promote: expected true or false, got {values['auto_promote']!r}")
+    loop = values.get("event_loop", "auto")
+    if loop not in EVENT_LOOPS:
+        raise ConfigError(f"event_loop: {loop!r} is not one of {', '.join(EVENT_LOOPS)}")
     for key in ("storage_options", "transport_options"):
         if not isinstance(values.get(key, {}), dict):
             raise ConfigError(f"{key}: expected a mapping")

@@ -13,6 +13,7 @@ from keyval.client_protocol import RegisterClientAddress
 from keyval.cluster.operations import ClusterOperations
 from keyval.config import NodeConfig
 from keyval.errors import ConfigError, KeyvalError
+from keyval.event_loop import loop_name
 from keyval.kv import encode_meta
 from keyval.maintenance import Maintenance
 from keyval.metrics import MetricsServer
@@ -69,7 +70,8 @@ class Server:
             raise KeyvalError(f"cannot listen: {exc}") from None
         self._registrar = asyncio.create_task(self._register_client_address())
         self.cluster.start()
-        log.info("node %s serving clients on %s, peers on %s", self.node.id, self.service.address, self.config.peer_addr)
+        log.info("node %s serving clients on %s, peers on %s (event loop: %s)", self.node.id, self.service.address,
+                 self.config.peer_addr, loop_name(asyncio.get_running_loop()))
 
     async def stop(self) -> None:
         await self.cluster.stop()

@@ -72,7 +72,33 @@ def test_missing_config_file(tmp_path):
     ({**REQUIRED, "id": "node 1"}, "not a valid node id"),
     ({**REQUIRED, "log_level": "loud"}, "log_level: 'loud' is not one of DEBUG"),
     ({**REQUIRED, "catchup_threshold": -1}, "catchup_threshold: expected a whole number"),
+    ({**REQUIRED, "event_loop": "trio"}, "event_loop: 'trio' is not one of auto, uvloop, asyncio"),
 ])
 def test_bad_settings(flags, message):
     with pytest.raises(ConfigError, match=message):
         load_node_config(None, flags)
+
+
+def test_event_loop_is_chosen_in_the_config_file(tmp_path):
+    import asyncio
+
+    from keyval.event_loop import loop_factory, loop_name
+
+    path = tmp_path / "node.yaml"
+    path.write_text("event_loop: asyncio\n")
+    config = load_node_config(path, REQUIRED)
+    assert config.event_loop == "asyncio"
+    loop = loop_factory(config.event_loop)()
+    try:
+        assert loop_name(loop) == "asyncio" and type(loop).__module__.startswith("asyncio")
+    finally:
+        loop.close()
+    assert load_node_config(None, REQUIRED).event_loop == "auto"
+    uvloop = pytest.importorskip("uvloop")  # a dependency on Linux: auto takes it
+    loop = loop_factory("auto")()
+    try:
+        assert isinstance(loop, uvloop.Loop) and loop_name(loop) == "uvloop"
+    finally:
+        loop.close()
+    # chosen per process run, never installed as the global policy (no module-level state)
+    assert type(asyncio.get_event_loop_policy()).__module__.startswith("asyncio")
