@@ -70,6 +70,14 @@ def plugins(as_json: bool) -> None:
               help="Log entries a learner may lag and still count as caught up (default 100).")
 @click.option("--log-file", metavar="PATH", help="Log here instead of stderr.")
 @click.option("--log-level", metavar="LEVEL", help="DEBUG, INFO (default), WARNING, ERROR or CRITICAL.")
+@click.option("--secret-file", metavar="PATH",
+              help="The cluster secret (mode 0600) that authenticates peer traffic; see docs/security.md.")
+@click.option("--insecure-peers", is_flag=True, default=None,
+              help="Run without a cluster secret: anyone who reaches the peer port can speak for the cluster.")
+@click.option("--client-cert", metavar="FILE", help="TLS certificate for the client port.")
+@click.option("--client-key", metavar="FILE", help="Private key of --client-cert.")
+@click.option("--client-ca", metavar="FILE", help="CA whose certificates clients must present (mutual TLS).")
+@click.option("--tokens-file", metavar="FILE", help="Client tokens with roles (read, readwrite, admin).")
 @click.pass_context
 def serve(ctx: click.Context, config_file: str | None, **flags) -> None:
     """Run one KeyVal node in the foreground (SIGTERM or SIGINT stops it cleanly)."""

@@ -40,6 +40,17 @@ class NodeConfig:
     log_level: str = "INFO"
     #: auto (uvloop when installed), uvloop or asyncio; only settable in the config file
     event_loop: str = "auto"
+    #: The cluster secret (mode 0600) that authenticates peer traffic (docs/security.md)
+    secret_file: str | None = None
+    #: Run without a cluster secret: anyone who reaches the peer port speaks for the cluster
+    insecure_peers: bool = False
+    #: TLS on the client port: certificate and key; with client_ca, clients must present a
+    #: certificate it signed (mutual TLS)
+    client_cert: str | None = None
+    client_key: str | None = None
+    client_ca: str | None = None
+    #: Tokens with roles (read, readwrite, admin) that clients must present on the client port
+    tokens_file: str | None = None
     # Handed to the chosen backend's factory; only settable in the config file.
     storage_options: dict[str, Any] = field(default_factory=dict)
     transport_options: dict[str, Any] = field(default_factory=dict)
@@ -47,6 +58,7 @@ class NodeConfig:
 
 KEYS = tuple(NodeConfig.__dataclass_fields__)
 REQUIRED = ("id", "peer_addr", "client_addr")
+PATH_KEYS = ("secret_file", "client_cert", "client_key", "client_ca", "tokens_file")
 
 
 def parse_node_id(text: str, what: str = "id") -> str:
@@ -144,17 +156,24 @@ def node_config(settings: dict[str, Any]) -> NodeConfig:
     min_voters = values.get("min_voters", 1)
     if isinstance(min_voters, bool) or not isinstance(min_voters, int) or min_voters < 1:
         raise ConfigError(f"min_voters: expected a whole number >= 1, got {min_voters!r}")
-    if not isinstance(values.get("auto_promote", True), bool):
-        raise ConfigError(f"auto_promote: expected true or false, got {values['auto_promote']!r}")
+    for key in ("auto_promote", "insecure_peers"):
+        if not isinstance(values.get(key, False), bool):
+            raise ConfigError(f"{key}: expected true or false, got {values[key]!r}")
     loop = values.get("event_loop", "auto")
     if loop not in EVENT_LOOPS:
         raise ConfigError(f"event_loop: {loop!r} is not one of {', '.join(EVENT_LOOPS)}")
     for key in ("storage_options", "transport_options"):
         if not isinstance(values.get(key, {}), dict):
             raise ConfigError(f"{key}: expected a mapping")
-    for key in ("data_dir", "log_file", "transport", "storage"):
+    for key in ("data_dir", "log_file", "transport", "storage", *PATH_KEYS):
         if key in values and values[key] is not None:
             values[key] = str(values[key])
+    if bool(values.get("client_cert")) != bool(values.get("client_key")):
+        raise ConfigError("client_cert and client_key must be given together")
+    if values.get("client_ca") and not values.get("client_cert"):
+        raise ConfigError("client_ca needs client_cert and client_key (TLS on the client port)")
+    if values.get("secret_file") and values.get("insecure_peers"):
+        raise ConfigError("secret_file and insecure_peers contradict each other; give one")
     return NodeConfig(**values)
 
 
