@@ -309,13 +309,15 @@ class BenchCluster:
     ``spare``: how many more nodes' ports (node N+1...) to find free as well, for nodes that
     ``kvctl local start`` adds later."""
 
-    def __init__(self, directory: str | None, nodes: int, storage: str, transport: str, spare: int = 0) -> None:
+    def __init__(self, directory: str | None, nodes: int, storage: str, transport: str, spare: int = 0,
+                 insecure_peers: bool = False) -> None:
         from kvctl.localcluster import LocalCluster
 
         self.own_dir = directory is None
         self.dir = Path(directory or tempfile.mkdtemp(prefix="keyval-bench-")).absolute()
         self.local = LocalCluster(self.dir)
         self.nodes, self.storage, self.transport, self.spare = nodes, storage, transport, spare
+        self.insecure_peers = insecure_peers
         self.spec = None
         self.endpoints: list[str] = []
         self.pids: list[int] = []
@@ -330,6 +332,7 @@ class BenchCluster:
         for attempt in range(3):  # a port taken between the check and the bind: try another block
             self.spec = ClusterSpec.new(self.nodes, free_base_port(self.nodes + self.spare), self.storage,
                                         self.transport)
+            self.spec.insecure_peers = self.insecure_peers
             started = {}
             try:
                 for node in self.spec.nodes.values():
@@ -471,6 +474,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--nodes", type=int, default=3)
     ap.add_argument("--storage", default="segment", help="storage backend of the started cluster (segment: fsync on)")
     ap.add_argument("--transport", default="tcp")
+    ap.add_argument("--insecure-peers", action="store_true",
+                    help="start the cluster without a cluster secret (peer HMAC off), to measure what it costs")
     ap.add_argument("--ops", default="put,get", help="phases, in order: put, get (get preloads first)")
     ap.add_argument("--clients", default=CLIENTS, help="concurrent closed-loop clients per point")
     ap.add_argument("--procs", type=int, default=1, help="load-generator processes sharing the clients")
@@ -512,7 +517,7 @@ def main(argv: list[str] | None = None) -> int:
             server_pids = [int(x) for x in a.server_pids.split(",") if x]
             where = "given endpoints"
         else:
-            cluster = BenchCluster(a.dir, a.nodes, a.storage, a.transport)
+            cluster = BenchCluster(a.dir, a.nodes, a.storage, a.transport, insecure_peers=a.insecure_peers)
             cluster.up()
             endpoints, server_pids = cluster.endpoints, cluster.pids
             where = f"`kvctl local up` in {cluster.dir} (storage {a.storage}, transport {a.transport})"

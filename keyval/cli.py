@@ -15,6 +15,7 @@ import click
 from keyval import __version__, event_loop
 from keyval.config import NodeConfig, merge_settings, node_config
 from keyval.errors import KeyvalError
+from keyval.peer_secret import with_peer_secret
 from keyval.plugins import build_plugin_manager, choose_storage, choose_transport, list_plugins
 
 USAGE_ERROR = 2
@@ -89,7 +90,7 @@ def serve(ctx: click.Context, config_file: str | None, **flags) -> None:
         # Backends first: a wrong name is the likeliest mistake and its message lists the choices.
         choose_storage(loaded, str(settings.get("storage", NodeConfig.storage)))
         choose_transport(loaded, str(settings.get("transport", NodeConfig.transport)))
-        config = node_config(settings)
+        config = with_peer_secret(node_config(settings))
         event_loop.loop_factory(config.event_loop)  # uvloop asked for but missing: say so now
     except KeyvalError as exc:
         fail(ctx, str(exc), USAGE_ERROR)
@@ -134,6 +135,29 @@ def recover(ctx: click.Context, data_dir: str, force_new_cluster: bool, node_id:
         fail(ctx, str(exc))
     for line in recovery.describe():
         click.echo(line)
+
+
+@cli.group()
+def secret() -> None:
+    """Cluster secrets: the key every member authenticates its peer traffic with."""
+
+
+@secret.command("create")
+@click.argument("path", metavar="FILE")
+@click.pass_context
+def secret_create(ctx: click.Context, path: str) -> None:
+    """Write a new random cluster secret to FILE (mode 0600; never overwrites).
+
+    Copy it to every node of the cluster and start each with --secret-file FILE.
+    """
+    from keyval.peer_secret import create_secret
+
+    try:
+        create_secret(path)
+    except KeyvalError as exc:
+        fail(ctx, str(exc))
+    click.echo(f"wrote a new cluster secret to {path}; copy it (mode 0600) to every node and start each with "
+               f"--secret-file")
 
 
 @cli.command(

@@ -23,6 +23,8 @@ from keyval.service import CLIENT_ADDRESS_META, ClientService
 
 log = logging.getLogger("keyval.server")
 
+#: how often a node run with --insecure-peers says so again
+INSECURE_WARNING_INTERVAL = 60.0
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
@@ -54,6 +56,7 @@ class Server:
         self.service = ClientService(self.node, config.client_addr, admin=self.admin)
         self.metrics_server = MetricsServer(self.node, self.node.metrics, config.metrics_addr) if config.metrics_addr else None
         self._registrar: asyncio.Task | None = None
+        self._background: list[asyncio.Task] = []
 
     async def start(self) -> None:
         try:
@@ -69,20 +72,32 @@ class Server:
             await self.node.stop()
             raise KeyvalError(f"cannot listen: {exc}") from None
         self._registrar = asyncio.create_task(self._register_client_address())
+        if self.config.insecure_peers:
+            self._background.append(asyncio.create_task(self._warn_insecure_peers()))
         self.cluster.start()
         log.info("node %s serving clients on %s, peers on %s (event loop: %s)", self.node.id, self.service.address,
                  self.config.peer_addr, loop_name(asyncio.get_running_loop()))
 
     async def stop(self) -> None:
         await self.cluster.stop()
-        if self._registrar is not None:
-            self._registrar.cancel()
-            await asyncio.gather(self._registrar, return_exceptions=True)
+        tasks = [t for t in (self._registrar, *self._background) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await self.service.close()
         self.maintenance.close()
         if self.metrics_server is not None:
             await self.metrics_server.close()
         await self.node.stop()
+
+    async def _warn_insecure_peers(self, interval: float = INSECURE_WARNING_INTERVAL) -> None:
+        """Running without a cluster secret is a choice an operator must not forget."""
+        while True:
+            core = self.node.core
+            log.warning("node %s term %d: peer traffic is NOT authenticated (--insecure-peers): anyone who reaches "
+                        "%s can rewrite data or stop the cluster; see docs/security.md", self.node.id,
+                        core.term if core is not None else 0, self.config.peer_addr)
+            await asyncio.sleep(interval)
 
     async def _register_client_address(self) -> None:
         """Make this node's client address known cluster-wide (kept in the replicated

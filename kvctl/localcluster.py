@@ -3,6 +3,7 @@
 Layout of the cluster dir (``./.keyval`` by default)::
 
     cluster.json        what was started: nodes, ports, storage and transport
+    cluster.secret      the secret every node authenticates its peer traffic with (0600)
     endpoints           the nodes' client addresses, one a line (kvctl reads it when run here)
     nodeN/data/         the node's data dir
     nodeN/keyval.log    its log (stdout and stderr too, so a startup error lands here)
@@ -20,6 +21,8 @@ import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from keyval.errors import ConfigError
+from keyval.peer_secret import create_secret
 from kvctl import processes
 from kvctl.output import Failure
 
@@ -46,6 +49,8 @@ class ClusterSpec:
     transport: str = DEFAULT_TRANSPORT
     nodes: dict[str, NodeSpec] = field(default_factory=dict)
     format: int = FORMAT
+    #: nodes run with --insecure-peers instead of the cluster secret (benchmarks compare both)
+    insecure_peers: bool = False
 
     @classmethod
     def new(cls, count: int, base_port: int, storage: str, transport: str) -> "ClusterSpec":
@@ -87,6 +92,7 @@ class LocalCluster:
         self._unresolved = Path(root).absolute()
         self.cluster_file = self.root / "cluster.json"
         self.endpoints_file = self.root / "endpoints"
+        self.secret_file = self.root / "cluster.secret"
 
     # -- files -------------------------------------------------------------------------
     def node_dir(self, node_id: str) -> Path:
@@ -123,6 +129,17 @@ class LocalCluster:
         _write_atomically(self.cluster_file, spec.to_json())
         _write_atomically(self.endpoints_file, "".join(f"{n.client_address}\n" for n in spec.nodes.values()))
 
+    def cluster_secret(self) -> Path:
+        """The dev cluster's one secret, made on first use (a cluster made before secrets
+        existed gets one too: every node is started with the same file)."""
+        if not self.secret_file.exists():
+            self.root.mkdir(parents=True, exist_ok=True)
+            try:
+                create_secret(self.secret_file)
+            except ConfigError as exc:
+                raise Failure(str(exc)) from None
+        return self.secret_file
+
     # -- processes ---------------------------------------------------------------------
     def marker(self, node_id: str) -> tuple[str, ...]:
         """What the node's command line contains: its data dir as kvctl passes it (resolved),
@@ -152,6 +169,7 @@ class LocalCluster:
             "serve", "--id", node.id, "--peer-addr", node.peer_address, "--client-addr", node.client_address,
             "--data-dir", str(self.data_dir(node.id)), "--log-file", str(self.log_file(node.id)),
             "--storage", spec.storage, "--transport", spec.transport,
+            *(["--insecure-peers"] if spec.insecure_peers else ["--secret-file", str(self.cluster_secret())]),
         ]
         if node.initial:
             # A node with data ignores it and resumes, so a restart may pass it again.

@@ -164,7 +164,10 @@ class ClusterOperations:
                                  + (f"it is promoted automatically once within {view.manager.threshold_for(node_id)} "
                                     f"entries of the leader" if view.member_json(node_id)["auto_promote"] else
                                     "auto-promotion is off for it: promote it with `kvctl cluster promote "
-                                    f"{node_id}` once it has caught up"))
+                                    f"{node_id}` once it has caught up")
+                                 + (f"; {node_id} must run with the cluster's secret (--secret-file: a copy of the "
+                                    f"file the members run with), or its peer traffic is dropped"
+                                    if self.node.config.secret_file else ""))
         return result
 
     async def promote(self, args: dict[str, Any]) -> dict[str, Any]:

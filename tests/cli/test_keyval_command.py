@@ -35,7 +35,7 @@ def test_serve_refuses_a_data_dir_in_use_and_touches_nothing(tmp_path):
     try:
         before = sorted(p.name for p in tmp_path.iterdir())
         result = invoke("serve", *NODE, "--bootstrap", "node1=127.0.0.1:7001,node2=127.0.0.1:7002",
-                        "--storage", "memory", "--transport", "udp", "--data-dir", str(tmp_path))
+                        "--storage", "memory", "--transport", "udp", "--data-dir", str(tmp_path), "--insecure-peers")
         assert result.exit_code == 1
         assert len(result.output.splitlines()) == 1
         assert "is in use by another keyval process" in result.output
@@ -70,7 +70,7 @@ def test_serve_reads_the_config_file(tmp_path):
     holder = DataDirLock(str(tmp_path / "data"))
     holder.acquire()
     try:
-        result = invoke("serve", "--config", str(config), "--storage", "memory")
+        result = invoke("serve", "--config", str(config), "--storage", "memory", "--insecure-peers")
         assert result.exit_code == 1 and str(tmp_path / "data") in result.output
     finally:
         holder.release()
@@ -98,7 +98,7 @@ def test_simulate_passes_every_argument_through(monkeypatch):
 
 
 def test_serve_with_an_unwritable_log_file_is_one_line_exit_2(tmp_path):
-    result = invoke("serve", *NODE, "--storage", "memory", "--transport", "udp",
+    result = invoke("serve", *NODE, "--storage", "memory", "--transport", "udp", "--insecure-peers",
                     "--log-file", str(tmp_path / "no" / "such" / "dir" / "keyval.log"))
     assert result.exit_code == 2
     assert result.output.splitlines() == [result.output.strip()]

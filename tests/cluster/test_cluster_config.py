@@ -11,6 +11,8 @@ from pathlib import Path
 
 import yaml
 
+from tests.node.procs import shared_secret
+
 from keyval.client import Client
 from keyval.errors import KeyvalError
 
@@ -29,7 +31,8 @@ class Node:
     def start(self, settings: dict) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         config = {"id": self.id, "peer_addr": self.peer, "client_addr": self.client,
-                  "data_dir": str(self.dir / "data"), "log_file": str(self.dir / "keyval.log"), **settings}
+                  "data_dir": str(self.dir / "data"), "log_file": str(self.dir / "keyval.log"),
+                  "secret_file": str(shared_secret(self.dir.parent)), **settings}
         (self.dir / "keyval.yaml").write_text(yaml.safe_dump(config))
         self.proc = subprocess.Popen([sys.executable, "-m", "keyval.cli", "serve", "--config", str(self.dir / "keyval.yaml")],
                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -33,7 +33,8 @@ def test_a_learner_removed_right_after_it_was_added_exits(new_cluster, tmp_path)
     endpoint = f"127.0.0.1:{c.base_port + 1005}"
     proc = subprocess.Popen(
         [sys.executable, "-m", "keyval.cli", "serve", "--id", "node5", "--peer-addr", f"127.0.0.1:{c.base_port + 5}",
-         "--client-addr", endpoint, "--data-dir", str(data), "--log-file", str(log)],
+         "--client-addr", endpoint, "--data-dir", str(data), "--log-file", str(log),
+         "--secret-file", str(c.cwd / ".keyval" / "cluster.secret")],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     try:
         wait_for("node5 to listen", lambda: _answers(endpoint), timeout=20)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from keyval.client import Client
 from keyval.errors import KeyvalError
+from keyval.peer_secret import create_secret
 
 
 def free_ports(count: int) -> list[int]:
@@ -26,6 +27,14 @@ def free_ports(count: int) -> list[int]:
     return ports
 
 
+def shared_secret(base: Path) -> Path:
+    """The cluster secret of the nodes under ``base`` (made on first use)."""
+    path = base / "cluster.secret"
+    if not path.exists():
+        create_secret(path)
+    return path
+
+
 class NodeProcess:
     def __init__(self, node_id: str, peer: int, client: int, metrics: int, base: Path) -> None:
         self.id = node_id
@@ -37,7 +46,11 @@ class NodeProcess:
         self.proc: subprocess.Popen | None = None
 
     def start(self, bootstrap: str | None, *extra: str) -> None:
+        """Start with ``extra`` flags; without --insecure-peers or --secret-file among them,
+        with the cluster secret every node of this test directory shares."""
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        if "--insecure-peers" not in extra and "--secret-file" not in extra:
+            extra = ("--secret-file", str(shared_secret(self.log_file.parent.parent)), *extra)
         args = [sys.executable, "-m", "keyval.cli", "serve", "--id", self.id, "--peer-addr", self.peer_addr,
                 "--client-addr", self.client_addr, "--metrics-addr", self.metrics_addr,
                 "--data-dir", str(self.data_dir), "--log-file", str(self.log_file), *extra]

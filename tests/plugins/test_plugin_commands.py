@@ -46,7 +46,7 @@ def test_serve_with_unknown_storage_exits_2_naming_the_choices(run_script):
 
 def test_serve_accepts_a_third_party_backend(run_script, good_dist, broken_dist):
     result = run_script("keyval", "serve", "--id", "n1", "--peer-addr", "127.0.0.1:7001",
-                        "--client-addr", "127.0.0.1:8001", "--storage", "goodstore",
+                        "--client-addr", "127.0.0.1:8001", "--storage", "goodstore", "--insecure-peers",
                         env=env_with_path(good_dist))
     # Past validation (a broken plugin only warns). This toy backend returns a dict, not a
     # storage: the node says so in one line instead of crashing.
