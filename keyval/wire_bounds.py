@@ -24,6 +24,8 @@ from __future__ import annotations
 import re
 
 MAX_WIRE_INT = 2**62
+#: The largest term or index storage holds: the segment log's signed 64-bit term column.
+MAX_STORED_INT = 2**63 - 1
 
 #: Letters, digits, '.', '_', '-'; starts with a letter or digit. ``\Z``: a trailing newline
 #: does not match (``$`` would let one through).
