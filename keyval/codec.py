@@ -18,6 +18,12 @@ keeping the previous one for one release.
 Decoding never trusts the bytes: it is a typed msgspec decode (never pickle) into structs
 that are then turned into the core's frozen dataclasses, and whatever goes wrong surfaces as
 ``DecodeError`` and nothing else.
+
+Every field is bounded (``keyval.wire_bounds`` says why each bound is what it is): terms,
+indexes and offsets below 2**62; node ids non-empty, at most 255 characters of the node-id
+pattern; addresses HOST:PORT; the cluster id, lists and byte strings length-bounded; a
+snapshot's configuration consistent, and every CONFIG entry a valid configuration. A value
+outside is a ``DecodeError``. The encoder refuses a number outside with ``ValueError``.
 """
 from __future__ import annotations
 
