@@ -133,6 +133,9 @@ def recover(ctx: click.Context, data_dir: str, force_new_cluster: bool, node_id:
         recovery = make_sole_voter(data_dir, lambda d: backend.factory(d, {}), node_id, dry_run)
     except (KeyvalError, OSError) as exc:
         fail(ctx, str(exc))
+    except Exception as exc:  # noqa: BLE001 - a damaged data dir gets one line, not a traceback
+        fail(ctx, f"recovery failed on data dir {data_dir!r}: {type(exc).__name__}: {exc}; restore this "
+                  f"node from a backup or recover another survivor")
     for line in recovery.describe():
         click.echo(line)
 

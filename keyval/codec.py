@@ -18,10 +18,17 @@ keeping the previous one for one release.
 Decoding never trusts the bytes: it is a typed msgspec decode (never pickle) into structs
 that are then turned into the core's frozen dataclasses, and whatever goes wrong surfaces as
 ``DecodeError`` and nothing else.
+
+Every field is bounded (``keyval.wire_bounds`` says why each bound is what it is): terms,
+indexes and offsets below 2**62; node ids non-empty, at most 255 characters of the node-id
+pattern; addresses HOST:PORT; the cluster id, lists and byte strings length-bounded; a
+snapshot's configuration consistent, and every CONFIG entry a valid configuration. A value
+outside is a ``DecodeError``. The encoder refuses a number outside with ``ValueError``.
 """
 from __future__ import annotations
 
 from types import MappingProxyType
+from operator import itemgetter
 from typing import Annotated, Callable, Mapping, Union
 
 import msgspec
@@ -39,6 +46,19 @@ from keyval.raft.messages import (
     VoteResponse,
 )
 from keyval.raft.types import Entry, EntryType, Membership, SnapshotMeta
+from keyval.wire_bounds import (
+    ADDRESS_PATTERN,
+    CLUSTER_ID_PATTERN,
+    MAX_ADDRESS,
+    MAX_CLUSTER_ID,
+    MAX_CONTEXT_BYTES,
+    MAX_ENTRIES_PER_MESSAGE,
+    MAX_MEMBERS,
+    MAX_NODE_ID,
+    MAX_WIRE_INT,
+    NODE_ID_PATTERN,
+    membership_problem,
+)
 
 PROTOCOL_VERSION: int = 1
 MIN_PROTOCOL_VERSION: int = max(1, PROTOCOL_VERSION - 1)
@@ -56,34 +76,46 @@ class DecodeError(Exception):
 Decoder = Callable[[memoryview], "tuple[str, Message]"]
 
 # -- version 1 ------------------------------------------------------------------------------
-U64 = Annotated[int, msgspec.Meta(ge=0)]  # msgpack ints stop at 2**64 - 1
-_WireEntry = tuple[U64, U64, EntryType, bytes]
-_WireMeta = tuple[U64, U64, list[str], list[str], list[tuple[str, str]], str]
+# Every field is bounded by its type: msgspec checks these constraints in C while decoding,
+# so a value out of range is a DecodeError before any core object exists (see
+# keyval.wire_bounds for why the bounds are what they are).
+U62 = Annotated[int, msgspec.Meta(ge=0, lt=MAX_WIRE_INT)]
+NodeIdField = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_NODE_ID, pattern=NODE_ID_PATTERN)]
+ClusterIdField = Annotated[str, msgspec.Meta(max_length=MAX_CLUSTER_ID, pattern=CLUSTER_ID_PATTERN)]
+AddressField = Annotated[str, msgspec.Meta(max_length=MAX_ADDRESS, pattern=ADDRESS_PATTERN)]
+EntryData = Annotated[bytes, msgspec.Meta(max_length=MAX_MESSAGE_BYTES)]
+Context = Annotated[bytes, msgspec.Meta(max_length=MAX_CONTEXT_BYTES)]
+Chunk = Annotated[bytes, msgspec.Meta(max_length=MAX_MESSAGE_BYTES)]
+_WireEntry = tuple[U62, U62, EntryType, EntryData]
+_Ids = Annotated[list[NodeIdField], msgspec.Meta(max_length=MAX_MEMBERS)]
+_Addresses = Annotated[list[tuple[NodeIdField, AddressField]], msgspec.Meta(max_length=MAX_MEMBERS)]
+_WireMeta = tuple[U62, U62, _Ids, _Ids, _Addresses, ClusterIdField]
+_Entries = Annotated[list[_WireEntry], msgspec.Meta(max_length=MAX_ENTRIES_PER_MESSAGE)]
 
 
 class _V1(msgspec.Struct, array_like=True, frozen=True):
-    term: U64
-    frm: str
-    to: str
+    term: U62
+    frm: NodeIdField
+    to: NodeIdField
 
 
 class _V1AppendEntries(_V1, tag=1):
-    prev_index: U64
-    prev_term: U64
-    entries: list[_WireEntry]
-    commit: U64
+    prev_index: U62
+    prev_term: U62
+    entries: _Entries
+    commit: U62
 
 
 class _V1AppendResponse(_V1, tag=2):
-    index: U64
+    index: U62
     reject: bool
-    hint_index: U64
-    hint_term: U64
+    hint_index: U62
+    hint_term: U62
 
 
 class _V1RequestVote(_V1, tag=3):
-    last_index: U64
-    last_term: U64
+    last_index: U62
+    last_term: U62
     pre_vote: bool
     transfer: bool
 
@@ -94,24 +126,24 @@ class _V1VoteResponse(_V1, tag=4):
 
 
 class _V1Heartbeat(_V1, tag=5):
-    commit: U64
-    context: bytes
+    commit: U62
+    context: Context
 
 
 class _V1HeartbeatResponse(_V1, tag=6):
-    context: bytes
+    context: Context
 
 
 class _V1InstallSnapshot(_V1, tag=7):
     meta: _WireMeta
-    offset: U64
-    data: bytes
+    offset: U62
+    data: Chunk
     done: bool
 
 
 class _V1SnapshotResponse(_V1, tag=8):
-    snapshot_index: U64
-    offset: U64
+    snapshot_index: U62
+    offset: U62
     done: bool
     reject: bool
 
@@ -134,7 +166,7 @@ _V1Message = Union[
 
 
 class _V1Envelope(msgspec.Struct, array_like=True, frozen=True):
-    cluster_id: str
+    cluster_id: ClusterIdField
     message: _V1Message
 
 
@@ -158,6 +190,9 @@ def _meta_to_wire(meta: SnapshotMeta) -> tuple:
 
 def _meta_from_wire(w: tuple) -> SnapshotMeta:
     index, term, voters, learners, addresses, cluster_id = w
+    problem = membership_problem(voters, learners, addresses, cluster_id)
+    if problem:
+        raise DecodeError(f"snapshot configuration: {problem}")
     membership = Membership(frozenset(voters), frozenset(learners), tuple(addresses), cluster_id)
     return SnapshotMeta(index, term, membership)
 
@@ -166,7 +201,7 @@ def _fields_v1(msg: Message) -> tuple:
     """The fields of ``msg`` after ``term, frm, to``, in wire order."""
     t = type(msg)
     if t is AppendEntries:
-        entries = [(e.term, e.index, int(e.type), e.data) for e in msg.entries]
+        entries = [(e.term, e.index, e.type, e.data) for e in msg.entries]  # msgspec writes an IntEnum as its int
         return (msg.prev_index, msg.prev_term, entries, msg.commit)
     if t is AppendResponse:
         return (msg.index, msg.reject, msg.hint_index, msg.hint_term)
@@ -187,10 +222,30 @@ def _fields_v1(msg: Message) -> tuple:
     raise TypeError(f"cannot encode {t.__name__}: not a Raft message type")
 
 
+_CONFIG = EntryType.CONFIG
+_KIND = itemgetter(2)
+
+
+def _check_config_entries(entries: tuple[Entry, ...]) -> None:
+    for entry in entries:
+        if entry.type is _CONFIG:
+            try:
+                m = Membership.decode(entry.data)
+            except ValueError as exc:
+                raise DecodeError(f"CONFIG entry {entry.index}: {exc}") from None
+            problem = membership_problem(m.voters, m.learners, m.addresses, m.cluster_id)
+            if problem:
+                raise DecodeError(f"CONFIG entry {entry.index}: {problem}")
+
+
 def _from_wire_v1(w: _V1) -> Message:
     t = type(w)
     if t is _V1AppendEntries:
         entries = tuple(Entry(term, index, kind, data) for term, index, kind, data in w.entries)
+        # Applying a CONFIG entry that is not a configuration would stop the node, so it is
+        # refused here too; the scan runs in C and only CONFIG entries are decoded.
+        if _CONFIG in map(_KIND, w.entries):
+            _check_config_entries(entries)
         return AppendEntries(w.term, w.frm, w.to, w.prev_index, w.prev_term, entries, w.commit)
     if t is _V1AppendResponse:
         return AppendResponse(w.term, w.frm, w.to, w.index, w.reject, w.hint_index, w.hint_term)
@@ -229,8 +284,26 @@ def encode_message(msg: Message, cluster_id: str) -> bytes:
     tag = TAGS.get(type(msg))
     if tag is None:
         raise TypeError(f"cannot encode {type(msg).__name__}: not a Raft message type")
-    body = (cluster_id, (tag, msg.term, msg.frm, msg.to, *_fields_v1(msg)))
+    fields = _fields_v1(msg)
+    _check_encodable(msg, fields)
+    body = (cluster_id, (tag, msg.term, msg.frm, msg.to, *fields))
     return _V1_HEADER + _ENCODER.encode(body)
+
+
+def _check_encodable(msg: Message, fields: tuple) -> None:
+    """Refuse a number no peer would decode (see keyval.wire_bounds) instead of writing it."""
+    numbers = [msg.term, *(v for v in fields if type(v) is int)]
+    if type(msg) is AppendEntries and msg.entries:
+        # A log's entries have contiguous indexes and non-decreasing terms (the core keeps
+        # that, and receivers drop anything else), so the ends bound them all: O(1), not
+        # a pass over every entry on the replication path.
+        first, last = msg.entries[0], msg.entries[-1]
+        numbers += (first.term, first.index, last.term, last.index)
+    elif type(msg) is InstallSnapshot:
+        numbers += (msg.meta.index, msg.meta.term)
+    if max(numbers) >= MAX_WIRE_INT or min(numbers) < 0:
+        raise ValueError(f"cannot encode {type(msg).__name__}: a term, index or offset is outside "
+                         f"0..2**62-1 (peers refuse it): {numbers}")
 
 
 def decode_message(

@@ -6,7 +6,6 @@ Every problem is a ``ConfigError`` whose message names the offending key.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,8 +14,8 @@ import yaml
 
 from keyval.errors import ConfigError
 from keyval.event_loop import EVENT_LOOPS
+from keyval.wire_bounds import MAX_NODE_ID, NODE_ID, address_ok  # peers check ids against the same bound
 
-NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -62,8 +61,9 @@ PATH_KEYS = ("secret_file", "client_cert", "client_key", "client_ca", "tokens_fi
 
 
 def parse_node_id(text: str, what: str = "id") -> str:
-    if not isinstance(text, str) or not NODE_ID.match(text):
-        raise ConfigError(f"{what}: {text!r} is not a valid node id (letters, digits, '.', '_', '-')")
+    if not isinstance(text, str) or len(text) > MAX_NODE_ID or not NODE_ID.match(text):
+        raise ConfigError(f"{what}: {text!r} is not a valid node id (letters, digits, '.', '_', '-'; "
+                          f"at most {MAX_NODE_ID})")
     return text
 
 
@@ -74,7 +74,8 @@ def parse_address(text: str, what: str = "address") -> str:
     host, sep, port = text.rpartition(":")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+    # address_ok: the shape peers accept in a configuration they receive (keyval.wire_bounds)
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535 or not address_ok(text):
         raise ConfigError(f"{what}: expected HOST:PORT, got {text!r}")
     return text
 

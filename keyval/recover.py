@@ -21,6 +21,7 @@ from pathlib import Path
 from keyval.datadir import DataDirLock
 from keyval.errors import ConfigError, KeyvalError
 from keyval.raft import NONE, Entry, EntryType, HardState, Membership
+from keyval.wire_bounds import MAX_STORED_INT, MAX_WIRE_INT
 
 #: The node id is kept in the data dir so that an offline tool knows whose data it is.
 NODE_ID_FILE = "NODE_ID"
@@ -41,7 +42,7 @@ def record_node_id(data_dir: str, node_id: str) -> None:
 def recorded_node_id(data_dir: str) -> str | None:
     try:
         return (Path(data_dir) / NODE_ID_FILE).read_text().strip() or None
-    except OSError:
+    except (OSError, UnicodeDecodeError):  # unreadable: the caller asks for --id
         return None
 
 
@@ -79,6 +80,9 @@ class Recovery:
                          f"they are kept and are now committed")
         if self.node in self.old.learners:
             lines.append(f"{self.node} was a learner: it may lack the last entries the lost voters had")
+        if self.term >= MAX_WIRE_INT or self.index >= MAX_WIRE_INT:
+            lines.append(f"warning: term or index is at or above 2**62, more than peers accept: {self.node} "
+                         f"serves alone, but no member can be added back (see keyval/wire_bounds.py)")
         lines.append(f"next: start {self.node} as usual (it elects itself), then add the other nodes back "
                      f"as learners with EMPTY data dirs: kvctl cluster add ID ADDR")
         return lines
@@ -125,6 +129,12 @@ def _rewrite(storage, data_dir: str, node_id: str | None, dry_run: bool) -> Reco
     last_term = storage.term(last)
     term = max(hard_state.term, last_term) + 1
     index = last + 1
+    if max(term, index) > MAX_STORED_INT:
+        # Nothing a node accepts gets here (keyval/wire_bounds.py): the files were damaged
+        # in a way their checksums did not catch, or written by a KeyVal without the bound.
+        raise KeyvalError(f"data dir {data_dir!r} holds term {max(hard_state.term, last_term)} and last index "
+                          f"{last}: a new entry would not fit in storage (limit 2**63-1); restore this node "
+                          f"from a backup or recover another survivor")
     commit = max(hard_state.commit, snap.index)
     if dry_run:
         return Recovery(node_id, old, new, index, term, hard_state.term, last_term, commit, dry_run=True)
@@ -143,6 +153,10 @@ def _current_membership(storage, membership: Membership) -> Membership:
         batch = storage.entries(first, last + 1, 4 << 20)
         for entry in batch:
             if entry.type is EntryType.CONFIG:
-                membership = Membership.decode(entry.data)
+                try:
+                    membership = Membership.decode(entry.data)
+                except ValueError as exc:
+                    raise KeyvalError(f"the configuration entry at index {entry.index} is damaged ({exc}); "
+                                      f"restore this node from a backup or recover another survivor") from None
         first = batch[-1].index + 1
     return membership

@@ -56,7 +56,7 @@ HYPOTHESIS = settings(max_examples=40, deadline=None, suppress_health_check=list
 def sample_messages(frm: str, to: str, n: int = 0) -> list[Message]:
     """One message of every type from ``frm`` to ``to``; ``n`` makes them distinct."""
     meta = SnapshotMeta(7 + n, 3, Membership(frozenset({frm, to}), frozenset({"l"}), ((frm, "h:1"),), "c"))
-    entries = (Entry(3, 8 + n, EntryType.NORMAL, b"put x"), Entry(3, 9 + n, EntryType.CONFIG, b"{}"))
+    entries = (Entry(3, 8 + n, EntryType.NORMAL, b"put x"), Entry(3, 9 + n, EntryType.CONFIG, meta.membership.encode()))
     return [
         AppendEntries(3, frm, to, 7 + n, 2, entries, 6 + n),
         AppendResponse(3, frm, to, 9 + n, reject=True, hint_index=4, hint_term=2),

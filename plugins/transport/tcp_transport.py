@@ -89,7 +89,11 @@ class TcpTransport:
                 self._stats.report("dropped_no_address", f"{type(message).__name__} to {peer_id}: no address "
                                    "given, and none learned from its traffic")
                 return
-        payload = encode_message(message, self._identity.stamp())
+        try:
+            payload = encode_message(message, self._identity.stamp())
+        except ValueError as exc:  # a number no peer would decode (keyval.wire_bounds): never sent
+            self._stats.report("dropped_too_large", f"{type(message).__name__} to {peer_id} not sent: {exc}")
+            return
         if self._auth is not None:
             payload = self._auth.seal(payload)
         if len(payload) > self._opts.max_frame_bytes:

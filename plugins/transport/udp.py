@@ -79,7 +79,10 @@ class UdpTransport:
         self._drops = DropLog(log)
         self._reassembler = Reassembler(self.options.reassembly_bytes,
                                         self.options.reassembly_timeout,
-                                        self.options.max_message_bytes)
+                                        self.options.max_message_bytes,
+                                        self.options.reassembly_max_messages,
+                                        self.options.reassembly_max_per_sender,
+                                        on_limit=lambda kind, detail: self._drops.drop(kind, "%s", detail))
         self._replay = ReplayGuard(self.options.replay_window)
         self._identity = ClusterIdentity(log)
         self._learned = PeerAddresses(log)
@@ -170,7 +173,10 @@ class UdpTransport:
             dropped_fragment_duplicate=r.duplicate,
             dropped_reassembly_timeout=r.timed_out,
             dropped_reassembly_evicted=r.evicted,
+            dropped_reassembly_sender_limit=r.sender_limit,
+            dropped_reassembly_message_limit=r.message_limit,
             reassembly_bytes_held=self._reassembler.held,
+            reassembly_messages_held=len(self._reassembler),
         )
         stats["dropped_too_large"] += r.too_large
         stats["send_queue_bytes"] = sum(p.queued for p in self._peers.values())
@@ -328,7 +334,7 @@ class UdpTransport:
                         self._on_message(header.sender, fragment, source)
                     continue
                 encoded = self._reassembler.add((header.sender, header.epoch, message_id), index,
-                                                count, total, fragment, time.monotonic())
+                                                count, total, fragment, time.monotonic(), header.sender)
                 if encoded is not None:
                     self._on_message(header.sender, encoded, source)
         except wire.BadDatagram as exc:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Hashable
+from typing import Callable, Hashable
 
 #: What one incomplete message costs beyond its bytes (dict entries, the record itself);
 #: charged so that a flood of tiny fragments of many messages is bounded too.
@@ -72,6 +72,7 @@ class _Partial:
     total: int
     count: int
     started: float
+    sender: Hashable
     fragments: dict[int, bytes | memoryview] = field(default_factory=dict)
     cost: int = MESSAGE_OVERHEAD
 
@@ -87,6 +88,10 @@ class ReassemblyStats:
     #: Incomplete messages given up on: too old, or the oldest when memory ran out.
     timed_out: int = 0
     evicted: int = 0
+    #: Oldest incomplete messages given up on because their sender, or all senders
+    #: together, had as many incomplete messages as allowed.
+    sender_limit: int = 0
+    message_limit: int = 0
 
 
 class Reassembler:
@@ -96,23 +101,34 @@ class Reassembler:
     per fragment), never for the total a header claims, so a header announcing a huge
     message costs nothing until its bytes arrive. When a fragment would exceed the bound,
     the oldest incomplete messages are evicted first.
+
+    The number of incomplete messages is bounded too, per sender (``max_per_sender``: one
+    sender starting message after message evicts only its own oldest) and in all
+    (``max_messages``). ``on_limit(kind, detail)`` is told whenever a limit makes it drop
+    something (for a rate-limited log line; the counts are in ``stats``).
     """
 
-    def __init__(self, max_bytes: int, timeout: float, max_message: int) -> None:
+    def __init__(self, max_bytes: int, timeout: float, max_message: int, max_messages: int = 4096,
+                 max_per_sender: int = 512, on_limit: Callable[[str, str], None] | None = None) -> None:
         self.max_bytes = max_bytes
         self.timeout = timeout
         self.max_message = max_message
+        self.max_messages = max_messages
+        self.max_per_sender = max_per_sender
         self.held = 0
         self.stats = ReassemblyStats()
+        self._on_limit = on_limit or (lambda kind, detail: None)
         # Insertion order is arrival order of the first fragment: the oldest come first.
         self._partials: OrderedDict[Hashable, _Partial] = OrderedDict()
+        self._per_sender: dict[Hashable, int] = {}
 
     def __len__(self) -> int:
         return len(self._partials)
 
     def add(self, key: Hashable, index: int, count: int, total: int, data: bytes | memoryview,
-            now: float) -> bytes | None:
-        """Take one fragment; return the whole message when this fragment completes it."""
+            now: float, sender: Hashable = None) -> bytes | None:
+        """Take one fragment; return the whole message when this fragment completes it.
+        ``sender`` (default: ``key``) is whose quota of incomplete messages it counts against."""
         self.expire(now)
         want = expected_length(total, count, index)
         if want is None or len(data) != want:
@@ -126,7 +142,7 @@ class Reassembler:
             return bytes(data)
         partial = self._partials.get(key)
         if partial is None:
-            partial = _Partial(total, count, now)
+            partial = _Partial(total, count, now, key if sender is None else sender)
         elif partial.total != total or partial.count != count:
             self.stats.bogus += 1
             return None
@@ -142,14 +158,15 @@ class Reassembler:
             self.stats.evicted += 1
             return None
         if is_new:
+            self._limit_messages(partial.sender)
             self._partials[key] = partial
+            self._per_sender[partial.sender] = self._per_sender.get(partial.sender, 0) + 1
         partial.fragments[index] = kept
         partial.cost += cost - (MESSAGE_OVERHEAD if is_new else 0)
         self.held += cost
         if len(partial.fragments) < partial.count:
             return None
-        del self._partials[key]
-        self.held -= partial.cost
+        self._discard(key)
         self.stats.completed += 1
         return b"".join(partial.fragments[i] for i in range(partial.count))
 
@@ -182,6 +199,29 @@ class Reassembler:
                 return True
         return False
 
+    def _limit_messages(self, sender: Hashable) -> None:
+        """Make room for one more incomplete message of ``sender``."""
+        if self._per_sender.get(sender, 0) >= self.max_per_sender:
+            oldest = next(k for k, p in self._partials.items() if p.sender == sender)
+            self._discard(oldest)
+            self.stats.sender_limit += 1
+            self._on_limit("reassembly_sender_limit", f"{sender!r} has {self.max_per_sender} incomplete "
+                           "messages (reassembly_max_per_sender); its oldest was dropped")
+        if len(self._partials) >= self.max_messages:
+            self._discard(next(iter(self._partials)))
+            self.stats.message_limit += 1
+            self._on_limit("reassembly_message_limit", f"{self.max_messages} incomplete messages held "
+                           "(reassembly_max_messages); the oldest was dropped")
+
     def _discard(self, key: Hashable) -> None:
         partial = self._partials.pop(key)
         self.held -= partial.cost
+        left = self._per_sender[partial.sender] - 1
+        if left:
+            self._per_sender[partial.sender] = left
+        else:
+            del self._per_sender[partial.sender]
+
+    def senders(self) -> int:
+        """How many senders have incomplete messages held."""
+        return len(self._per_sender)

@@ -26,6 +26,11 @@ class UdpOptions:
     max_message_bytes: int = MAX_MESSAGE_BYTES
     #: Memory held for incomplete incoming messages; the oldest are evicted beyond it.
     reassembly_bytes: int = 64 * MiB
+    #: Incomplete incoming messages held at once, from all senders and from one sender; the
+    #: oldest (of that sender) is dropped beyond. A leader has at most a few dozen messages
+    #: in flight to one follower.
+    reassembly_max_messages: int = 4096
+    reassembly_max_per_sender: int = 512
     #: Incomplete incoming messages older than this (seconds) are dropped.
     reassembly_timeout: float = 10.0
     #: Datagrams waiting to be sent to one peer; a message that does not fit is dropped.
@@ -68,6 +73,8 @@ class UdpOptions:
         if self.reassembly_bytes < self.max_message_bytes:
             raise ConfigError("transport_options.reassembly_bytes: must be at least max_message_bytes "
                               "(a message that cannot be held can never be reassembled)")
+        if not 1 <= self.reassembly_max_per_sender <= self.reassembly_max_messages:
+            raise ConfigError("transport_options.reassembly_max_per_sender: must be 1..reassembly_max_messages")
         for name in ("max_message_bytes", "send_queue_bytes", "replay_window", "pace_burst_bytes"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"transport_options.{name}: must be positive")

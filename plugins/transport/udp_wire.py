@@ -36,6 +36,8 @@ import struct
 from dataclasses import dataclass
 from typing import Iterator
 
+from keyval.wire_bounds import MAX_NODE_ID, NODE_ID
+
 from .udp_fragment import expected_length
 
 MAGIC = b"KU"
@@ -46,7 +48,7 @@ _HEADER = struct.Struct(">2sBBQQB")
 HEADER_FIXED = _HEADER.size  # 21
 _RECORD = struct.Struct(">IIII")
 RECORD_HEADER = _RECORD.size  # 16
-MAX_SENDER_ID = 255
+MAX_SENDER_ID = MAX_NODE_ID  # what the length byte can say
 #: The largest UDP payload over IPv4.
 MAX_UDP_PAYLOAD = 65507
 
@@ -114,6 +116,9 @@ def unpack(data: bytes | memoryview) -> tuple[Header, memoryview]:
         sender = str(view[HEADER_FIXED:end], "utf-8")
     except UnicodeDecodeError:
         raise BadDatagram("sender id is not UTF-8") from None
+    if not NODE_ID.match(sender):
+        # The sender id keys replay windows and reassembly quotas: only node ids get one.
+        raise BadDatagram("sender id is not a node id")
     return Header(flags, epoch, seq, sender), view[end:]
 
 

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import dataclasses
+import operator
+import string
 import typing
 
 import msgspec
@@ -21,29 +23,37 @@ from keyval.raft.messages import (
     TimeoutNow,
 )
 from keyval.raft.types import Entry, EntryType, Membership, SnapshotMeta
+from keyval.wire_bounds import MAX_CONTEXT_BYTES, MAX_WIRE_INT
 
-u64 = st.integers(min_value=0, max_value=2**64 - 1)
-node_ids = st.text(max_size=6)
-entries = st.builds(Entry, u64, u64, st.sampled_from(EntryType), st.binary(max_size=32))
+u62 = st.integers(min_value=0, max_value=MAX_WIRE_INT - 1)
+_ID_CHARS = string.ascii_letters + string.digits
+node_ids = st.builds(operator.add, st.sampled_from(_ID_CHARS), st.text(_ID_CHARS + "._-", max_size=5))
+addresses = st.builds("{}:{}".format, st.sampled_from(["h", "127.0.0.1", "[::1]", "node-1.example"]),
+                      st.integers(0, 65535))
+cluster_ids = st.text(_ID_CHARS + "._-", max_size=16)
 
 
 @st.composite
 def memberships(draw) -> Membership:
-    ids = draw(st.lists(node_ids, unique=True, max_size=6))
-    split = draw(st.integers(0, len(ids)))
-    addresses = draw(st.lists(st.tuples(node_ids, st.text(max_size=12)), max_size=4))
-    return Membership(frozenset(ids[:split]), frozenset(ids[split:]), tuple(addresses), draw(st.text(max_size=8)))
+    ids = draw(st.lists(node_ids, unique=True, min_size=1, max_size=6))
+    split = draw(st.integers(1, len(ids)))
+    with_address = draw(st.lists(st.sampled_from(ids), unique=True, max_size=len(ids)))
+    addrs = tuple((node, draw(addresses)) for node in with_address)
+    return Membership(frozenset(ids[:split]), frozenset(ids[split:]), addrs, draw(cluster_ids))
 
 
-snapshot_metas = st.builds(SnapshotMeta, u64, u64, memberships())
+normal_entries = st.builds(Entry, u62, u62, st.just(EntryType.NORMAL), st.binary(max_size=32))
+config_entries = st.builds(Entry, u62, u62, st.just(EntryType.CONFIG), memberships().map(Membership.encode))
+entries = normal_entries | config_entries
+snapshot_metas = st.builds(SnapshotMeta, u62, u62, memberships())
 
 # By resolved annotation, so a field added to a message later is generated here too and the
 # round trip fails until the codec carries it.
 FIELD_STRATEGIES = {
-    int: u64,
+    int: u62,
     str: node_ids,
     bool: st.booleans(),
-    bytes: st.binary(max_size=64),
+    bytes: st.binary(max_size=MAX_CONTEXT_BYTES),
     tuple[Entry, ...]: st.lists(entries, max_size=5).map(tuple),
     SnapshotMeta: snapshot_metas,
 }
@@ -60,13 +70,12 @@ def message_strategy(cls: type[Message]) -> st.SearchStrategy[Message]:
 
 
 messages = st.one_of([message_strategy(cls) for cls in ALL_MESSAGE_TYPES])
-cluster_ids = st.text(max_size=12)
 
 
 def sample_messages() -> list[Message]:
     meta = SnapshotMeta(9, 2, Membership(frozenset({"a", "b"}), frozenset({"c"}), (("a", "h:1"),), "cl"))
     return [
-        AppendEntries(3, "a", "b", 4, 2, (Entry(3, 5, EntryType.NORMAL, b"x"), Entry(3, 6, EntryType.CONFIG, b"{}")), 4),
+        AppendEntries(3, "a", "b", 4, 2, (Entry(3, 5, EntryType.NORMAL, b"x"), Entry(3, 6, EntryType.CONFIG, meta.membership.encode())), 4),
         AppendResponse(3, "b", "a", 6, reject=True, hint_index=2, hint_term=1),
         InstallSnapshot(3, "a", "b", meta, 0, b"snap", True),
         TimeoutNow(3, "a", "b"),

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from keyval.raft.messages import Heartbeat, TimeoutNow
+from keyval.raft.messages import Heartbeat, InstallSnapshot, TimeoutNow
+from keyval.raft.types import Membership, SnapshotMeta
 from keyval.testing.transport_conformance import Net, host_port
 from plugins.transport.tcp_transport import TcpTransport
 
@@ -87,7 +88,7 @@ def test_mutual_tls_with_certificates_of_the_cluster_ca(net, pki):
     a, b = net.node("a", pki("n1")), net.node("b", pki("n2"))
     net.deliver(a, b, Heartbeat(1, "a", "b", 1))
     net.deliver(b, a, Heartbeat(1, "b", "a", 1))
-    big = Heartbeat(1, "a", "b", 2, b"z" * (3 * 1024 * 1024))
+    big = InstallSnapshot(1, "a", "b", SnapshotMeta(1, 1, Membership(frozenset({"a"}))), 0, b"z" * (3 * 1024 * 1024), True)
     net.deliver(a, b, big, resend_every=3.0)
 
 

@@ -15,10 +15,13 @@ from keyval.codec import encode_message
 from keyval.errors import ConfigError
 from keyval.plugins import build_plugin_manager, choose_transport
 from keyval.raft.messages import AppendEntries, InstallSnapshot
-from keyval.raft.types import Entry, SnapshotMeta
+from keyval.raft.types import Entry, Membership, SnapshotMeta
 from plugins.transport import udp_wire as wire
 from plugins.transport.udp import UdpTransport
 from test_udp_support import Sink, addr_tuple, hb, raw_udp_socket, run, wait_until, write_secret
+
+#: A snapshot always carries a configuration with a voter; peers refuse one without.
+VOTERS = Membership(frozenset({"a", "b"}))
 
 
 async def pair(opts_a=None, opts_b=None):
@@ -56,7 +59,7 @@ def test_ten_megabyte_message_crosses_in_fragments():
     async def go():
         a, b, _, sb = await pair()
         data = random.Random(7).randbytes(10 * 1024 * 1024)
-        a.send("b", b.address, InstallSnapshot(2, "a", "b", SnapshotMeta(9, 2), 0, data, True))
+        a.send("b", b.address, InstallSnapshot(2, "a", "b", SnapshotMeta(9, 2, VOTERS), 0, data, True))
         await wait_until(lambda: len(sb) == 1, timeout=10)
         assert sb.messages[0].data == data
         assert b.stats()["datagrams_received"] > 100
@@ -69,7 +72,7 @@ def test_small_datagrams_work_too():
     async def go():
         a, b, _, sb = await pair({"max_datagram_bytes": 1400}, {"max_datagram_bytes": 1400})
         data = bytes(300_000)
-        a.send("b", b.address, InstallSnapshot(2, "a", "b", SnapshotMeta(), 0, data, True))
+        a.send("b", b.address, InstallSnapshot(2, "a", "b", SnapshotMeta(9, 2, VOTERS), 0, data, True))
         await wait_until(lambda: len(sb) == 1)
         assert sb.messages[0].data == data
         assert a.stats()["datagrams_sent"] >= 300_000 // 1400
