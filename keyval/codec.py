@@ -72,6 +72,7 @@ class _V1AppendEntries(_V1, tag=1):
     prev_term: U64
     entries: list[_WireEntry]
     commit: U64
+    transferee: str = ""  # appended in version 1 (leadership transfer gating)
 
 
 class _V1AppendResponse(_V1, tag=2):
@@ -96,6 +97,7 @@ class _V1VoteResponse(_V1, tag=4):
 class _V1Heartbeat(_V1, tag=5):
     commit: U64
     context: bytes
+    transferee: str = ""  # appended in version 1 (leadership transfer gating)
 
 
 class _V1HeartbeatResponse(_V1, tag=6):
@@ -167,6 +169,10 @@ def _fields_v1(msg: Message) -> tuple:
     t = type(msg)
     if t is AppendEntries:
         entries = [(e.term, e.index, int(e.type), e.data) for e in msg.entries]
+        # The trailing transferee is sent only during a transfer: older decoders of this
+        # version ignore it, and outside transfers the bytes stay as they were.
+        if msg.transferee:
+            return (msg.prev_index, msg.prev_term, entries, msg.commit, msg.transferee)
         return (msg.prev_index, msg.prev_term, entries, msg.commit)
     if t is AppendResponse:
         return (msg.index, msg.reject, msg.hint_index, msg.hint_term)
@@ -175,6 +181,8 @@ def _fields_v1(msg: Message) -> tuple:
     if t is VoteResponse:
         return (msg.granted, msg.pre_vote)
     if t is Heartbeat:
+        if msg.transferee:
+            return (msg.commit, msg.context, msg.transferee)
         return (msg.commit, msg.context)
     if t is HeartbeatResponse:
         return (msg.context,)
@@ -191,7 +199,7 @@ def _from_wire_v1(w: _V1) -> Message:
     t = type(w)
     if t is _V1AppendEntries:
         entries = tuple(Entry(term, index, kind, data) for term, index, kind, data in w.entries)
-        return AppendEntries(w.term, w.frm, w.to, w.prev_index, w.prev_term, entries, w.commit)
+        return AppendEntries(w.term, w.frm, w.to, w.prev_index, w.prev_term, entries, w.commit, w.transferee)
     if t is _V1AppendResponse:
         return AppendResponse(w.term, w.frm, w.to, w.index, w.reject, w.hint_index, w.hint_term)
     if t is _V1RequestVote:
@@ -199,7 +207,7 @@ def _from_wire_v1(w: _V1) -> Message:
     if t is _V1VoteResponse:
         return VoteResponse(w.term, w.frm, w.to, w.granted, w.pre_vote)
     if t is _V1Heartbeat:
-        return Heartbeat(w.term, w.frm, w.to, w.commit, w.context)
+        return Heartbeat(w.term, w.frm, w.to, w.commit, w.context, w.transferee)
     if t is _V1HeartbeatResponse:
         return HeartbeatResponse(w.term, w.frm, w.to, w.context)
     if t is _V1InstallSnapshot:

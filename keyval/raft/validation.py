@@ -34,7 +34,7 @@ def changed_membership(current: Membership, change: ConfigChange) -> Membership:
 
 def well_formed(msg: m.Message) -> bool:
     """Cheap sanity checks so a confused or hostile peer cannot crash the core."""
-    if msg.term < 0:
+    if msg.term < 0 or not msg.frm:
         return False
     if isinstance(msg, m.AppendEntries):
         if msg.prev_index < 0 or msg.prev_term < 0 or msg.commit < 0:
