@@ -5,7 +5,7 @@ The cluster: n1 leads term 2 of n1..n3 (unless a test says otherwise).
 """
 from dataclasses import replace
 
-from keyval.raft import ChangeKind, ConfigChange, Entry
+from keyval.raft import ChangeKind, ConfigChange, Entry, Membership, SnapshotMeta
 from keyval.raft import messages as m
 
 from .harness import FOLLOWER, LEADER, PRE_CANDIDATE, Cluster
@@ -48,9 +48,8 @@ def test_a_non_members_append_one_term_up_changes_nothing_and_is_counted():
     assert all(c.applied(n) == ["a", "b"] for n in c.ids()) and c.term("n1") == 2
 
 
-def forged_meta(c: Cluster):
-    from keyval.raft import Membership, SnapshotMeta
-
+def forged_meta(c: Cluster) -> SnapshotMeta:
+    """A snapshot far ahead of everyone, of a configuration that names only the intruder."""
     return SnapshotMeta(50, 3, Membership(frozenset({"intruder"})))
 
 
