@@ -54,6 +54,8 @@ def well_formed(msg: m.Message) -> bool:
     elif isinstance(msg, m.InstallSnapshot):
         if msg.offset < 0 or msg.meta.index <= 0 or msg.meta.term <= 0 or msg.meta.term > msg.term:
             return False
+        if not msg.meta.membership.voters:
+            return False  # as for a configuration entry: every real configuration has a voter
     elif isinstance(msg, (m.AppendResponse, m.Heartbeat, m.RequestVote, m.SnapshotResponse)):
         numbers = [v for v in (getattr(msg, f, 0) for f in ("index", "commit", "last_index", "offset")) if isinstance(v, int)]
         if any(v < 0 for v in numbers):

@@ -74,6 +74,7 @@ GARBAGE = [
     # -- well formed, but meaningless here -----------------------------------------------
     pytest.param("n2", m.InstallSnapshot(2, "n1", "n2", SnapshotMeta(0, 0), 0, b"", True), id="snapshot-at-index-0"),
     pytest.param("n2", m.InstallSnapshot(2, "n1", "n2", SnapshotMeta(10, 5), 0, b"", True), id="snapshot-term-above-message-term"),
+    pytest.param("n2", m.InstallSnapshot(3, "n1", "n2", SnapshotMeta(10, 3), 0, b"{}", True), id="snapshot-without-voters"),
     pytest.param("n2", m.VoteResponse(2, "n3", "n2", granted=True), id="vote-to-a-follower"),
     pytest.param("n2", m.AppendResponse(2, "n3", "n2", index=4), id="ack-to-a-follower"),
     pytest.param("n1", m.AppendResponse(2, "n9", "n1", index=4), id="ack-from-a-stranger"),
