@@ -137,9 +137,9 @@ def test_removed_nodes_votes_and_replayed_messages_are_ignored():
     assert c.leader() == "n1" and c.term("n1") == 2
 
 
-def test_a_lagging_follower_catches_up_with_a_leader_from_a_newer_configuration():
+def n4_leads_but_n3_never_heard_of_it() -> Cluster:
+    """n3 is cut off while n4 joins, is promoted, and takes over the lead."""
     c = leader_of_three()
-    # n3 is cut off while n4 joins, is promoted, and takes over the lead: n3 never hears of n4.
     c.isolate("n3")
     c.add_node("n4")
     c.propose_change("n1", ConfigChange(ADD_LEARNER, "n4"))
@@ -149,6 +149,11 @@ def test_a_lagging_follower_catches_up_with_a_leader_from_a_newer_configuration(
     c.transfer("n1", "n4")
     c.stabilize()
     assert c.leader() == "n4" and c.term("n4") == 3
+    return c
+
+
+def test_a_lagging_follower_catches_up_with_a_leader_from_a_newer_configuration():
+    c = n4_leads_but_n3_never_heard_of_it()
     c.replicate("n4", "b")
     assert "n4" not in c.membership("n3").members
 
@@ -169,15 +174,7 @@ def test_a_lagging_follower_catches_up_with_a_leader_from_a_newer_configuration(
 
 
 def test_a_lagging_follower_that_restarts_follows_the_new_leader_at_once():
-    c = leader_of_three()
-    c.isolate("n3")
-    c.add_node("n4")
-    c.propose_change("n1", ConfigChange(ADD_LEARNER, "n4"))
-    c.stabilize()
-    c.propose_change("n1", ConfigChange(PROMOTE, "n4"))
-    c.stabilize()
-    c.transfer("n1", "n4")
-    c.stabilize()
+    c = n4_leads_but_n3_never_heard_of_it()
     c.crash("n3")
     c.restart("n3")
     c.heal()
