@@ -109,7 +109,7 @@ class RaftCore(LeaderRole):
             batch = storage.entries(first, last + 1, 4 << 20)
             self._track_configs(batch)
             first = batch[-1].index + 1
-        # Who may talk to this node: see _accepts_sender.
+        # Who may talk to this node: see _refresh_senders and _accepts_non_member.
         self._senders: frozenset[NodeId] = frozenset()
         self._senders_recheck = 0
         self._refresh_senders()
@@ -470,16 +470,18 @@ class RaftCore(LeaderRole):
         only at a term not below ours (a stale non-member gets no answer at all). So a
         non-member cannot take over from a live leader, whatever term it claims: a forged
         AppendEntries one term above the leader's is dropped. A lagging follower waits at
-        most one election timeout for the new leader; its own campaign in the meantime
-        cannot win (the members that elected that leader are in its lease).
+        most one election timeout for the new leader (its own campaign meanwhile cannot win:
+        the members following that leader are in its lease and do not answer).
 
-        Why an honest removed node never gets here as a leader: it must first win a term,
-        and members that know of its removal drop its vote requests (below); before its
-        removal commits it is still a member (of the committed configuration) and normal
-        Raft rules apply; after it commits, a quorum holds the removal, and a log without it
-        is not up to date for them. Its old leader messages, replayed, carry a term
-        that every member has moved past, unless no one else has led since — then they are
-        that term's true leader's entries, which Raft's log matching makes harmless.
+        Why an honest removed node never gets here as a leader: it must first win a term.
+        Members that know of its removal drop its vote requests (below). Until the removal
+        commits it is still a member of the committed configuration, and plain Raft rules
+        apply; once it commits, a quorum of the new configuration holds the removal entry,
+        so a candidate whose log lacks it is not up to date for them, and one whose log
+        holds it knows it was removed and does not campaign. Its old leader messages,
+        replayed, carry a term that the members have left behind (dropped as stale), or
+        else the term it really led, whose leader it was: Raft takes a delayed message from
+        a term's one leader in its stride.
 
         Everything else a non-member sends is dropped: vote requests and votes (a removed
         node's, or a stranger's; a node cannot tell a removed node from one added in a
