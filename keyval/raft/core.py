@@ -465,11 +465,13 @@ class RaftCore(LeaderRole):
           (A node being added is the other side of this: the leader that adds it already
           names it in its newest configuration, so the node's answers are heard.)
 
-        Both are accepted only when no leader holds this node's lease — it has not heard
-        from one within an election timeout — or from the leader it already follows, and
-        only at a term not below ours (a stale non-member gets no answer at all). So a
+        Both are heard only when no leader holds this node's lease — it has not heard from
+        one within an election timeout — or from the leader it already follows. So a
         non-member cannot take over from a live leader, whatever term it claims: a forged
-        AppendEntries one term above the leader's is dropped. A lagging follower waits at
+        AppendEntries one term above the leader's is dropped. Out of the lease, a leader
+        message of a lower term than ours gets the usual answer (our term, a rejection):
+        a node that campaigned while cut off is ahead of the leader it has not heard of,
+        and only that answer makes the cluster move past its term so it can rejoin. A lagging follower waits at
         most one election timeout for the new leader (its own campaign meanwhile cannot win:
         the members following that leader are in its lease and do not answer).
 
@@ -489,7 +491,7 @@ class RaftCore(LeaderRole):
         configuration lags cannot vote for a candidate it does not know until a leader
         catches it up), answers a leader did not ask for, and TimeoutNow.
         """
-        if not isinstance(msg, m.LEADER_MESSAGES) or msg.term < self.term:
+        if not isinstance(msg, m.LEADER_MESSAGES):
             return False
         return msg.frm == self.leader or not self.in_lease()
 

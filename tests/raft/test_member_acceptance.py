@@ -13,8 +13,8 @@ from .harness import FOLLOWER, LEADER, PRE_CANDIDATE, Cluster
 ADD_LEARNER, PROMOTE, REMOVE = ChangeKind.ADD_LEARNER, ChangeKind.PROMOTE, ChangeKind.REMOVE
 
 
-def leader_of_three() -> Cluster:
-    c = Cluster(3)
+def leader_of_three(**config) -> Cluster:
+    c = Cluster(3, **config)
     c.elect("n1")
     c.replicate("n1", "a")
     return c
@@ -137,9 +137,9 @@ def test_removed_nodes_votes_and_replayed_messages_are_ignored():
     assert c.leader() == "n1" and c.term("n1") == 2
 
 
-def n4_leads_but_n3_never_heard_of_it() -> Cluster:
+def n4_leads_but_n3_never_heard_of_it(**config) -> Cluster:
     """n3 is cut off while n4 joins, is promoted, and takes over the lead."""
-    c = leader_of_three()
+    c = leader_of_three(**config)
     c.isolate("n3")
     c.add_node("n4")
     c.propose_change("n1", ConfigChange(ADD_LEARNER, "n4"))
@@ -181,6 +181,21 @@ def test_a_lagging_follower_that_restarts_follows_the_new_leader_at_once():
     c.tick(["n4"])  # one heartbeat round
     assert c.status("n3").leader == "n4" and c.status("n3").dropped_non_member == 0
     assert c.membership("n3").voters == {"n1", "n2", "n3", "n4"}
+
+
+def test_a_lagging_follower_that_campaigned_past_the_new_leaders_term_rejoins():
+    # Without pre-vote, n3 cut off campaigns again and again: its term runs ahead.
+    c = n4_leads_but_n3_never_heard_of_it(pre_vote=False)
+    c.tick("n3", n=60)
+    assert c.term("n3") > c.term("n4")
+    c.heal()
+    # n4's heartbeats are stale to n3, which says so (as it would to a member): the cluster
+    # moves past n3's term, elects a leader, and n3 catches up from it.
+    c.tick_until(lambda: c.leader() is not None and "n4" in c.membership("n3").members
+                 and c.log("n3") == c.log(c.leader()), limit=100)
+    leader = c.leader()
+    c.replicate(leader, "b")
+    assert c.applied("n3") == ["a", "b"]
 
 
 def test_an_added_learner_and_an_uninitialised_node_still_join():
