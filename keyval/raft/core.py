@@ -449,7 +449,11 @@ class RaftCore(LeaderRole):
         return HardState(self.term, self.vote, self.log.committed)
 
     def in_lease(self) -> bool:
-        """Heard from a leader within the last election timeout (a leader: always)."""
+        """Heard from a leader within the last election timeout. A leader holds the lease
+        only with check_quorum: without it, a leader cut off from everyone never learns it
+        was replaced, and must still hear the one that replaced it."""
+        if self.role is Role.LEADER:
+            return self.config.check_quorum
         return self.leader != NONE and self.election_elapsed < self.config.election_tick
 
     def _accepts_non_member(self, msg: m.Message) -> bool:
