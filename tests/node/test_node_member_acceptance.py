@@ -1,12 +1,14 @@
 """A peer outside the configuration cannot rewrite data or depose the leader of real nodes.
 
-The "intruder" speaks the peer protocol through the tcp transport itself (so it passes
-whatever the transport checks); only the Raft core's membership rule stands in its way.
+The "intruder" holds the key: it speaks the peer protocol through the tcp transport itself,
+with the cluster secret when the nodes have one, so it passes whatever the transport checks;
+only the Raft core's membership rule stands in its way.
 """
 from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 from keyval.kv import encode_put
 from keyval.raft import Entry
@@ -17,8 +19,8 @@ from .procs import free_ports
 from .test_node_metrics import scrape
 
 
-async def _send_as_intruder(cluster_id: str, messages: list[tuple[str, object]]) -> None:
-    transport = TcpTransport({})
+async def _send_as_intruder(cluster_id: str, secret: Path, messages: list[tuple[str, object]]) -> None:
+    transport = TcpTransport({"secret_file": str(secret)} if secret.exists() else {})
     transport.set_cluster_id(cluster_id)
     await transport.start("intruder", f"127.0.0.1:{free_ports(1)[0]}", lambda message: None)
     try:
@@ -46,7 +48,8 @@ def test_a_non_member_cannot_overwrite_a_key_or_depose_the_leader(cluster):
             (address, Heartbeat(term + 1, "intruder", node_id, commit=last + 1)),
             (address, RequestVote(term + 1, "intruder", node_id, last_index=last + 9, last_term=term + 1, transfer=True)),
         ]
-    asyncio.run(_send_as_intruder(before[leader]["cluster_id"], forged))
+    # The secret the test's nodes share, if they were started with one (tests/node/procs.py).
+    asyncio.run(_send_as_intruder(before[leader]["cluster_id"], cluster.base / "cluster.secret", forged))
 
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
