@@ -81,6 +81,8 @@ Decoder = Callable[[memoryview], "tuple[str, Message]"]
 # keyval.wire_bounds for why the bounds are what they are).
 U62 = Annotated[int, msgspec.Meta(ge=0, lt=MAX_WIRE_INT)]
 NodeIdField = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_NODE_ID, pattern=NODE_ID_PATTERN)]
+#: a node id, or "" when no transfer is under way
+TransfereeField = Annotated[str, msgspec.Meta(max_length=MAX_NODE_ID, pattern=rf"^(?:{NODE_ID_PATTERN[1:-2]})?\Z")]
 ClusterIdField = Annotated[str, msgspec.Meta(max_length=MAX_CLUSTER_ID, pattern=CLUSTER_ID_PATTERN)]
 AddressField = Annotated[str, msgspec.Meta(max_length=MAX_ADDRESS, pattern=ADDRESS_PATTERN)]
 EntryData = Annotated[bytes, msgspec.Meta(max_length=MAX_MESSAGE_BYTES)]
@@ -104,6 +106,7 @@ class _V1AppendEntries(_V1, tag=1):
     prev_term: U62
     entries: _Entries
     commit: U62
+    transferee: TransfereeField = ""  # appended in version 1 (leadership transfer gating)
 
 
 class _V1AppendResponse(_V1, tag=2):
@@ -128,6 +131,7 @@ class _V1VoteResponse(_V1, tag=4):
 class _V1Heartbeat(_V1, tag=5):
     commit: U62
     context: Context
+    transferee: TransfereeField = ""  # appended in version 1 (leadership transfer gating)
 
 
 class _V1HeartbeatResponse(_V1, tag=6):
@@ -202,6 +206,10 @@ def _fields_v1(msg: Message) -> tuple:
     t = type(msg)
     if t is AppendEntries:
         entries = [(e.term, e.index, e.type, e.data) for e in msg.entries]  # msgspec writes an IntEnum as its int
+        # The trailing transferee is sent only during a transfer: older decoders of this
+        # version ignore it, and outside transfers the bytes stay as they were.
+        if msg.transferee:
+            return (msg.prev_index, msg.prev_term, entries, msg.commit, msg.transferee)
         return (msg.prev_index, msg.prev_term, entries, msg.commit)
     if t is AppendResponse:
         return (msg.index, msg.reject, msg.hint_index, msg.hint_term)
@@ -210,6 +218,8 @@ def _fields_v1(msg: Message) -> tuple:
     if t is VoteResponse:
         return (msg.granted, msg.pre_vote)
     if t is Heartbeat:
+        if msg.transferee:
+            return (msg.commit, msg.context, msg.transferee)
         return (msg.commit, msg.context)
     if t is HeartbeatResponse:
         return (msg.context,)
@@ -246,7 +256,7 @@ def _from_wire_v1(w: _V1) -> Message:
         # refused here too; the scan runs in C and only CONFIG entries are decoded.
         if _CONFIG in map(_KIND, w.entries):
             _check_config_entries(entries)
-        return AppendEntries(w.term, w.frm, w.to, w.prev_index, w.prev_term, entries, w.commit)
+        return AppendEntries(w.term, w.frm, w.to, w.prev_index, w.prev_term, entries, w.commit, w.transferee)
     if t is _V1AppendResponse:
         return AppendResponse(w.term, w.frm, w.to, w.index, w.reject, w.hint_index, w.hint_term)
     if t is _V1RequestVote:
@@ -254,7 +264,7 @@ def _from_wire_v1(w: _V1) -> Message:
     if t is _V1VoteResponse:
         return VoteResponse(w.term, w.frm, w.to, w.granted, w.pre_vote)
     if t is _V1Heartbeat:
-        return Heartbeat(w.term, w.frm, w.to, w.commit, w.context)
+        return Heartbeat(w.term, w.frm, w.to, w.commit, w.context, w.transferee)
     if t is _V1HeartbeatResponse:
         return HeartbeatResponse(w.term, w.frm, w.to, w.context)
     if t is _V1InstallSnapshot:

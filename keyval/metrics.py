@@ -21,8 +21,12 @@ from keyval.raft import RaftError
 
 if TYPE_CHECKING:
     from keyval.node import Node
+    from keyval.raft import RaftCore
 
 log = logging.getLogger("keyval.metrics")
+
+#: At most one log line per this many seconds about messages the core dropped from non-members.
+REFUSAL_LOG_INTERVAL = 60.0
 
 FSYNC_BUCKETS = (0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.0)
 
@@ -42,6 +46,9 @@ class NodeMetrics:
         # children resolved once: a label lookup per request is a cost on the hot path
         self._proposal_outcomes = {o: self.proposals.labels(o) for o in ("applied", "lost", "refused", "timeout", "failed")}
         self._read_outcomes = {o: self.reads.labels(o) for o in ("confirmed", "failed")}
+        # What the core refused, as last logged: (dropped from non-members, transfer votes).
+        self._refusals_logged = (0, 0)
+        self._refusals_logged_at = -REFUSAL_LOG_INTERVAL
 
     def count_proposal(self, fut: "asyncio.Future") -> None:
         """Done-callback of a proposal's future: count its outcome."""
@@ -51,6 +58,18 @@ class NodeMetrics:
         """Done-callback of a linearizable read's barrier: count its outcome."""
         ok = not fut.cancelled() and fut.exception() is None
         self._read_outcomes["confirmed" if ok else "failed"].inc()
+
+    def log_refusals(self, node_id: str, core: "RaftCore", now: float) -> None:
+        """Called every tick: one line when the core has refused peers' messages since the
+        last line, at most once per REFUSAL_LOG_INTERVAL (a flood must not flood the log)."""
+        counts = (core.dropped_non_member, core.refused_transfer_votes)
+        if counts == self._refusals_logged or now - self._refusals_logged_at < REFUSAL_LOG_INTERVAL:
+            return
+        (dropped, refused), (dropped_before, refused_before) = counts, self._refusals_logged
+        self._refusals_logged, self._refusals_logged_at = counts, now
+        log.warning("node %s term %d: dropped %d message(s) from nodes in no known configuration (last from %r), "
+                    "refused %d unannounced transfer vote(s)", node_id, core.term, dropped - dropped_before,
+                    core.last_non_member, refused - refused_before)
 
     def attach(self, node: "Node") -> None:
         self.registry.register(_StatusCollector(node))
@@ -125,6 +144,12 @@ class _StatusCollector:
             ("keyval_learners", "Learners in the configuration", len(status.membership.learners)),
         ):
             yield GaugeMetricFamily(name, help_text, value=value)
+        yield CounterMetricFamily("keyval_raft_dropped_non_member",
+                                  "Peer messages dropped: the sender is in no configuration this node knows",
+                                  value=status.dropped_non_member)
+        yield CounterMetricFamily("keyval_raft_refused_transfer_votes",
+                                  "Votes skipping the leader lease from a node the leader did not name as transfer target",
+                                  value=status.refused_transfer_votes)
         role = GaugeMetricFamily("keyval_role", "1 for this node's current role", labels=["role"])
         for candidate in ("follower", "pre-candidate", "candidate", "leader"):
             role.add_metric([candidate], int(status.role.value == candidate))

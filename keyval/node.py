@@ -303,6 +303,7 @@ class Node:
             if next_tick < now:
                 next_tick = now + interval
             self._deadlines.expire(now)
+            self.metrics.log_refusals(self.id, self.core, now)
             self._wake.set()
 
     # ------------------------------------------------------------------ the Ready loop

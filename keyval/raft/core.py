@@ -78,9 +78,17 @@ class Status:
     first_index: int
     last_index: int
     membership: Membership
+    #: On a leader, the target of its leadership transfer; on a follower, the target its
+    #: leader named (the only node whose ``transfer`` vote it honours).
     lead_transferee: NodeId
     #: The leader's view of every member (empty on other roles).
     peers: tuple[PeerStatus, ...] = ()
+    #: Messages dropped because the sender is in no configuration this node knows.
+    dropped_non_member: int = 0
+    #: The sender of the last of them (for the runtime's log line).
+    last_non_member: NodeId = NONE
+    #: Votes asking to skip the leader lease (``transfer``) from a node the leader did not name.
+    refused_transfer_votes: int = 0
 
 
 class RaftCore(LeaderRole):
@@ -101,6 +109,13 @@ class RaftCore(LeaderRole):
             batch = storage.entries(first, last + 1, 4 << 20)
             self._track_configs(batch)
             first = batch[-1].index + 1
+        # Who may talk to this node: see _refresh_senders and _accepts_non_member.
+        self._senders: frozenset[NodeId] = frozenset()
+        self._senders_recheck = 0
+        self._refresh_senders()
+        self.dropped_non_member = 0
+        self.last_non_member: NodeId = NONE
+        self.refused_transfer_votes = 0
 
         self.role = Role.FOLLOWER
         self.leader: NodeId = NONE
@@ -158,13 +173,41 @@ class RaftCore(LeaderRole):
             if entry.type is EntryType.CONFIG:
                 self._configs.append((entry.index, Membership.decode(entry.data)))
 
+    def _refresh_senders(self) -> None:
+        """The members of every configuration from the committed one to the newest.
+
+        The newest alone would not do: a member that the newest (not yet committed)
+        configuration drops still takes part until that commits — the leader replicates to it
+        so it learns of its removal, and if the change is truncated it is a voter again.
+        Recomputed when the configurations change or the commit index passes a pending one,
+        so ``step`` pays one set lookup per message."""
+        configs, committed = self._configs, self.log.committed
+        start = 0
+        for n in range(len(configs) - 1, -1, -1):
+            if configs[n][0] <= committed:
+                start = n
+                break
+        senders: frozenset[NodeId] = frozenset()
+        for _, membership in configs[start:]:
+            senders |= membership.members
+        self._senders = senders
+        self._senders_recheck = configs[start + 1][0] if start + 1 < len(configs) else 0
+
+    def _known_senders(self) -> frozenset[NodeId]:
+        if self._senders_recheck and self._senders_recheck <= self.log.committed:
+            self._refresh_senders()
+        return self._senders
+
     def _on_log_appended(self, entries, truncated_from: int) -> None:
         """Keep the configuration history in step with the log; apply the newest config."""
         before = self.membership
+        known = len(self._configs)
         if truncated_from:
             while len(self._configs) > 1 and self._configs[-1][0] >= truncated_from:
                 self._configs.pop()
         self._track_configs(entries)
+        if truncated_from or len(self._configs) != known:
+            self._refresh_senders()
         if self.membership != before:
             self._apply_membership()
 
@@ -253,6 +296,9 @@ class RaftCore(LeaderRole):
         self.lead_transferee = target
         # The transfer must complete within one election timeout, counted from now.
         self.election_elapsed = 0
+        # Followers honour the target's lease-skipping vote only once we named it to them:
+        # name it now, ahead of the TimeoutNow (every append and heartbeat repeats it).
+        self._broadcast_heartbeat(b"")
         pr = self.progress[target]
         if pr.match == self.log.last_index():
             self._send(m.TimeoutNow(self.term, self.id, target))
@@ -272,23 +318,28 @@ class RaftCore(LeaderRole):
         self._start_read(context)
 
     def step(self, msg: m.Message) -> None:
-        """Feed a message from a peer. Malformed or stale messages are ignored."""
+        """Feed a message from a peer. Malformed or stale messages, and messages from nodes
+        in no configuration this node knows, are ignored."""
         if msg.to != self.id or msg.frm == self.id or not well_formed(msg):
             return
+        if msg.frm not in self._known_senders() and not self._accepts_non_member(msg):
+            self.dropped_non_member += 1
+            self.last_non_member = msg.frm
+            return
         if msg.term > self.term:
-            if isinstance(msg, m.RequestVote):
-                in_lease = (
-                    self.config.check_quorum
-                    and self.leader != NONE
-                    and self.election_elapsed < self.config.election_tick
-                )
-                if in_lease and not msg.transfer:
-                    return  # we heard from a live leader recently: don't let it be disrupted
+            if isinstance(msg, m.RequestVote) and self.config.check_quorum and self.in_lease():
+                # We heard from a live leader recently: don't let it be disrupted. Only the
+                # node that leader named as its transfer target may skip the lease (TimeoutNow
+                # told it to campaign); a transfer vote from anyone else is an ordinary vote.
+                if not (msg.transfer and msg.frm == self.lead_transferee):
+                    if msg.transfer:
+                        self.refused_transfer_votes += 1
+                    return
             if isinstance(msg, m.RequestVote) and msg.pre_vote:
                 pass  # a pre-vote never changes anyone's term
             elif isinstance(msg, m.VoteResponse) and msg.pre_vote and msg.granted:
                 pass  # the term we asked about; we move to it only if the pre-vote wins
-            elif isinstance(msg, (m.AppendEntries, m.Heartbeat, m.InstallSnapshot)):
+            elif isinstance(msg, m.LEADER_MESSAGES):
                 self._become_follower(msg.term, msg.frm)
             else:
                 self._become_follower(msg.term, NONE)
@@ -389,10 +440,64 @@ class RaftCore(LeaderRole):
             membership=self.membership,
             lead_transferee=self.lead_transferee,
             peers=peers,
+            dropped_non_member=self.dropped_non_member,
+            last_non_member=self.last_non_member,
+            refused_transfer_votes=self.refused_transfer_votes,
         )
 
     def _hard_state(self) -> HardState:
         return HardState(self.term, self.vote, self.log.committed)
+
+    def in_lease(self) -> bool:
+        """Heard from a leader within the last election timeout. A leader holds the lease
+        only with check_quorum: without it, a leader cut off from everyone never learns it
+        was replaced, and must still hear the one that replaced it."""
+        if self.role is Role.LEADER:
+            return self.config.check_quorum
+        return self.leader != NONE and self.election_elapsed < self.config.election_tick
+
+    def _accepts_non_member(self, msg: m.Message) -> bool:
+        """May a node outside every configuration we know (see _refresh_senders) be heard?
+
+        Only as a leader, and only when Raft needs it:
+
+        * An uninitialised node (no configuration yet) learns everything from its first
+          leader: it knows no members, so that leader is a non-member to it.
+        * A follower whose configuration lags — it missed the entries that added the
+          current leader (a learner added and promoted, or a leader elected in a newer
+          configuration) — can catch up only from that leader: nobody else sends entries.
+          (A node being added is the other side of this: the leader that adds it already
+          names it in its newest configuration, so the node's answers are heard.)
+
+        Both are heard only when no leader holds this node's lease — it has not heard from
+        one within an election timeout — or from the leader it already follows. So a
+        non-member cannot take over from a live leader, whatever term it claims: a forged
+        AppendEntries one term above the leader's is dropped. Out of the lease, a leader
+        message of a lower term than ours gets the usual answer (our term, a rejection):
+        a node that campaigned while cut off is ahead of the leader it has not heard of,
+        and only that answer makes the cluster move past its term so it can rejoin. A lagging follower waits at
+        most one election timeout for the new leader (its own campaign meanwhile cannot win:
+        the members following that leader are in its lease and do not answer).
+
+        Why an honest removed node never gets here as a leader: it must first win a term.
+        Members that know of its removal drop its vote requests (below). Until the removal
+        commits it is still a member of the committed configuration, and plain Raft rules
+        apply; once it commits, a quorum of the new configuration holds the removal entry,
+        so a candidate whose log lacks it is not up to date for them, and one whose log
+        holds it knows it was removed and does not campaign. Its old leader messages,
+        replayed, carry a term that the members have left behind (dropped as stale), or
+        else the term it really led, whose leader it was: Raft takes a delayed message from
+        a term's one leader in its stride.
+
+        Everything else a non-member sends is dropped: vote requests and votes (a removed
+        node's, or a stranger's; a node cannot tell a removed node from one added in a
+        configuration it has not seen, so it hears neither, at the price that a voter whose
+        configuration lags cannot vote for a candidate it does not know until a leader
+        catches it up), answers a leader did not ask for, and TimeoutNow.
+        """
+        if not isinstance(msg, m.LEADER_MESSAGES):
+            return False
+        return msg.frm == self.leader or not self.in_lease()
 
     def _soft_state(self) -> tuple[Role, NodeId, int]:
         return (self.role, self.leader, self.term)
@@ -559,22 +664,25 @@ class RaftCore(LeaderRole):
     # Step functions, one per role
     # ======================================================================================
     def _step_follower(self, msg: m.Message) -> None:
-        if isinstance(msg, (m.AppendEntries, m.Heartbeat, m.InstallSnapshot)):
+        if isinstance(msg, m.LEADER_MESSAGES):
             self.election_elapsed = 0
             self.leader = msg.frm
             if isinstance(msg, m.AppendEntries):
+                self.lead_transferee = msg.transferee
                 self._handle_append(msg)
             elif isinstance(msg, m.Heartbeat):
+                self.lead_transferee = msg.transferee
                 self.log.commit_to(min(msg.commit, self.log.last_index()))
                 self._send(m.HeartbeatResponse(self.term, self.id, msg.frm, msg.context))
             else:
                 self._handle_snapshot_chunk(msg)
         elif isinstance(msg, m.TimeoutNow):
-            if self._promotable():
+            # Only our leader may hand over its leadership; anyone else's is not its to give.
+            if msg.frm == self.leader and self._promotable():
                 self._campaign(pre_vote=False, transfer=True)
 
     def _step_candidate(self, msg: m.Message) -> None:
-        if isinstance(msg, (m.AppendEntries, m.Heartbeat, m.InstallSnapshot)):
+        if isinstance(msg, m.LEADER_MESSAGES):
             # A leader of our term exists (pre-candidates: of a term >= ours).
             self._become_follower(msg.term, msg.frm)
             self._step_follower(msg)
@@ -646,4 +754,5 @@ class RaftCore(LeaderRole):
             return
         self.log.restore(snapshot)
         self._configs = [(meta.index, meta.membership)]
+        self._refresh_senders()
         self._apply_membership()

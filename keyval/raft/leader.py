@@ -137,7 +137,9 @@ class LeaderRole:
             pr.bytes_sent += sum(len(e.data) for e in entries)
         elif pr.state is ProgressState.PROBE:
             pr.probe_sent = True
-        self._send(m.AppendEntries(self.term, self.id, to, prev_index, prev_term, tuple(entries), self.log.committed))
+        self._send(m.AppendEntries(
+            self.term, self.id, to, prev_index, prev_term, tuple(entries), self.log.committed, self.lead_transferee
+        ))
         return True
 
     def _send_snapshot(self, to: NodeId, pr: Progress) -> bool:
@@ -225,7 +227,7 @@ class LeaderRole:
         for node, pr in self.progress.items():
             if node != self.id:
                 commit = min(pr.match, self.log.committed)
-                self._send(m.Heartbeat(self.term, self.id, node, commit, context))
+                self._send(m.Heartbeat(self.term, self.id, node, commit, context, self.lead_transferee))
 
     def _round_context(self) -> bytes:
         self._read_round += 1

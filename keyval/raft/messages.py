@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .types import Entry, NodeId, SnapshotMeta
+from .types import NONE, Entry, NodeId, SnapshotMeta
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +23,9 @@ class AppendEntries(Message):
     prev_term: int
     entries: tuple[Entry, ...]
     commit: int
+    #: During a leadership transfer, the node the leader hands over to: followers honour a
+    #: ``transfer`` vote (which skips the leader lease) only from that node.
+    transferee: NodeId = NONE
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +61,8 @@ class Heartbeat(Message):
     commit: int
     #: Non-empty when the heartbeat confirms leadership for a ReadIndex request.
     context: bytes = b""
+    #: As ``AppendEntries.transferee``.
+    transferee: NodeId = NONE
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,8 +91,12 @@ class SnapshotResponse(Message):
 
 @dataclass(frozen=True, slots=True)
 class TimeoutNow(Message):
-    """Leadership transfer: "start an election now, skipping pre-vote"."""
+    """Leadership transfer: "start an election now, skipping pre-vote". Before or with it,
+    the leader names the target to every follower (``transferee`` on appends and heartbeats)."""
 
+
+#: What only a leader sends: the messages that make a follower follow.
+LEADER_MESSAGES = (AppendEntries, Heartbeat, InstallSnapshot)
 
 ALL_MESSAGE_TYPES = (
     AppendEntries,

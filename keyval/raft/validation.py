@@ -34,7 +34,7 @@ def changed_membership(current: Membership, change: ConfigChange) -> Membership:
 
 def well_formed(msg: m.Message) -> bool:
     """Cheap sanity checks so a confused or hostile peer cannot crash the core."""
-    if msg.term < 0:
+    if msg.term < 0 or not msg.frm:
         return False
     if isinstance(msg, m.AppendEntries):
         if msg.prev_index < 0 or msg.prev_term < 0 or msg.commit < 0:
@@ -54,6 +54,8 @@ def well_formed(msg: m.Message) -> bool:
     elif isinstance(msg, m.InstallSnapshot):
         if msg.offset < 0 or msg.meta.index <= 0 or msg.meta.term <= 0 or msg.meta.term > msg.term:
             return False
+        if not msg.meta.membership.voters:
+            return False  # as for a configuration entry: every real configuration has a voter
     elif isinstance(msg, (m.AppendResponse, m.Heartbeat, m.RequestVote, m.SnapshotResponse)):
         numbers = [v for v in (getattr(msg, f, 0) for f in ("index", "commit", "last_index", "offset")) if isinstance(v, int)]
         if any(v < 0 for v in numbers):

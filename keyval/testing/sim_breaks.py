@@ -62,10 +62,24 @@ def read_without_quorum(core: RaftCore, fired: Counter) -> None:
     core._start_read = start_read
 
 
+def trust_non_members(core: RaftCore, fired: Counter) -> None:
+    """Every message is heard, whoever sends it: a node outside the configuration can
+    claim a term, a vote, or leadership (the core's membership rule switched off). It still
+    counts them as dropped, so only what they do gives it away."""
+
+    def accepts_non_member(msg: m.Message) -> bool:
+        fired["break-fired"] += 1
+        core.dropped_non_member += 1
+        return True
+
+    core._accepts_non_member = accepts_non_member
+
+
 #: name -> patch(core, counter): the patch counts in counter["break-fired"] each time the bug
 #: actually changes behaviour, so a report can tell "never triggered" from "not caught".
 BREAKS: dict[str, Callable[[RaftCore, Counter], None]] = {
     "commit-old-term": commit_old_term,
     "double-vote": double_vote,
     "read-without-quorum": read_without_quorum,
+    "trust-non-members": trust_non_members,
 }

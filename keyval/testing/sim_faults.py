@@ -10,7 +10,7 @@ commit — with the seed's probability: the node crashes there or is cut off fro
 Figure 8 scenario of the Raft paper is made of.
 
 Message loss, duplication, delay spikes and reordering are the network's (``sim_net``)
-and last the whole faulty run.
+and last the whole faulty run; so do messages from non-members (``sim_intruder``).
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from .simulator import Simulation
 
 #: Every fault kind, all on by default; each has a --no-KIND switch.
-FAULT_KINDS = ("drop", "duplicate", "delay", "reorder", "partitions", "crashes", "skew", "membership")
+FAULT_KINDS = ("drop", "duplicate", "delay", "reorder", "partitions", "crashes", "skew", "membership", "intruder")
 #: Where in the Ready pipeline a crash may strike ("now": between two steps).
 CRASH_POINTS = ("now", "before-persist", "after-persist", "after-send", "after-apply")
 

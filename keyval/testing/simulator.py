@@ -47,6 +47,7 @@ from keyval.testing.linearizability import CheckResult, HistoryRecorder, check_h
 from .sim_breaks import BREAKS
 from .sim_checks import SafetyChecker, SafetyViolation
 from .sim_faults import FAULT_KINDS, Knobs, Nemesis, draw_knobs
+from .sim_intruder import Intruder
 from .sim_net import NetFaults, Network
 from .sim_node import SimNode, encode_command
 from .sim_trace import Trace, fmt_entries, fmt_msg
@@ -132,6 +133,7 @@ class Simulation:
         self.nemesis = Nemesis(self, self.rng, k)
         self.clients = Clients(self, self.rng, k.clients, k.keys)
         self.operator = Operator(self, self.rng, next_id=k.voters + 1, gap=k.operator_gap or 1)
+        self.intruder = Intruder(self, opts.seed)
 
     # -- events --------------------------------------------------------------------------
     def schedule(self, at: int, fn, *args) -> None:
@@ -203,6 +205,7 @@ class Simulation:
 
     def _send(self, msg) -> None:
         self.checker.on_send(msg)
+        self.intruder.on_send(msg)
         times = self.net.send(msg.frm, msg.to, self.now)
         if not times:
             self.trace.add(self.now, msg.frm, f"dropped {fmt_msg(msg)}")
@@ -428,6 +431,8 @@ class Simulation:
         if k.operator_gap:
             self.operator.start()
         self.nemesis.start()
+        if "intruder" in self.opts.faults:
+            self.intruder.start()
         self._run_until(self.opts.steps)
         self._heal()
         self._settle()
@@ -439,6 +444,7 @@ class Simulation:
         self.operator.stopped = True
         self.clients.stop()
         self.nemesis.stop()
+        self.intruder.stop()
         self.net.calm()
         self.trace.add(self.now, "sim", "HEAL: faults off, partitions healed, crashed nodes restart")
         for node in list(self.nodes.values()):
@@ -565,6 +571,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{totals['crashes']} crashes, {totals['partitions']} partitions, "
         f"{totals['snapshots-installed']} snapshots installed, "
         f"{sum(v for k, v in totals.items() if k.startswith('refused-'))} refusals, "
+        f"{totals['intruder-forged']} forged and {totals['intruder-replayed']} replayed non-member messages, "
         f"{totals['linearizability-gave-up']} checks gave up"
     )
     if failures:

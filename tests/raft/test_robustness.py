@@ -3,6 +3,8 @@
 The cluster: n1 leads term 2; every log is [1@t1 cfg, 2@t2 no-op, 3@t2 "a", 4@t2 "b"],
 committed everywhere. Each case hands one bad message to one node.
 """
+from dataclasses import replace
+
 import pytest
 
 from keyval.raft import Entry, EntryType, Membership, SnapshotMeta
@@ -72,6 +74,7 @@ GARBAGE = [
     # -- well formed, but meaningless here -----------------------------------------------
     pytest.param("n2", m.InstallSnapshot(2, "n1", "n2", SnapshotMeta(0, 0), 0, b"", True), id="snapshot-at-index-0"),
     pytest.param("n2", m.InstallSnapshot(2, "n1", "n2", SnapshotMeta(10, 5), 0, b"", True), id="snapshot-term-above-message-term"),
+    pytest.param("n2", m.InstallSnapshot(3, "n1", "n2", SnapshotMeta(10, 3), 0, b"{}", True), id="snapshot-without-voters"),
     pytest.param("n2", m.VoteResponse(2, "n3", "n2", granted=True), id="vote-to-a-follower"),
     pytest.param("n2", m.AppendResponse(2, "n3", "n2", index=4), id="ack-to-a-follower"),
     pytest.param("n1", m.AppendResponse(2, "n9", "n1", index=4), id="ack-from-a-stranger"),
@@ -83,8 +86,9 @@ GARBAGE = [
 
 
 def fingerprint(c: Cluster) -> dict:
+    """Everything about each node, except the counters of what it dropped."""
     return {
-        n: (c.status(n), c.log_data(n), c.node(n).storage.hard_state, c.applied(n), c.read_states(n))
+        n: (replace(c.status(n), dropped_non_member=0, last_non_member="", refused_transfer_votes=0), c.log_data(n), c.node(n).storage.hard_state, c.applied(n), c.read_states(n))
         for n in c.live()
     }
 
