@@ -62,7 +62,9 @@ class TcpTransport:
         self._node_id, self._deliver = node_id, deliver
         self._stats.label = self._identity.label = self._learned.label = f"tcp transport of node {node_id}"
         self._server = await asyncio.get_running_loop().create_server(
-            lambda: Inbound(self), host, port, ssl=self._server_tls
+            lambda: Inbound(self), host, port, ssl=self._server_tls,
+            # A TLS handshake is part of what a stranger must finish in time.
+            ssl_handshake_timeout=self._opts.handshake_timeout if self._server_tls else None,
         )
         sockname = self._server.sockets[0].getsockname()
         bound_host = f"[{sockname[0]}]" if ":" in sockname[0] else sockname[0]
