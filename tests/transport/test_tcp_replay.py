@@ -6,13 +6,12 @@ from __future__ import annotations
 import os
 import resource
 import socket
-import threading
 import time
 
 import pytest
 
 from keyval.raft.messages import Heartbeat, TimeoutNow
-from keyval.testing.transport_conformance import host_port
+from keyval.testing.transport_conformance import RecordingProxy, host_port
 from plugins.transport.tcp_hello import PREAUTH_FRAME_BYTES
 from test_tcp import RawDialler, net  # noqa: F401 - net is a fixture
 
@@ -27,45 +26,9 @@ def secret(tmp_path) -> dict:
     return {"secret_file": str(path)}
 
 
-class RecordingProxy:
-    """Relays one tcp connection at a time to ``upstream`` and records what the dialler sent."""
-
-    def __init__(self, upstream: str) -> None:
-        self.upstream = host_port(upstream)
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.address = "127.0.0.1:%d" % self.listener.getsockname()[1]
-        self.recorded = bytearray()
-        self._sockets: list[socket.socket] = [self.listener]
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        try:
-            client, _ = self.listener.accept()
-        except OSError:
-            return
-        server = socket.create_connection(self.upstream)
-        self._sockets += [client, server]
-        threading.Thread(target=self._pump, args=(server, client, None), daemon=True).start()
-        self._pump(client, server, self.recorded)
-
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket, record: bytearray | None) -> None:
-        try:
-            while data := src.recv(65536):
-                if record is not None:
-                    record += data
-                dst.sendall(data)
-        except OSError:
-            pass
-
-    def close(self) -> None:
-        for sock in self._sockets:
-            sock.close()
-
-
 def test_a_recorded_session_replayed_byte_for_byte_delivers_nothing(net, secret):
     b = net.node("b", secret)
-    proxy = RecordingProxy(b.address)
+    proxy = RecordingProxy(b.address, stream=True)
     a = net.node("a", secret)
     messages = [Heartbeat(1, "a", "b", i, b"recorded") for i in range(3)]
     for message in messages:
@@ -75,7 +38,7 @@ def test_a_recorded_session_replayed_byte_for_byte_delivers_nothing(net, secret)
     proxy.close()
     assert b.inbox == messages and len(proxy.recorded) > 0
     replayer = RawDialler(b.address)  # reads the fresh challenge, then replays the old session
-    replayer.send(bytes(proxy.recorded))
+    replayer.send(b"".join(proxy.recorded))
     assert replayer.closed_by_peer()
     stats = b.stats()
     assert b.inbox == messages and stats["received"] == 3
