@@ -1,6 +1,6 @@
 """Transport throughput on loopback, beside a raw asyncio floor measured in the same run.
 
-    .venv/bin/python benchmarks/transport_bench.py [--seconds 1.5] [--transports tcp,udp]
+    .venv/bin/python benchmarks/transport_bench.py [--seconds 1.5] [--transports tcp,udp] [--secret]
 
 For each transport (chosen through the plugin manager, as a node does) and each size, one
 sender pushes messages to one receiver in the same event loop, keeping at most a window of
@@ -11,8 +11,10 @@ The floors do the least an asyncio program can: a stream writing length-prefixed
 the same payload size and a reader parsing them (``readexactly``), and bare datagrams through
 a ``DatagramProtocol``, one message per datagram. Every transport is compared to both floors
 (msg/s ratios). The udp transport coalesces small messages queued together into one
-datagram, which is why it can beat the one-message-per-datagram floor. Not a test; the
-figures depend on the machine and on what else it runs.
+datagram, which is why it can beat the one-message-per-datagram floor. With ``--secret``
+each transport also runs with a cluster secret (every frame or datagram HMAC-tagged), and
+the line ends with its rate as a ratio of the same transport without one, in the same run.
+Not a test; the figures depend on the machine and on what else it runs.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ import os
 import socket
 import struct
 import sys
+import tempfile
 import time
 from typing import Callable
 
@@ -147,7 +150,15 @@ def line(label: str, size: str, result: tuple[float, int, int], floors: dict[str
     return rate
 
 
-async def main(seconds: float, transports: list[str]) -> None:
+def secret_options() -> dict:
+    directory = tempfile.mkdtemp(prefix="transport-bench-")
+    path = os.path.join(directory, "secret")
+    with open(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600), "wb") as f:
+        f.write(os.urandom(32))
+    return {"secret_file": path}
+
+
+async def main(seconds: float, transports: list[str], secret: bool) -> None:
     print(f"loopback, sender and receiver in one event loop, {seconds:.1f} s per line; "
           f"payload small={SIZES['small']} B, large={SIZES['large']} B (raw dgram large: 65,000 B)")
     print(f"{'':<13}{'':<7}{'':>11}       {'':>8}     vs stream  vs dgram")
@@ -155,7 +166,11 @@ async def main(seconds: float, transports: list[str]) -> None:
         floors = {"stream": line("raw stream", size, await bench_raw_stream(size, seconds), {}),
                   "dgram": line("raw dgram", size, await bench_raw_datagram(size, seconds), {})}
         for name in transports:
-            line(name, size, await bench_transport(name, size, seconds), floors)
+            plain = line(name, size, await bench_transport(name, size, seconds), floors)
+            if secret:
+                sealed = line(f"{name}+hmac", size, await bench_transport(name, size, seconds, secret_options()),
+                              floors)
+                print(f"{'':<20}{name} with a secret / without: {sealed / plain:.2f}x", flush=True)
             if name == "udp" and size == "large":
                 # The default pacing (udp_options.pace_bytes_per_s) caps large messages; this
                 # shows what loopback could take without it.
@@ -167,5 +182,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=1.5)
     parser.add_argument("--transports", default="tcp,udp")
+    parser.add_argument("--secret", action="store_true", help="also run each transport with a cluster secret")
     args = parser.parse_args()
-    asyncio.run(main(args.seconds, args.transports.split(",")))
+    asyncio.run(main(args.seconds, args.transports.split(","), args.secret))

@@ -55,6 +55,10 @@ class Authenticator:
             raise ValueError("an empty secret authenticates nothing")
         self._key = bytes(secret)
 
+    def derive_key(self, context: bytes) -> bytes:
+        """A key for one purpose (one connection, say): ``HMAC-SHA256(secret, context)``."""
+        return hmac.digest(self._key, context, hashlib.sha256)
+
     def seal(self, payload: bytes) -> bytes:
         return payload + hmac.digest(self._key, payload, hashlib.sha256)
 

@@ -190,6 +190,74 @@ class Net:
         return problems
 
 
+class RecordingProxy:
+    """Relays traffic to ``upstream`` and records what passes (streams: the bytes of the first
+    connection; datagrams: each datagram), as an eavesdropper on the network would."""
+
+    def __init__(self, upstream: str, stream: bool) -> None:
+        self.upstream = host_port(upstream)
+        self.stream = stream
+        kind = socket.SOCK_STREAM if stream else socket.SOCK_DGRAM
+        self.listener = socket.socket(socket.AF_INET, kind)
+        self.listener.bind(("127.0.0.1", 0))
+        self.address = "127.0.0.1:%d" % self.listener.getsockname()[1]
+        self.recorded: list[bytes] = []
+        self._sockets = [self.listener]
+        if stream:
+            self.listener.listen(1)
+        threading.Thread(target=self._serve_stream if stream else self._serve_datagrams, daemon=True).start()
+
+    def _serve_datagrams(self) -> None:
+        try:
+            while True:
+                data = self.listener.recv(65536)
+                self.recorded.append(data)
+                self.listener.sendto(data, self.upstream)
+        except OSError:
+            pass
+
+    def _serve_stream(self) -> None:
+        try:
+            client, _ = self.listener.accept()
+            server = socket.create_connection(self.upstream)
+        except OSError:
+            return
+        self._sockets += [client, server]
+        threading.Thread(target=self._pump, args=(server, client, None), daemon=True).start()
+        self._pump(client, server, self.recorded)
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket, record: list[bytes] | None) -> None:
+        try:
+            while data := src.recv(65536):
+                if record is not None:
+                    record.append(data)
+                dst.sendall(data)
+        except OSError:
+            pass
+
+    def replay(self, address: str, timeout: float) -> None:
+        """Send what was recorded to ``address``: one new connection (read until the receiver
+        hangs up, or ``timeout``), or the same datagrams."""
+        if not self.stream:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                for data in self.recorded:
+                    s.sendto(data, host_port(address))
+            return
+        with socket.create_connection(host_port(address), timeout=timeout) as s:
+            try:
+                s.sendall(b"".join(self.recorded))
+                s.shutdown(socket.SHUT_WR)
+                while s.recv(65536):
+                    pass
+            except OSError:
+                pass  # reset or timed out: either way the receiver had all of it
+
+    def close(self) -> None:
+        for sock in self._sockets:
+            sock.close()
+
+
 def dropped(stats: dict[str, int]) -> int:
     return sum(v for k, v in stats.items() if k.startswith("dropped_"))
 
@@ -481,6 +549,25 @@ class TransportConformance:
 
         flip()
         assert all(m.frm == "g" for m in b.inbox) and dropped(b.stats()) > 0
+
+    def test_recorded_sealed_traffic_replayed_delivers_nothing(self, net, secrets):
+        options = secrets(b"recorded")
+        b = net.node("b", options)
+        proxy = RecordingProxy(b.address, self.stream)
+        a = net.node("a", options)
+        sent = [Heartbeat(1, "a", "b", i, b"worth replaying") for i in range(3)]
+        try:
+            for message in sent:
+                a.send(("b", proxy.address), message)
+                net.wait(lambda: message in b.inbox, "a message through the recording proxy")
+            net.close(a)
+            before = dropped(b.stats())
+            proxy.replay(b.address, timeout=2.0)
+            net.wait(lambda: dropped(b.stats()) > before, "the replay to be dropped and counted")
+            assert b.inbox == sent, "a replay was delivered"
+        finally:
+            proxy.close()
+        net.deliver(net.node("g", options), b, TimeoutNow(1, "g", "b"))
 
     # -- shutting down -------------------------------------------------------------------
     def test_close_is_clean_and_idempotent(self, net):

@@ -10,6 +10,8 @@ from keyval.auth import Authenticator, load_secret
 from keyval.codec import MAX_MESSAGE_BYTES
 from keyval.errors import ConfigError
 
+from .tcp_identity import normalise_refusal
+
 DROP_POLICIES = ("oldest", "newest")
 
 
@@ -32,6 +34,13 @@ class TcpOptions:
     reconnect_max: float = 2.0
     #: Inbound connections served at once; more are refused.
     max_connections: int = 1024
+    #: An inbound connection whose hello has not authenticated by then is closed.
+    handshake_timeout: float = 5.0
+    #: Bytes of partial frames all inbound connections together may hold (default: four
+    #: max_frame_bytes). Connections not yet authenticated may hold half of it at most, so
+    #: strangers cannot crowd out a member's frame; a connection that would take the total
+    #: over its limit is closed.
+    inbound_buffer_bytes: int | None = None
     #: Consecutive frames failing authentication or decoding before a connection is closed.
     max_bad_frames: int = 8
     #: At most one log line per kind of drop per this many seconds.
@@ -42,10 +51,19 @@ class TcpOptions:
     tls_key: str | None = None
     #: With a CA, peers on both ends must present a certificate it signed (mutual TLS).
     tls_ca: str | None = None
+    #: Certificates refused although tls_ca signed them (a removed member's): entries
+    #: node:ID, serial:HEX or sha256:HEX (see tcp_identity). Needs tls_ca.
+    tls_refused: tuple[str, ...] = ()
+
+    @property
+    def buffer_limit(self) -> int:
+        return self.inbound_buffer_bytes or 4 * self.max_frame_bytes
 
 
-_POSITIVE_INTS = ("queue_size", "queue_bytes", "max_frame_bytes", "max_connections", "max_bad_frames")
-_POSITIVE_FLOATS = ("connect_timeout", "write_timeout", "reconnect_min", "reconnect_max", "log_interval")
+_POSITIVE_INTS = ("queue_size", "queue_bytes", "max_frame_bytes", "max_connections", "max_bad_frames",
+                  "inbound_buffer_bytes")
+_POSITIVE_FLOATS = ("connect_timeout", "write_timeout", "reconnect_min", "reconnect_max", "log_interval",
+                    "handshake_timeout")
 _PATHS = ("secret_file", "tls_cert", "tls_key", "tls_ca")
 KNOWN = tuple(f.name for f in dataclasses.fields(TcpOptions))
 
@@ -75,7 +93,20 @@ def parse_tcp_options(options: dict[str, Any] | None) -> TcpOptions:
     seed = options.get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise ConfigError(f"tcp transport: seed must be a whole number, got {seed!r}")
+    if "tls_refused" in options:
+        refused = options["tls_refused"]
+        if isinstance(refused, str) or not isinstance(refused, (list, tuple)):
+            raise ConfigError(f"tcp transport: tls_refused must be a list, got {refused!r}")
+        try:
+            options["tls_refused"] = tuple(normalise_refusal(entry) for entry in refused)
+        except ValueError as exc:
+            raise ConfigError(f"tcp transport: tls_refused: {exc}") from None
     parsed = TcpOptions(**options)
+    if parsed.inbound_buffer_bytes is not None and parsed.inbound_buffer_bytes < 2 * parsed.max_frame_bytes:
+        raise ConfigError(f"tcp transport: inbound_buffer_bytes must be at least twice max_frame_bytes "
+                          f"({2 * parsed.max_frame_bytes}), got {parsed.inbound_buffer_bytes}")
+    if parsed.tls_refused and not parsed.tls_ca:
+        raise ConfigError("tcp transport: tls_refused needs tls_ca (only mutual TLS sees the peer's certificate)")
     if parsed.reconnect_min > parsed.reconnect_max:
         raise ConfigError("tcp transport: reconnect_min must not exceed reconnect_max")
     if bool(parsed.tls_cert) != bool(parsed.tls_key):

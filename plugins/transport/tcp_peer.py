@@ -2,10 +2,11 @@
 
 The connection is opened lazily, on the first message, and reopened with exponential
 backoff and jitter after it breaks; what is queued when a dial fails is dropped. Each
-connection opens with the transport's hello (``tcp_hello``). Frames are
-queued already encoded; the queue is bounded by count and by bytes, so a slow or dead peer
-costs at most that much memory, and since each peer has its own writer task it never holds
-up the others.
+connection opens with the handshake of ``tcp_hello``: the acceptor's challenge is read,
+then the transport's hello written. Messages are queued encoded and sealed only as they are
+written, since a frame's tag depends on its connection and its place in it (``tcp_session``).
+The queue is bounded by count and by bytes, so a slow or dead peer costs at most that much
+memory, and since each peer has its own writer task it never holds up the others.
 """
 from __future__ import annotations
 
@@ -16,43 +17,40 @@ import ssl
 from collections import deque
 from typing import Callable
 
+from .tcp_hello import CHALLENGE_BYTES, HelloError, decode_challenge, split_address
+from .tcp_identity import peer_certificate
 from .tcp_options import TcpOptions
+from .tcp_session import LENGTH_BYTES, FrameSealer
 from .tcp_stats import Stats
+
+#: Given the acceptor's nonce: the connection's sealer, and the framed hello to send first.
+Dial = Callable[[bytes], tuple[FrameSealer, bytes]]
 
 log = logging.getLogger("keyval.transport.tcp")
 
 CONNECTION_ERRORS = (OSError, EOFError, asyncio.IncompleteReadError, ssl.SSLError, asyncio.TimeoutError)
 
 
-def split_address(address: str) -> tuple[str, int]:
-    """``HOST:PORT`` or ``[v6]:PORT`` to ``(host, port)``; raises ValueError."""
-    host, sep, port = address.rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if not sep or not host or not port.isdigit():
-        raise ValueError(f"expected HOST:PORT, got {address!r}")
-    return host, int(port)
-
-
 class Peer:
     def __init__(self, peer_id: str, address: str, opts: TcpOptions, stats: Stats,
-                 client_tls: ssl.SSLContext | None, rng: random.Random,
-                 hello: Callable[[], bytes] | None = None) -> None:
+                 client_tls: ssl.SSLContext | None, rng: random.Random, dial: Dial,
+                 refused: frozenset[str] = frozenset()) -> None:
         self.peer_id = peer_id
         self.address = address
         self._opts = opts
         self._stats = stats
         self._tls = client_tls
         self._rng = rng
-        #: The framed hello that opens each connection (built then: the cluster id may change).
-        self._hello = hello
-        self._queue: deque[bytes] = deque()
+        self._dial = dial
+        self._refused = refused  # tls_refused, for the certificate of the peer we reach
+        self._queue: deque[bytes] = deque()  # encoded messages, not yet framed
         #: frames of the current loop turn, written together at its end (see push)
         self._corked: list[bytes] | None = None
         self._queued_bytes = 0
         self._wake = asyncio.Event()  # something to send (or the connection went away)
         self._moved = asyncio.Event()  # cuts a backoff short: there is a new address to try
         self._writer: asyncio.StreamWriter | None = None
+        self._sealer: FrameSealer | None = None  # the current connection's
         self._watcher: asyncio.Task | None = None
         self._failures = 0  # dials in a row that failed, for the backoff
         self._redial_at = 0.0  # loop time before which we do not dial again
@@ -61,9 +59,9 @@ class Peer:
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"tcp-peer-{peer_id}")
 
     # -- called by the transport (never blocks) --------------------------------------------
-    def push(self, frame: bytes) -> None:
+    def push(self, payload: bytes) -> None:
         if self._corked is not None:
-            self._corked.append(frame)
+            self._corked.append(payload)
             return
         writer = self._writer
         if not self._queue and writer is not None and not writer.is_closing() \
@@ -71,10 +69,10 @@ class Peer:
             # Nothing waits before it and the socket keeps up: write at the end of this loop
             # turn, with whatever else this turn sends the peer (one send call for all), not
             # on the writer task's turn: a leader's AppendEntries leave before its fsync ends.
-            self._corked = [frame]
+            self._corked = [payload]
             asyncio.get_running_loop().call_soon(self._uncork)
             return
-        self._enqueue(frame)
+        self._enqueue(payload)
 
     def _uncork(self) -> None:
         frames, self._corked = self._corked or [], None
@@ -85,7 +83,8 @@ class Peer:
             for frame in frames:
                 self._enqueue(frame)
             return
-        writer.write(frames[0] if len(frames) == 1 else b"".join(frames))
+        seal = self._sealer.frame  # type: ignore[union-attr] - set with the writer
+        writer.write(seal(frames[0]) if len(frames) == 1 else b"".join(map(seal, frames)))
         self._stats.add("sent", len(frames))
 
     def _enqueue(self, frame: bytes) -> None:
@@ -140,7 +139,7 @@ class Peer:
             self._wake.clear()
             await self._wake.wait()
         elif self._writer is not None and not self._writer.is_closing():
-            await self._write_batch(self._writer)
+            await self._write_batch(self._writer, self._sealer)
         elif asyncio.get_running_loop().time() < self._redial_at:
             await self._wait_to_redial()
         else:
@@ -155,13 +154,13 @@ class Peer:
                 self._queued_bytes = 0
                 self._redial_later()
 
-    async def _write_batch(self, writer: asyncio.StreamWriter) -> None:
+    async def _write_batch(self, writer: asyncio.StreamWriter, sealer: FrameSealer) -> None:
         frames = list(self._queue)
         self._queue.clear()
         self._queued_bytes = 0
         try:
-            for frame in frames:
-                writer.write(frame)
+            for payload in frames:
+                writer.write(sealer.frame(payload))
             # Wait only when the socket is behind; a stuck peer gets write_timeout to catch up.
             if writer.transport.get_write_buffer_size() > 0:
                 async with asyncio.timeout(self._opts.write_timeout):
@@ -176,24 +175,51 @@ class Peer:
 
     async def _connect(self) -> bool:
         address = self.address
+        writer = None
         try:
             host, port = split_address(address)
             async with asyncio.timeout(self._opts.connect_timeout):
                 reader, writer = await asyncio.open_connection(
                     host, port, ssl=self._tls, server_hostname=host if self._tls else None
                 )
-        except (ValueError, *CONNECTION_ERRORS) as exc:
+                if not self._certificate_fits(writer):
+                    writer.transport.abort()
+                    return False
+                challenge = await reader.readexactly(LENGTH_BYTES + CHALLENGE_BYTES)
+            if int.from_bytes(challenge[:LENGTH_BYTES], "big") != CHALLENGE_BYTES:
+                raise HelloError("the peer did not open with a protocol 2 challenge")
+            nonce = decode_challenge(challenge[LENGTH_BYTES:])
+        except (ValueError, HelloError, *CONNECTION_ERRORS) as exc:
+            if writer is not None:
+                writer.transport.abort()
             self._stats.report("connect_failures", f"cannot connect to peer {self.peer_id} at {address}: {_oneline(exc)}")
             return False
         if address != self.address or self._closing:  # moved or closed while connecting
             writer.transport.abort()
             return False
         self._stats.add("connects")
-        if self._hello is not None:
-            writer.write(self._hello())  # before any queued frame: it goes out first
+        self._sealer, hello = self._dial(nonce)
+        writer.write(hello)  # before any queued frame: it goes out first
         self._writer = writer
         self._connected_at = asyncio.get_running_loop().time()
         self._watcher = asyncio.get_running_loop().create_task(self._watch(reader, writer))
+        return True
+
+    def _certificate_fits(self, writer: asyncio.StreamWriter) -> bool:
+        """Under mutual TLS: the acceptor's certificate must name the peer we mean to reach,
+        and not be refused."""
+        cert = peer_certificate(writer.get_extra_info("ssl_object"))
+        if cert is None:
+            return True
+        refusal = cert.refused_by(self._refused)
+        if refusal is not None:
+            self._stats.report("connections_refused_tls", f"peer {self.peer_id} at {self.address}: certificate "
+                               f"refused by tls_refused entry {refusal}")
+            return False
+        if self.peer_id not in cert.names:
+            self._stats.report("dropped_identity", f"peer {self.peer_id} at {self.address} presented a "
+                               f"certificate for {sorted(cert.names)}")
+            return False
         return True
 
     async def _watch(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -237,7 +263,7 @@ class Peer:
 
     def _disconnect(self) -> None:
         writer, watcher = self._writer, self._watcher
-        self._writer = self._watcher = None
+        self._writer = self._watcher = self._sealer = None
         if watcher is not None:
             watcher.cancel()
         if writer is not None:

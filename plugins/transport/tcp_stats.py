@@ -16,7 +16,9 @@ COUNTERS = (
     "dropped_decode",
     "dropped_cluster",
     "dropped_auth",
-    "dropped_replay",  # never counted by tcp (a stream has no replays); kept for a uniform shape
+    "dropped_replay",  # a frame of this connection sent again (its tag fits an earlier counter)
+    "dropped_identity",  # a hello or message from an id the certificate does not name, or a frm
+                         # other than the hello's; an acceptor whose certificate names another node
     "dropped_queue_full",
     "dropped_too_large",  # outgoing message larger than max_frame_bytes
     "dropped_oversized",  # incoming frame announced larger than max_frame_bytes
@@ -33,6 +35,10 @@ COUNTERS = (
     "hellos_received",  # inbound connections that said who dialled and where it listens
     "connections_refused",  # inbound connections beyond max_connections
     "connections_closed_bad",  # closed after too many bad frames or an oversized one
+    "connections_refused_tls",  # a certificate on tls_refused (either direction)
+    "handshake_timeouts",  # inbound connections closed without an authenticated hello in time
+    "preauth_oversized",  # frames larger than a hello announced before the hello authenticated
+    "buffer_limit_closed",  # closed: the node's partial-frame bytes would pass inbound_buffer_bytes
 )
 
 

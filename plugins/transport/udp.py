@@ -9,14 +9,21 @@ Raft's retries resend it. Large messages (snapshot chunks) are paced per peer, s
 larger than the receiver's socket buffer would be lost whole.
 
 With ``secret_file`` every datagram is sealed with HMAC-SHA256 and replays are rejected by a
-sliding window per (sender, epoch) (``udp_replay``). The window is kept without a secret too,
-where it only filters datagrams the network duplicated (anyone can forge those anyway).
+sliding window per (sender, epoch) (``udp_replay``), which only a datagram that passed the
+MAC moves. Without a secret no window is kept at all: its sender, epoch and sequence number
+would be the forger's to choose, and one datagram numbered 2**62 would make the receiver
+drop its real sender's traffic as "too old" (Raft copes with the duplicates a network
+makes; a forger without a secret to stop can send it anything anyway).
 Options: ``udp_options.UdpOptions``.
 
 There is one socket per node, so the source address of a datagram that passed every check
 is where its sender listens: it is remembered (``peer_identity``), and the node can answer
-a peer its configuration does not name yet with ``address=None``. With a secret only sealed
-datagrams get that far, so an unauthenticated peer can never redirect a peer's address.
+a peer its configuration does not name yet with ``address=None``. With a secret, every
+state a datagram's fields change (replay windows, reassembly buffers keyed by sender and
+epoch, learned addresses, an adopted cluster id) is touched only after its MAC checked
+out, so an unauthenticated peer can change none of it. Without a secret (explicitly
+insecure) the reassembly buffers are bounded (``reassembly_bytes``), and learned addresses
+and the adopted cluster id are as trustworthy as the network.
 """
 from __future__ import annotations
 
@@ -322,7 +329,8 @@ class UdpTransport:
         except wire.BadDatagram as exc:
             self._drop("dropped_decode", "datagram: %s", exc)
             return
-        if not self._replay.accept(header.sender, header.epoch, header.seq):
+        # Authenticated (sealed, MAC checked above), or no window at all: see the docstring.
+        if self._auth is not None and not self._replay.accept(header.sender, header.epoch, header.seq):
             self._drop("dropped_replay", "datagram %d of %r replayed or too old", header.seq, header.sender)
             return
         try:

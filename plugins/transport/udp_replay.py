@@ -7,7 +7,8 @@ RFC 4303 §3.4.3): a number seen before, or older than the window, is a replay. 
 within the window is fine.
 
 Pure: no sockets, no clock. Only the receive path of an authenticated datagram consults it,
-and only after the MAC checked out, so a forger cannot move a window.
+and only after the MAC checked out, so a forger cannot move a window; without a cluster
+secret the udp transport keeps no window (anyone could move it arbitrarily far ahead).
 
 Limits, on purpose: windows are kept for a bounded number of (sender, epoch) pairs (least
 recently used forgotten first) and they are not persisted, so a datagram of an epoch the

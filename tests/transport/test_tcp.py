@@ -6,16 +6,21 @@ import logging
 import os
 import random
 import socket
+import threading
 import time
 
 import pytest
 
+from keyval.auth import Authenticator
+from keyval.codec import encode_message
 from keyval.errors import ConfigError
 from keyval.plugins import build_plugin_manager, choose_transport, list_plugins
-from keyval.raft.messages import Heartbeat, TimeoutNow
+from keyval.raft.messages import Heartbeat, Message, TimeoutNow
 from keyval.testing.transport_conformance import Net, Node, host_port, unused_address
+from plugins.transport.tcp_hello import CHALLENGE_BYTES, PREAUTH_FRAME_BYTES, decode_challenge, encode_challenge, encode_hello
 from plugins.transport.tcp_options import parse_tcp_options
 from plugins.transport.tcp_peer import Peer
+from plugins.transport.tcp_session import FrameSealer, framed, session_key
 from plugins.transport.tcp_stats import Stats
 from plugins.transport.tcp_transport import TcpTransport
 
@@ -48,6 +53,55 @@ def raw_connect(address: str) -> socket.socket:
 
 def frame(payload: bytes) -> bytes:
     return len(payload).to_bytes(4, "big") + payload
+
+
+class RawDialler:
+    """A dialler driven by hand over a plain socket: reads the challenge, then sends what it
+    is told, sealed as protocol 2 wants when it has the secret. ``sent`` is every byte sent."""
+
+    def __init__(self, address: str, secret: bytes | None = None) -> None:
+        self.sock = raw_connect(address)
+        challenge = recv_exactly(self.sock, 4 + CHALLENGE_BYTES)
+        assert int.from_bytes(challenge[:4], "big") == CHALLENGE_BYTES
+        self.acceptor_nonce = decode_challenge(challenge[4:])
+        self.nonce = os.urandom(32)
+        self.secret = secret
+        key = session_key(Authenticator(secret), self.acceptor_nonce, self.nonce) if secret else None
+        self.sealer = FrameSealer(key)
+        self.sent = bytearray()
+
+    def hello(self, node_id: str = "x", address: str = "127.0.0.1:9", cluster_id: str = "") -> bytes:
+        return self.sealer.frame(encode_hello(self.nonce, self.secret is not None, node_id, address, cluster_id))
+
+    def message(self, message: Message, cluster_id: str = "") -> bytes:
+        return self.sealer.frame(encode_message(message, cluster_id))
+
+    def send(self, *frames: bytes) -> None:
+        for data in frames:
+            self.sock.sendall(data)
+            self.sent += data
+
+    def closed_by_peer(self) -> bool:
+        """Whether the acceptor hung up (waits up to the socket's timeout)."""
+        try:
+            return self.sock.recv(1) == b""
+        except ConnectionResetError:
+            return True
+        except socket.timeout:
+            return False
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def recv_exactly(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise EOFError(f"connection closed after {len(data)} of {n} bytes")
+        data += chunk
+    return data
 
 
 # -- the plugin and its options -------------------------------------------------------------
@@ -114,9 +168,10 @@ def test_unauthenticated_traffic_is_logged_once_per_node_at_start(net, caplog, t
 def test_drops_are_logged_rate_limited(net, caplog):
     caplog.set_level(logging.WARNING, logger=LOGGER)
     b = net.node("b", {"max_bad_frames": 1000})
-    with raw_connect(b.address) as s:
-        s.sendall(frame(b"garbage") * 50)
-        net.wait(lambda: b.stats()["dropped_decode"] == 50, "50 decode drops")
+    dialler = RawDialler(b.address)
+    dialler.send(dialler.hello(), frame(b"garbage") * 50)
+    net.wait(lambda: b.stats()["dropped_decode"] == 50, "50 decode drops")
+    dialler.close()
     assert len([r for r in caplog.records if "dropped_decode" in r.getMessage()]) == 1
 
 
@@ -142,19 +197,28 @@ def test_rate_limited_lines_sum_what_they_skipped():
 
 # -- framing limits -----------------------------------------------------------------------
 def test_an_oversized_frame_closes_the_connection(net):
-    b = net.node("b", {"max_frame_bytes": 1000})
-    with raw_connect(b.address) as s:
-        s.sendall((1001).to_bytes(4, "big") + b"x" * 10)
-        assert s.recv(1) == b""
+    b = net.node("b", {"max_frame_bytes": 2000})
+    dialler = RawDialler(b.address)
+    dialler.send(dialler.hello(), (2001).to_bytes(4, "big") + b"x" * 10)
+    assert dialler.closed_by_peer()
     stats = b.stats()
     assert stats["dropped_oversized"] == 1 and stats["connections_closed_bad"] == 1
 
 
+def test_before_its_hello_a_connection_may_send_no_frame_larger_than_a_hello(net):
+    b = net.node("b")
+    dialler = RawDialler(b.address)
+    dialler.send((PREAUTH_FRAME_BYTES + 1).to_bytes(4, "big") + b"x" * 10)
+    assert dialler.closed_by_peer()
+    stats = b.stats()
+    assert stats["preauth_oversized"] == 1 and stats["connections_closed_bad"] == 1
+
+
 def test_repeated_bad_frames_close_the_connection(net):
     b = net.node("b", {"max_bad_frames": 3})
-    with raw_connect(b.address) as s:
-        s.sendall(frame(b"junk") * 3)
-        assert s.recv(1) == b""
+    dialler = RawDialler(b.address)
+    dialler.send(dialler.hello(), frame(b"junk") * 3)
+    assert dialler.closed_by_peer()
     stats = b.stats()
     assert stats["dropped_decode"] == 3 and stats["connections_closed_bad"] == 1
 
@@ -210,12 +274,17 @@ def test_a_failing_deliver_is_counted_and_the_connection_survives(net):
 
 
 # -- queues and slow peers ------------------------------------------------------------------
+def plain_dial(acceptor_nonce: bytes) -> tuple[FrameSealer, bytes]:
+    sealer = FrameSealer(None)
+    return sealer, sealer.frame(encode_hello(os.urandom(32), False, "a", "127.0.0.1:1", ""))
+
+
 @pytest.mark.parametrize("policy, kept", [("oldest", [2, 3, 4]), ("newest", [0, 1, 2])])
 def test_a_full_queue_drops_by_policy(policy, kept):
     async def scenario():
         stats = Stats(logging.getLogger(LOGGER), "test", 10.0)
         peer = Peer("p", unused_address(), parse_tcp_options({"queue_size": 3, "queue_drop": policy}),
-                    stats, None, random.Random(1))
+                    stats, None, random.Random(1), plain_dial)
         for i in range(5):
             peer.push(bytes([i]))
         queued = [f[0] for f in peer._queue]
@@ -228,7 +297,8 @@ def test_a_full_queue_drops_by_policy(policy, kept):
 def test_the_queue_is_bounded_by_bytes_too():
     async def scenario():
         stats = Stats(logging.getLogger(LOGGER), "test", 10.0)
-        peer = Peer("p", unused_address(), parse_tcp_options({"queue_bytes": 1000}), stats, None, random.Random(1))
+        peer = Peer("p", unused_address(), parse_tcp_options({"queue_bytes": 1000}), stats, None, random.Random(1),
+                    plain_dial)
         for _ in range(10):
             peer.push(b"x" * 300)
         queued = sum(map(len, peer._queue))
@@ -240,11 +310,28 @@ def test_the_queue_is_bounded_by_bytes_too():
 
 @pytest.fixture
 def stuck_listener():
-    """A peer that completes connections (in the kernel's backlog) and never reads."""
+    """A peer that accepts connections, sends each the handshake's challenge, and never reads."""
+    accepted: list[socket.socket] = []
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen(8)
+
+        def serve() -> None:
+            while True:
+                try:
+                    conn, _ = s.accept()
+                except OSError:
+                    return
+                conn.sendall(framed(encode_challenge(os.urandom(32))))
+                accepted.append(conn)
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
         yield "127.0.0.1:%d" % s.getsockname()[1]
+        s.shutdown(socket.SHUT_RDWR)
+    thread.join(5)
+    for conn in accepted:
+        conn.close()
 
 
 def test_a_stuck_peer_fills_only_its_own_bounded_queue(net, stuck_listener):
