@@ -5,6 +5,7 @@ import time
 
 from keyval import client_protocol as p
 from keyval.client import Client
+from keyval.errors import KeyvalError
 
 from .client_floods import (allow_descriptors, close_all, closed_by_peer, open_connections, read_response, rss_bytes,
                             send_quietly)
@@ -112,3 +113,58 @@ def test_a_frame_larger_than_client_frame_bytes_is_refused(tmp_path):
     finally:
         close_all(socks)
         cluster.stop_all()
+
+
+def test_a_descriptor_flood_cannot_stop_a_node(tmp_path):
+    """On main, connections to every port of a node at `ulimit -n 1024` used up its
+    descriptors, and the hard-state write of the next election failed with EMFILE: the node
+    stopped for good. Now each port's limit leaves descriptors for storage."""
+    allow_descriptors(3000)
+    cluster = LocalCluster(tmp_path, nofile=1024)
+    cluster.start()
+    flood = []
+    try:
+        leader = cluster.wait_for_leader()
+        target = next(n for n in cluster.initial if n != leader)
+        node = cluster.nodes[target]
+        for address, count in ((node.client_addr, 1200), (node.peer_addr, 600), (node.metrics_addr, 200)):
+            flood += open_connections(address, count)
+        time.sleep(2)
+        assert "refused +" in node.log()
+        # An election: the flooded node must write its term and vote to disk.
+        cluster.nodes[leader].kill()
+        survivors = [n for n in cluster.initial if n != leader]
+        other = next(n for n in survivors if n != target)
+        new_leader = wait_for_new_leader(cluster, other, survivors)
+        try:
+            with Client(cluster.endpoints(survivors), timeout=3) as client:
+                client.put("during", "flood")  # succeeds, or fails cleanly if it must reach the flooded node
+        except KeyvalError:
+            assert new_leader == target
+        close_all(flood)
+        time.sleep(1)
+        with Client(cluster.endpoints(survivors), timeout=15) as client:
+            client.put("after", "flood")
+            assert client.get("after") == b"flood"
+        assert node.running and cluster.nodes[other].running
+        assert cluster.status(target)["term"] > 1
+        samples = scrape(node)
+        assert samples["keyval_open_descriptors"] < samples["keyval_open_descriptors_limit"] == 1024
+        assert samples['keyval_client_limit_events_total{event="refused"}'] >= 1
+        log = node.log()
+        assert "Too many open files" not in log and "fatal" not in log
+    finally:
+        close_all(flood)
+        cluster.stop_all()
+
+
+def wait_for_new_leader(cluster: LocalCluster, asked: str, among: list[str], timeout: float = 20) -> str:
+    """The leader ``asked`` follows, once it is one of ``among`` (asked: the flooded node
+    takes no new client connections)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = cluster.status(asked)
+        if status and status["leader"] in among:
+            return status["leader"]
+        time.sleep(0.2)
+    raise AssertionError(f"no leader among {among} within {timeout}s:\n" + cluster.logs())
