@@ -29,7 +29,7 @@ def framed(payload: bytes) -> bytes:
 
 
 fields = st.one_of(st.integers(-(2**63), 2**64 - 1), st.binary(max_size=64), st.text(max_size=64), st.none(),
-                   st.booleans(), st.dictionaries(st.text(max_size=8), st.integers(), max_size=4))
+                   st.booleans(), st.dictionaries(st.text(max_size=8), st.integers(-(2**63), 2**63), max_size=4))
 requests = st.builds(lambda i, tag, rest: framed(msgspec.msgpack.encode([1, i, [tag, *rest]])),
                      st.integers(0, 2**64 - 1), st.sampled_from(["put", "delete", "get", "scan", "status", "admin", "x"]),
                      st.lists(fields, max_size=7))
