@@ -79,6 +79,12 @@ def plugins(as_json: bool) -> None:
 @click.option("--client-key", metavar="FILE", help="Private key of --client-cert.")
 @click.option("--client-ca", metavar="FILE", help="CA whose certificates clients must present (mutual TLS).")
 @click.option("--tokens-file", metavar="FILE", help="Client tokens with roles (read, readwrite, admin).")
+@click.option("--max-client-connections", type=int, metavar="N",
+              help="Client connections served at once; more are refused (default 4096, lowered to fit ulimit -n).")
+@click.option("--client-idle-timeout", type=float, metavar="SECONDS",
+              help="Close a client connection idle, or inside one unfinished request, this long (default 300).")
+@click.option("--client-buffer-bytes", type=int, metavar="BYTES",
+              help="Bytes of unfinished requests all client connections may hold together (default 256 MiB).")
 @click.pass_context
 def serve(ctx: click.Context, config_file: str | None, **flags) -> None:
     """Run one KeyVal node in the foreground (SIGTERM or SIGINT stops it cleanly)."""

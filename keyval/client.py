@@ -90,6 +90,10 @@ class _Connection:
 
     def _reply(self, payload: bytes) -> None:
         response = p.decode_response(payload)
+        if response.id == 0 and isinstance(response.body, p.Error):
+            # About the connection, not a request (ours start at 1): e.g. the node is at its
+            # connection limit. Every request on it fails with the node's reason.
+            raise p.ProtocolError(f"{response.body.code}: {response.body.message}")
         fut = self._pending.pop(response.id, None)
         if fut is not None and not fut.done():
             fut.set_result(response.body)
@@ -107,6 +111,8 @@ class _Connection:
         """``timeout``: what is left of the caller's deadline; ``attempt``: the most to wait
         for this reply (default ``timeout``)."""
         await self._ensure(timeout)
+        if not self._open():  # closed by the node as soon as it was made (at its limit)
+            raise ConnectionError(f"connection to {self.endpoint} closed")
         request_id = next(self._ids)
         loop = asyncio.get_running_loop()
         fut = loop.create_future()

@@ -8,12 +8,32 @@ an addition a node of the previous version answers with ``Error("unknown_request
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Union
+from typing import Annotated, Any, Union
 
 import msgspec
 
 PROTOCOL_VERSION = 1
 MAX_FRAME = 8 << 20
+
+# Bounds checked at decode: a value outside them is a ProtocolError (answered ``invalid``), so
+# it never reaches the log, the disk or an encoder. Numbers must fit the int64 the node stores.
+INT64_MAX = 2**63 - 1
+MAX_CLIENT_ID_BYTES = 128
+MAX_NODE_ID_CHARS = 128
+MAX_ADDRESS_CHARS = 256
+MAX_OP_CHARS = 64
+#: Admin arguments and replies' documents: nesting depth and number of values in all
+MAX_NESTING = 8
+MAX_DOCUMENT_VALUES = 100_000
+MAX_MESSAGE_CHARS = 64 << 10
+
+Count = Annotated[int, msgspec.Meta(ge=0, le=INT64_MAX)]
+Revision = Annotated[int, msgspec.Meta(ge=-1, le=INT64_MAX)]  # -1: no condition
+Blob = Annotated[bytes, msgspec.Meta(max_length=MAX_FRAME)]
+ClientId = Annotated[str, msgspec.Meta(max_length=MAX_CLIENT_ID_BYTES)]
+NodeName = Annotated[str, msgspec.Meta(max_length=MAX_NODE_ID_CHARS)]
+Address = Annotated[str, msgspec.Meta(max_length=MAX_ADDRESS_CHARS)]
+Text = Annotated[str, msgspec.Meta(max_length=MAX_MESSAGE_CHARS)]
 #: Error codes a client acts on.
 NOT_LEADER = "not_leader"  # retry at `leader_address` (or elsewhere if empty)
 NO_LEADER = "no_leader"  # retry shortly
@@ -30,33 +50,39 @@ class Body(msgspec.Struct, array_like=True, tag=True, omit_defaults=True):
 
 # -- requests ---------------------------------------------------------------------------
 class Put(Body, tag="put"):
-    key: bytes
-    value: bytes
-    expect_revision: int = -1
+    key: Blob
+    value: Blob
+    expect_revision: Revision = -1
     #: (client, seq) identify a write for deduplication; `acked`: every seq of this client
     #: below it has been answered, so the cluster may forget those answers.
-    client: str = ""
-    seq: int = 0
-    acked: int = 0
+    client: ClientId = ""
+    seq: Count = 0
+    acked: Count = 0
+
+    def __post_init__(self) -> None:
+        _check_client(self.client)
 
 
 class Delete(Body, tag="delete"):
-    key: bytes
-    expect_revision: int = -1
-    client: str = ""
-    seq: int = 0
-    acked: int = 0
+    key: Blob
+    expect_revision: Revision = -1
+    client: ClientId = ""
+    seq: Count = 0
+    acked: Count = 0
+
+    def __post_init__(self) -> None:
+        _check_client(self.client)
 
 
 class Get(Body, tag="get"):
-    key: bytes
+    key: Blob
     #: False (default): linearizable. True: served from this node's state, possibly stale.
     serializable: bool = False
 
 
 class Scan(Body, tag="scan"):
-    prefix: bytes = b""
-    limit: int = 0
+    prefix: Blob = b""
+    limit: Count = 0
     serializable: bool = False
 
 
@@ -67,52 +93,61 @@ class Status(Body, tag="status"):
 class RegisterClientAddress(Body, tag="register"):
     """A member tells the leader the client address it serves, so every node can show it."""
 
-    node: str
-    address: str
+    node: NodeName
+    address: Address
 
 
 class Admin(Body, tag="admin"):
     """A cluster operation (membership, transfer, snapshots...): ``op`` names it."""
 
-    op: str
+    op: Annotated[str, msgspec.Meta(max_length=MAX_OP_CHARS)]
     args: dict[str, Any] = {}
+
+    def __post_init__(self) -> None:
+        check_document(self.args)
 
 
 # -- responses --------------------------------------------------------------------------
 class WriteReply(Body, tag="write"):
     ok: bool
-    revision: int
-    current_revision: int = 0
+    revision: Count
+    current_revision: Count = 0
     existed: bool = False
-    error: str = ""
+    error: Text = ""
 
 
 class GetReply(Body, tag="value"):
     found: bool
-    value: bytes = b""
-    revision: int = 0
-    create_revision: int = 0
+    value: Blob = b""
+    revision: Count = 0
+    create_revision: Count = 0
 
 
 class ScanReply(Body, tag="items"):
     #: (key, value, mod_revision)
-    items: list[tuple[bytes, bytes, int]]
-    revision: int = 0
+    items: list[tuple[Blob, Blob, Count]]
+    revision: Count = 0
 
 
 class StatusReply(Body, tag="status_reply"):
     status: dict[str, Any]
 
+    def __post_init__(self) -> None:
+        check_document(self.status)
+
 
 class AdminReply(Body, tag="admin_reply"):
     result: dict[str, Any]
 
+    def __post_init__(self) -> None:
+        check_document(self.result)
+
 
 class Error(Body, tag="error"):
-    code: str
-    message: str
-    leader: str = ""
-    leader_address: str = ""
+    code: Annotated[str, msgspec.Meta(max_length=MAX_OP_CHARS)]
+    message: Text
+    leader: NodeName = ""
+    leader_address: Address = ""
 
 
 RequestBody = Union[Put, Delete, Get, Scan, Status, RegisterClientAddress, Admin]
@@ -123,19 +158,41 @@ REQUEST_TAGS = frozenset(t.__struct_config__.tag for t in RequestBody.__args__)
 
 
 class Request(msgspec.Struct, array_like=True):
-    version: int
-    id: int
+    version: Count
+    id: Count
     body: RequestBody
 
 
 class Response(msgspec.Struct, array_like=True):
-    version: int
-    id: int
+    version: Count
+    id: Count
     body: ResponseBody
 
 
 class ProtocolError(Exception):
     pass
+
+
+def _check_client(client: str) -> None:
+    if len(client.encode()) > MAX_CLIENT_ID_BYTES:
+        raise ValueError(f"client id longer than {MAX_CLIENT_ID_BYTES} bytes")
+
+
+def check_document(doc: Any) -> None:
+    """A free-form map (admin arguments, status) is at most MAX_NESTING deep and holds at
+    most MAX_DOCUMENT_VALUES values. Raises ValueError (msgspec makes it a decode error)."""
+    budget = MAX_DOCUMENT_VALUES
+    stack = [(doc, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, (dict, list)):
+            if depth > MAX_NESTING:
+                raise ValueError(f"nested deeper than {MAX_NESTING} levels")
+            children = [*value.keys(), *value.values()] if isinstance(value, dict) else value
+            budget -= len(children)
+            if budget < 0:
+                raise ValueError(f"holds more than {MAX_DOCUMENT_VALUES} values")
+            stack.extend((child, depth + 1) for child in children)
 
 
 _request_decoder = msgspec.msgpack.Decoder(Request)
@@ -149,18 +206,22 @@ def frame(message: Request | Response) -> bytes:
 
 
 def decode_request(payload: bytes) -> Request:
-    """Raises ProtocolError for anything that is not a well-formed request."""
-    try:
-        return _request_decoder.decode(payload)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise ProtocolError(str(exc)) from None
+    """Raises ProtocolError for anything that is not a well-formed request within bounds."""
+    return _decode(_request_decoder, payload)
 
 
 def decode_response(payload: bytes) -> Response:
+    """Raises ProtocolError for anything that is not a well-formed response within bounds."""
+    return _decode(_response_decoder, payload)
+
+
+def _decode(decoder: msgspec.msgpack.Decoder, payload: bytes):
     try:
-        return _response_decoder.decode(payload)
+        return decoder.decode(payload)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise ProtocolError(str(exc)) from None
+        raise ProtocolError(str(exc)[:200]) from None
+    except RecursionError:  # an `Any` field nested thousands deep
+        raise ProtocolError(f"nested deeper than {MAX_NESTING} levels") from None
 
 
 def bad_request_code(payload: bytes) -> str:
@@ -181,7 +242,7 @@ def request_id_of(payload: bytes) -> int:
     """Best effort: the id of a request we could not decode, so the error can be matched."""
     try:
         raw = msgspec.msgpack.decode(payload)
-        if isinstance(raw, list) and len(raw) >= 2 and isinstance(raw[1], int):
+        if isinstance(raw, list) and len(raw) >= 2 and isinstance(raw[1], int) and 0 <= raw[1] <= INT64_MAX:
             return raw[1]
     except (msgspec.DecodeError, RecursionError):
         pass

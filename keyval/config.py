@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from keyval.client_protocol import MAX_FRAME
 from keyval.errors import ConfigError
 from keyval.event_loop import EVENT_LOOPS
 from keyval.wire_bounds import MAX_NODE_ID, NODE_ID, address_ok  # peers check ids against the same bound
@@ -50,6 +51,16 @@ class NodeConfig:
     client_ca: str | None = None
     #: Tokens with roles (read, readwrite, admin) that clients must present on the client port
     tokens_file: str | None = None
+    #: Client-port limits (keyval/client_limits.py). Connections beyond the maximum are
+    #: refused; it is lowered to what the descriptor limit leaves (keyval/descriptors.py).
+    max_client_connections: int = 4096
+    #: seconds without a request (or inside one unfinished frame) before a connection is closed
+    client_idle_timeout: float = 300.0
+    #: bytes of an unfinished frame one connection may hold (the largest request), and all together
+    client_frame_bytes: int = MAX_FRAME
+    client_buffer_bytes: int = 256 << 20
+    #: file descriptors kept out of every connection limit, for storage and the node's own use
+    reserved_descriptors: int = 256
     # Handed to the chosen backend's factory; only settable in the config file.
     storage_options: dict[str, Any] = field(default_factory=dict)
     transport_options: dict[str, Any] = field(default_factory=dict)
@@ -157,6 +168,7 @@ def node_config(settings: dict[str, Any]) -> NodeConfig:
     min_voters = values.get("min_voters", 1)
     if isinstance(min_voters, bool) or not isinstance(min_voters, int) or min_voters < 1:
         raise ConfigError(f"min_voters: expected a whole number >= 1, got {min_voters!r}")
+    _check_client_limits(values)
     for key in ("auto_promote", "insecure_peers"):
         if not isinstance(values.get(key, False), bool):
             raise ConfigError(f"{key}: expected true or false, got {values[key]!r}")
@@ -176,6 +188,31 @@ def node_config(settings: dict[str, Any]) -> NodeConfig:
     if values.get("secret_file") and values.get("insecure_peers"):
         raise ConfigError("secret_file and insecure_peers contradict each other; give one")
     return NodeConfig(**values)
+
+
+MIN_FRAME_BYTES = 4096
+MIN_RESERVED_DESCRIPTORS = 32
+
+
+def _whole(values: dict[str, Any], key: str, low: int, high: int | None = None) -> int:
+    value = values.get(key, getattr(NodeConfig, key))
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+        bound = f"between {low} and {high}" if high is not None else f">= {low}"
+        raise ConfigError(f"{key}: expected a whole number {bound}, got {value!r}")
+    return value
+
+
+def _check_client_limits(values: dict[str, Any]) -> None:
+    _whole(values, "max_client_connections", 1)
+    _whole(values, "reserved_descriptors", MIN_RESERVED_DESCRIPTORS)
+    frame = _whole(values, "client_frame_bytes", MIN_FRAME_BYTES, MAX_FRAME)
+    if _whole(values, "client_buffer_bytes", 1) < frame:
+        raise ConfigError(f"client_buffer_bytes: must be at least client_frame_bytes ({frame}), "
+                          f"got {values['client_buffer_bytes']!r}")
+    timeout = values.get("client_idle_timeout", NodeConfig.client_idle_timeout)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < 10**9:
+        raise ConfigError(f"client_idle_timeout: expected a number of seconds > 0, got {timeout!r}")
+    values["client_idle_timeout"] = float(timeout)
 
 
 def _log_level(level: Any) -> str:

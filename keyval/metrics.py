@@ -20,6 +20,8 @@ from keyval.errors import ProposalLost
 from keyval.raft import RaftError
 
 if TYPE_CHECKING:
+    from keyval.client_limits import ClientLimiter
+    from keyval.descriptors import DescriptorPlan
     from keyval.node import Node
     from keyval.raft import RaftCore
 
@@ -73,6 +75,9 @@ class NodeMetrics:
 
     def attach(self, node: "Node") -> None:
         self.registry.register(_StatusCollector(node))
+
+    def attach_client_port(self, limiter: "ClientLimiter", plan: "DescriptorPlan") -> None:
+        self.registry.register(_ClientPortCollector(limiter, plan))
 
 
 class LoopHistogram:
@@ -173,6 +178,41 @@ class _StatusCollector:
             yield messages
 
 
+class _ClientPortCollector:
+    """The client port's limits, what it holds against them, and every time one was hit."""
+
+    def __init__(self, limiter: "ClientLimiter", plan: "DescriptorPlan") -> None:
+        self.limiter, self.plan = limiter, plan
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        from keyval.descriptors import open_descriptors
+
+        limiter, limits = self.limiter, self.limiter.limits
+        for name, help_text, value in (
+            ("keyval_client_connections", "Client connections open", limiter.connections),
+            ("keyval_client_connections_limit", "Client connections served at once (max_client_connections, "
+             "lowered to fit the open-file limit)", limits.max_connections),
+            ("keyval_client_buffered_bytes", "Bytes of unfinished client requests held", limiter.buffered),
+            ("keyval_client_buffered_bytes_limit", "client_buffer_bytes", limits.buffer_bytes),
+            ("keyval_client_frame_bytes_limit", "client_frame_bytes: the largest request", limits.frame_bytes),
+            ("keyval_client_idle_timeout_seconds", "client_idle_timeout", limits.idle_timeout),
+            ("keyval_open_descriptors", "File descriptors this process has open", open_descriptors()),
+            ("keyval_open_descriptors_limit", "The open-file limit (RLIMIT_NOFILE) at startup", self.plan.limit),
+            ("keyval_reserved_descriptors", "Descriptors no connection limit may use", self.plan.reserved),
+            ("keyval_peer_connections_limit", "Inbound peer connections served at once", self.plan.peer_connections),
+        ):
+            yield GaugeMetricFamily(name, help_text, value=value)
+        events = CounterMetricFamily("keyval_client_limit_events", "Client-port connections accepted, and every "
+                                     "limit hit (refused, closed_*, requests_invalid, accept_out_of_descriptors)",
+                                     labels=["event"])
+        for event, count in limiter.snapshot().items():
+            events.add_metric([event], count)
+        yield events
+
+
 def health(node: "Node") -> tuple[bool, dict]:
     core = node.core
     if core is None:
@@ -189,10 +229,13 @@ def health(node: "Node") -> tuple[bool, dict]:
 class MetricsServer:
     """A minimal HTTP/1.0 server for ``GET /metrics`` and ``GET /health``."""
 
-    def __init__(self, node: "Node", metrics: NodeMetrics, address: str) -> None:
+    def __init__(self, node: "Node", metrics: NodeMetrics, address: str, max_connections: int = 32) -> None:
         self.node = node
         self.metrics = metrics
         self.address = address
+        #: scrapes are few: more connections than this at once are closed unanswered
+        self.max_connections = max_connections
+        self._open = 0
         self._server: asyncio.base_events.Server | None = None
 
     async def start(self) -> None:
@@ -206,10 +249,15 @@ class MetricsServer:
             await self._server.wait_closed()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._open >= self.max_connections:
+            writer.transport.abort()
+            return
+        self._open += 1
         try:
-            request_line = await asyncio.wait_for(reader.readline(), 5)
-            while (await asyncio.wait_for(reader.readline(), 5)) not in (b"\r\n", b"\n", b""):
-                pass  # headers are not needed
+            async with asyncio.timeout(5):  # the whole request: a trickle cannot hold a slot
+                request_line = await reader.readline()
+                while (await reader.readline()) not in (b"\r\n", b"\n", b""):
+                    pass  # headers are not needed
             parts = request_line.decode("latin-1").split()
             path = parts[1].split("?")[0] if len(parts) >= 2 else ""
             if path == "/metrics":
@@ -225,4 +273,5 @@ class MetricsServer:
         except (asyncio.TimeoutError, ConnectionError, UnicodeDecodeError):
             pass
         finally:
+            self._open -= 1
             writer.close()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import logging
 import signal
@@ -9,9 +10,12 @@ import sys
 
 from keyval.admin import AdminOperations
 from keyval.client import AsyncClient
+from keyval.client_limits import ClientLimits
 from keyval.client_protocol import RegisterClientAddress
 from keyval.cluster.operations import ClusterOperations
 from keyval.config import NodeConfig
+from keyval.descriptors import (DescriptorPlan, nofile_limit, on_accept_out_of_descriptors, open_descriptors,
+                                plan_descriptors, raise_nofile_limit)
 from keyval.errors import ConfigError, KeyvalError
 from keyval.event_loop import loop_name
 from keyval.kv import encode_meta
@@ -43,18 +47,44 @@ def setup_logging(config: NodeConfig) -> None:
     root.setLevel(config.log_level)
 
 
+#: the tcp transport's default max_connections (plugins/transport/tcp_options.py)
+PEER_CONNECTIONS = 1024
+
+
+def plan_connections(config: NodeConfig) -> tuple[NodeConfig, DescriptorPlan]:
+    """Connection limits of every port that fit the descriptors this process may open, and
+    the config with the peer transport's limit lowered to its share if need be."""
+    options = dict(config.transport_options)
+    tcp = config.transport == "tcp" or (config.transport == "faulty" and options.get("inner", "tcp") == "tcp")
+    plan = plan_descriptors(nofile_limit(), open_descriptors(), config.reserved_descriptors,
+                            config.max_client_connections, options.get("max_connections", PEER_CONNECTIONS) if tcp else 0)
+    if tcp and plan.peer_connections < options.get("max_connections", PEER_CONNECTIONS):
+        options["max_connections"] = plan.peer_connections
+        config = dataclasses.replace(config, transport_options=options)
+    return config, plan
+
+
+def client_limits(config: NodeConfig, plan: DescriptorPlan) -> ClientLimits:
+    return ClientLimits(max_connections=plan.client_connections, idle_timeout=config.client_idle_timeout,
+                        frame_bytes=config.client_frame_bytes, buffer_bytes=config.client_buffer_bytes)
+
+
 class Server:
     def __init__(self, config: NodeConfig, plugins: Plugins, timing: Timing = Timing()) -> None:
         self.config = config
-        self.node = Node(config, plugins, timing)
+        node_config, self.descriptors = plan_connections(config)
+        self.node = Node(node_config, plugins, timing)
         # Areas add their operations here (keyval.cluster, keyval.maintenance).
         self.admin = AdminOperations()
         self.maintenance = Maintenance(self.node).register(self.admin)
         # Set when the node should exit on its own (e.g. it learned it was removed).
         self.shutdown_requested = asyncio.Event()
         self.cluster = ClusterOperations(self.node, config, self.admin, self.shutdown_requested.set)
-        self.service = ClientService(self.node, config.client_addr, admin=self.admin)
-        self.metrics_server = MetricsServer(self.node, self.node.metrics, config.metrics_addr) if config.metrics_addr else None
+        self.service = ClientService(self.node, config.client_addr, admin=self.admin,
+                                     limits=client_limits(config, self.descriptors))
+        self.node.metrics.attach_client_port(self.service.limiter, self.descriptors)
+        self.metrics_server = (MetricsServer(self.node, self.node.metrics, config.metrics_addr,
+                                             self.descriptors.metrics_connections) if config.metrics_addr else None)
         self._registrar: asyncio.Task | None = None
         self._background: list[asyncio.Task] = []
 
@@ -77,6 +107,10 @@ class Server:
         self.cluster.start()
         log.info("node %s serving clients on %s, peers on %s (event loop: %s)", self.node.id, self.service.address,
                  self.config.peer_addr, loop_name(asyncio.get_running_loop()))
+        plan = self.descriptors
+        log.info("node %s: open-file limit %d (%d in use at start): up to %d client, %d peer and %d metrics "
+                 "connections, %d descriptors reserved", self.node.id, plan.limit, plan.in_use,
+                 plan.client_connections, plan.peer_connections, plan.metrics_connections, plan.reserved)
 
     async def stop(self) -> None:
         await self.cluster.stop()
@@ -134,7 +168,10 @@ async def run(config: NodeConfig, plugins: Plugins) -> int:
     # The fsync runs in a worker thread; a shorter GIL switch interval lets it take the GIL
     # back promptly when the disk answers, instead of waiting out the loop's 5 ms slice.
     sys.setswitchinterval(0.0005)
+    raise_nofile_limit()
     server = Server(config, plugins)
+    on_accept_out_of_descriptors(asyncio.get_running_loop(),
+                                 lambda detail: server.service.limiter.report("accept_out_of_descriptors", detail))
     await server.start()
     # What startup made (modules, classes, the state read from disk) lives as long as the
     # process: moved out of the collector's sight, a full collection walks only what came

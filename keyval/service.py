@@ -14,6 +14,7 @@ from typing import Awaitable, Callable
 
 from keyval import client_protocol as p
 from keyval.admin import OperationRefused, UnknownOperation
+from keyval.client_limits import ClientLimiter, ClientLimits
 from keyval.kv import CommandError, check_limits, encode_delete, encode_meta, encode_put
 from keyval.errors import NodeUnavailable, ProposalLost
 from keyval.node import Node
@@ -29,13 +30,16 @@ AdminHandler = Callable[[str, dict], Awaitable[dict]]
 
 
 class ClientService:
-    def __init__(self, node: Node, address: str, request_timeout: float = 5.0, admin: AdminHandler | None = None) -> None:
+    def __init__(self, node: Node, address: str, request_timeout: float = 5.0, admin: AdminHandler | None = None,
+                 limits: ClientLimits = ClientLimits()) -> None:
         self.node = node
         self.address = address
         self.request_timeout = request_timeout
         self.admin = admin
+        self.limiter = ClientLimiter(limits, f"client port of node {node.id}")
         self._server: asyncio.base_events.Server | None = None
         self._connections: set[ClientConnection] = set()
+        self._sweeper: asyncio.Task | None = None
 
     async def start(self) -> None:
         host, _, port = self.address.rpartition(":")
@@ -43,8 +47,20 @@ class ClientService:
         self._server = await loop.create_server(lambda: ClientConnection(self), host.strip("[]"), int(port))
         sock = self._server.sockets[0].getsockname()
         self.address = f"{host}:{sock[1]}"
+        self._sweeper = asyncio.create_task(self._sweep(), name=f"{self.node.id}-client-sweep")
+
+    async def _sweep(self) -> None:
+        """Close connections idle, or stuck inside a frame, for longer than the idle timeout."""
+        limiter = self.limiter
+        while True:
+            await asyncio.sleep(limiter.sweep_interval)
+            limiter.tick()
+            for connection in list(self._connections):
+                connection.close_if_overdue()
 
     async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         if self._server is not None:
             self._server.close()
         for connection in list(self._connections):
@@ -166,6 +182,7 @@ class ClientConnection(asyncio.Protocol):
 
     def __init__(self, service: ClientService) -> None:
         self.service = service
+        self._limiter = service.limiter
         self._transport: asyncio.Transport | None = None
         self._buffer = bytearray()
         self._bad = 0
@@ -173,16 +190,43 @@ class ClientConnection(asyncio.Protocol):
         #: requests not answered yet; after the client's EOF we hang up once it is 0
         self._outstanding = 0
         self._eof = False
+        #: bytes of a partial frame counted in the limiter's node-wide total
+        self._held = 0
+        #: (limiter clock) when the frame now buffered began; when the last request or answer was
+        self._frame_started: float | None = None
+        self._last_active = self._limiter.now
 
     def connection_made(self, transport) -> None:
+        if not self._limiter.admit(_peername(transport)):
+            message = f"too many client connections (limit {self._limiter.limits.max_connections}); retry later"
+            transport.write(p.frame(p.Response(p.PROTOCOL_VERSION, 0, p.Error(p.UNAVAILABLE, message))))
+            transport.close()
+            return
         self._transport = transport
         self.service._connections.add(self)
 
     def connection_lost(self, exc) -> None:
+        if self._transport is None:
+            return  # refused at connection_made: never counted
         self.service._connections.discard(self)
+        self._limiter.release(self._held)
+        self._held = 0
         for task in list(self._tasks):
             task.cancel()
         self._transport = None
+
+    def close_if_overdue(self) -> None:
+        reason = self._limiter.overdue(self._last_active, self._frame_started, self._outstanding)
+        if reason is None or self._transport is None:
+            return
+        timeout = self._limiter.limits.idle_timeout
+        if reason == "closed_frame_timeout":
+            detail = f"{self._peer()}: a frame not finished within {timeout:g}s"
+            self._send(0, p.Error(p.INVALID, f"malformed frame: not finished within {timeout:g}s"))
+        else:
+            detail = f"{self._peer()}: no request for {timeout:g}s"
+        self._limiter.report(reason, detail)
+        self._close()
 
     def abort(self) -> None:
         if self._transport is not None:
@@ -198,21 +242,53 @@ class ClientConnection(asyncio.Protocol):
             self._transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
+        if self._transport is None:
+            return
         buffer = self._buffer
         buffer += data
         offset = 0
+        limit = min(p.MAX_FRAME, self._limiter.limits.frame_bytes)
         while self._transport is not None and len(buffer) - offset >= 4:
             size = int.from_bytes(buffer[offset:offset + 4], "big")
-            if size > p.MAX_FRAME:
-                self._send(0, p.Error(p.INVALID, f"malformed frame: frame of {size} bytes exceeds the limit of {p.MAX_FRAME}"))
-                self._close()
-                return
+            if size > limit:
+                self._limiter.report("closed_frame_too_large", f"{self._peer()} announced a {size}-byte frame")
+                self._send(0, p.Error(p.INVALID, f"malformed frame: frame of {size} bytes exceeds the limit of {limit}"))
+                return self._drop_buffer()
             if len(buffer) - offset - 4 < size:
                 break
             payload = bytes(buffer[offset + 4:offset + 4 + size])
             offset += 4 + size
+            self._last_active = self._limiter.now
             self._request(payload)
         del buffer[:offset]
+        self._account()
+
+    def _account(self) -> None:
+        """Count what is left in the buffer (a partial frame) against the node's total."""
+        held = len(self._buffer)
+        if held == self._held:
+            return
+        if not held:
+            self._frame_started = None
+        elif not self._held:
+            self._frame_started = self._limiter.now
+        fits = self._limiter.hold(self._held, held)
+        self._held = held
+        if not fits and self._transport is not None:
+            cap = self._limiter.limits.buffer_bytes
+            self._limiter.report("closed_node_buffer", f"{self._peer()}: partial frames would pass client_buffer_bytes ({cap})")
+            self._send(0, p.Error(p.UNAVAILABLE, f"the node holds its limit of {cap} bytes of unfinished requests; retry"))
+            self._drop_buffer()
+
+    def _drop_buffer(self) -> None:
+        self._close()
+        self._buffer = bytearray()  # freed now, not when the transport lets go of us
+        self._limiter.hold(self._held, 0)
+        self._held = 0
+        self._frame_started = None
+
+    def _peer(self) -> str:
+        return _peername(self._transport)
 
     def eof_received(self) -> bool:
         if self._buffer:
@@ -226,6 +302,7 @@ class ClientConnection(asyncio.Protocol):
             request = p.decode_request(payload)
         except p.ProtocolError as exc:
             self._bad += 1
+            self._limiter.report("requests_invalid", f"{self._peer()}: {exc}")
             code = p.bad_request_code(payload)
             self._send(p.request_id_of(payload), p.Error(code, f"cannot decode request: {exc}"))
             if self._bad >= MAX_BAD_FRAMES:
@@ -243,6 +320,7 @@ class ClientConnection(asyncio.Protocol):
 
     def _answer(self, request_id: int, body) -> None:
         self._outstanding -= 1
+        self._last_active = self._limiter.now
         self._send(request_id, body)
         if self._eof and self._outstanding == 0:
             self._close()
@@ -255,6 +333,13 @@ class ClientConnection(asyncio.Protocol):
     def _close(self) -> None:
         if self._transport is not None:
             self._transport.close()
+
+
+def _peername(transport) -> str:
+    name = transport.get_extra_info("peername") if transport is not None else None
+    if isinstance(name, tuple) and len(name) >= 2:
+        return f"{name[0]}:{name[1]}"
+    return "a client"
 
 
 def node_status(node: Node) -> dict:

@@ -102,3 +102,27 @@ def test_event_loop_is_chosen_in_the_config_file(tmp_path):
         loop.close()
     # chosen per process run, never installed as the global policy (no module-level state)
     assert type(asyncio.get_event_loop_policy()).__module__.startswith("asyncio")
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("max_client_connections", 0, "max_client_connections: expected a whole number >= 1"),
+    ("max_client_connections", "many", "max_client_connections: expected a whole number"),
+    ("client_idle_timeout", 0, "client_idle_timeout: expected a number of seconds > 0"),
+    ("client_idle_timeout", True, "client_idle_timeout"),
+    ("client_frame_bytes", 100, "client_frame_bytes: expected a whole number between 4096 and 8388608"),
+    ("client_frame_bytes", 1 << 30, "client_frame_bytes"),
+    ("client_buffer_bytes", 65536, "client_buffer_bytes: must be at least client_frame_bytes"),
+    ("reserved_descriptors", 5, "reserved_descriptors: expected a whole number >= 32"),
+])
+def test_bad_client_limits(key, value, message):
+    with pytest.raises(ConfigError, match=message):
+        load_node_config(None, {**REQUIRED, key: value})
+
+
+def test_client_limits_defaults_and_overrides():
+    config = load_node_config(None, dict(REQUIRED))
+    assert (config.max_client_connections, config.client_idle_timeout) == (4096, 300.0)
+    assert config.client_buffer_bytes >= config.client_frame_bytes == 8 << 20
+    config = load_node_config(None, {**REQUIRED, "client_idle_timeout": 2, "client_frame_bytes": 65536,
+                                     "client_buffer_bytes": 65536})
+    assert config.client_idle_timeout == 2.0 and config.client_buffer_bytes == 65536

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -36,8 +37,11 @@ def shared_secret(base: Path) -> Path:
 
 
 class NodeProcess:
-    def __init__(self, node_id: str, peer: int, client: int, metrics: int, base: Path) -> None:
+    def __init__(self, node_id: str, peer: int, client: int, metrics: int, base: Path,
+                 nofile: int | None = None) -> None:
         self.id = node_id
+        #: RLIMIT_NOFILE (soft and hard) the process runs with; None: inherited
+        self.nofile = nofile
         self.peer_addr = f"127.0.0.1:{peer}"
         self.client_addr = f"127.0.0.1:{client}"
         self.metrics_addr = f"127.0.0.1:{metrics}"
@@ -57,7 +61,13 @@ class NodeProcess:
         if bootstrap:
             args += ["--bootstrap", bootstrap]
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, start_new_session=True)
+                                     stderr=subprocess.PIPE, start_new_session=True, preexec_fn=self._limits())
+
+    def _limits(self):
+        if self.nofile is None:
+            return None
+        nofile = self.nofile
+        return lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
 
     @property
     def running(self) -> bool:
@@ -83,12 +93,12 @@ class NodeProcess:
 
 
 class LocalCluster:
-    def __init__(self, base: Path, size: int = 3, extra: tuple[str, ...] = ()) -> None:
+    def __init__(self, base: Path, size: int = 3, extra: tuple[str, ...] = (), nofile: int | None = None) -> None:
         ports = free_ports(3 * (size + 2))
         self.base = base
         self.extra = extra
         self.nodes = {
-            f"n{i + 1}": NodeProcess(f"n{i + 1}", ports[3 * i], ports[3 * i + 1], ports[3 * i + 2], base)
+            f"n{i + 1}": NodeProcess(f"n{i + 1}", ports[3 * i], ports[3 * i + 1], ports[3 * i + 2], base, nofile)
             for i in range(size + 2)  # two spares for nodes added later
         }
         self.initial = [f"n{i + 1}" for i in range(size)]
