@@ -9,6 +9,7 @@ import sys
 
 from keyval.admin import AdminOperations
 from keyval.client import AsyncClient
+from keyval.client_auth import ClientSecurity
 from keyval.client_protocol import RegisterClientAddress
 from keyval.cluster.operations import ClusterOperations
 from keyval.config import NodeConfig
@@ -45,13 +46,16 @@ class Server:
     def __init__(self, config: NodeConfig, plugins: Plugins, timing: Timing = Timing()) -> None:
         self.config = config
         self.node = Node(config, plugins, timing)
+        self.security = ClientSecurity.from_config(config, self.node.metrics.registry)
         # Areas add their operations here (keyval.cluster, keyval.maintenance).
         self.admin = AdminOperations()
         self.maintenance = Maintenance(self.node).register(self.admin)
         # Set when the node should exit on its own (e.g. it learned it was removed).
         self.shutdown_requested = asyncio.Event()
-        self.cluster = ClusterOperations(self.node, config, self.admin, self.shutdown_requested.set)
-        self.service = ClientService(self.node, config.client_addr, admin=self.admin)
+        self.cluster = ClusterOperations(self.node, config, self.admin, self.shutdown_requested.set,
+                                         connect=self.security.caller.client)
+        self.service = ClientService(self.node, config.client_addr, admin=self.admin, gate=self.security.gate,
+                                     tls=self.security.server_tls)
         self.metrics_server = MetricsServer(self.node, self.node.metrics, config.metrics_addr) if config.metrics_addr else None
         self._registrar: asyncio.Task | None = None
 
@@ -86,7 +90,8 @@ class Server:
 
     async def _register_client_address(self) -> None:
         """Make this node's client address known cluster-wide (kept in the replicated
-        metadata), so followers can point clients at the leader and status can show it."""
+        metadata), so followers can point clients at the leader and status can show it. The
+        leader takes it only from a holder of the node credential (keyval.client_auth)."""
         node, mine = self.node, self.service.address
         key = CLIENT_ADDRESS_META + node.id
         client: AsyncClient | None = None
@@ -106,7 +111,7 @@ class Server:
                     if client is None or client.endpoints[0] != leader_address:
                         if client is not None:
                             await client.close()
-                        client = AsyncClient([leader_address], timeout=5.0)
+                        client = self.security.caller.client([leader_address], timeout=5.0)
                     await client._call(RegisterClientAddress(node.id, mine), follow_leader=False)
                 except (KeyvalError, asyncio.TimeoutError, OSError) as exc:
                     log.debug("node %s: client address not registered yet: %s", node.id, exc)
