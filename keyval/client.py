@@ -96,7 +96,9 @@ class _Connection:
             except asyncio.TimeoutError:
                 raise ConnectionError(f"connection to {self.endpoint} timed out") from None
             except ssl.SSLError as exc:
-                raise ConnectionError(f"TLS with {self.endpoint} failed: {exc.reason or exc}") from None
+                why = (f"certificate verify failed: {exc.verify_message}" if isinstance(exc, ssl.SSLCertVerificationError)
+                       else exc.reason or str(exc))
+                raise ConnectionError(f"TLS with {self.endpoint} failed: {why}") from None
             if self.token is not None:
                 # Its reply matches no pending request and is dropped.
                 self._transport.write(p.frame(p.Request(p.PROTOCOL_VERSION, next(self._ids), p.Authenticate(self.token))))
