@@ -222,6 +222,15 @@ class ClientSecurity:
     server_tls: ssl.SSLContext | None
     caller: NodeCaller
 
+    def warn_if_open(self, address: str) -> None:
+        """Once, when the node serves: what anyone who reaches the client port may do."""
+        if self.gate.tokens is None:
+            log.warning("node %s: no tokens_file: any client that reaches %s may read, write and change "
+                        "the cluster (see docs/security-clients.md)", self.gate.node_id, address)
+        if self.gate.open_registration:
+            log.warning("node %s: no cluster secret, so no node credential: any client may register a "
+                        "member's client address", self.gate.node_id)
+
     @classmethod
     def from_config(cls, config: NodeConfig, registry: CollectorRegistry | None) -> "ClientSecurity":
         secret = load_secret(config.secret_file) if config.secret_file else None
@@ -233,10 +242,4 @@ class ClientSecurity:
             # Present our certificate only where peers demand one (they then share our CA).
             mine = (config.client_cert, config.client_key) if config.client_ca else (None, None)
             outgoing = tls.client_context(config.client_ca, *mine, what=("client_ca", "client_cert", "client_key"))
-        if tokens is None:
-            log.warning("node %s: no tokens_file: any client that reaches %s may read, write and change "
-                        "the cluster (see docs/security-clients.md)", config.id, config.client_addr)
-        if node_token is None:
-            log.warning("node %s: no cluster secret, so no node credential: any client may register a "
-                        "member's client address", config.id)
         return cls(ClientGate(tokens, node_token, registry, config.id), server_tls, NodeCaller(node_token, outgoing))

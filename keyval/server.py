@@ -74,6 +74,7 @@ class Server:
             raise KeyvalError(f"cannot listen: {exc}") from None
         self._registrar = asyncio.create_task(self._register_client_address())
         self.cluster.start()
+        self.security.warn_if_open(self.service.address)
         log.info("node %s serving clients on %s, peers on %s (event loop: %s)", self.node.id, self.service.address,
                  self.config.peer_addr, loop_name(asyncio.get_running_loop()))
 
