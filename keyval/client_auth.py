@@ -18,10 +18,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import os
 import re
 import ssl
-import stat
 import time
 from dataclasses import dataclass
 from enum import IntEnum
@@ -30,7 +28,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from keyval import client_protocol as p
 from keyval import tls
-from keyval.auth import load_secret
+from keyval.auth import load_secret, read_owner_only
 from keyval.client import AsyncClient
 from keyval.config import NodeConfig
 from keyval.errors import ConfigError
@@ -82,17 +80,7 @@ class TokenEntry:
 
 def load_tokens(path: str) -> dict[str, TokenEntry]:
     """{sha256 hex of token: entry} from a tokens file; one-line ConfigError naming the line."""
-    try:
-        with open(path, "rb") as f:
-            info = os.fstat(f.fileno())
-            raw = f.read()
-    except OSError as exc:
-        raise ConfigError(f"tokens_file {path!r} cannot be read: {exc.strerror}") from None
-    if not stat.S_ISREG(info.st_mode):
-        raise ConfigError(f"tokens_file {path!r} is not a regular file")
-    mode = stat.S_IMODE(info.st_mode)
-    if mode & 0o177:
-        raise ConfigError(f"tokens_file {path!r} has mode {mode:04o}; it must be 0600 or stricter (chmod 600 {path})")
+    raw = read_owner_only(path, "tokens_file")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:

@@ -1,8 +1,10 @@
 """Tokens with roles and the node credential on the client port, against real `keyval serve`
 processes: what each role may do, refusals that reveal nothing, registration only by nodes."""
 import os
+import re
 import socket
 import time
+import urllib.request
 
 import pytest
 
@@ -114,6 +116,10 @@ def test_no_token_a_wrong_one_and_a_low_one_are_refused_alike(secured, tokens):
     assert (unknown.code, unknown.message) == DENIED == (then.code, then.message)
     log = secured.nodes["n1"].log()
     assert "client request refused" in log and "not-a-token" not in log
+    with urllib.request.urlopen(f"http://{secured.nodes['n1'].metrics_addr}/metrics", timeout=5) as reply:
+        metrics = reply.read().decode()
+    denied = re.search(r'^keyval_client_auth_total\{outcome="denied"\} (\S+)$', metrics, re.M)
+    assert denied and float(denied.group(1)) >= 2, metrics
 
 
 def test_anonymous_registration_is_refused_and_changes_nothing(secured, tokens):
