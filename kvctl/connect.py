@@ -11,6 +11,8 @@ import os
 import ssl
 from dataclasses import dataclass
 
+import click
+
 from keyval.client import AsyncClient
 from keyval.errors import ConfigError
 from keyval.tls import client_context
@@ -30,7 +32,8 @@ class Credentials:
 def client(addresses: list[str], timeout: float, local: LocalCluster | None = None) -> AsyncClient:
     """A client for ``addresses`` with kvctl's credentials (``local``: the dev cluster that a
     ``kvctl local`` command works on)."""
-    creds = credentials(settings(), local)
+    ctx = click.get_current_context(silent=True)  # None when used as a library (keyval.bench)
+    creds = credentials(settings(ctx) if ctx is not None else Settings(), local)
     return AsyncClient(addresses, timeout=timeout, token=creds.token, tls=creds.tls)
 
 
