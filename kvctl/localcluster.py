@@ -10,7 +10,7 @@ Layout of the cluster dir (``./.keyval`` by default)::
 
 and with ``--secure`` (TLS and tokens on the client ports; kvctl run here uses them)::
 
-    secret              the cluster secret (0600): nodes derive their node credential from it
+    cluster.secret      the cluster secret (0600): nodes derive their node credential from it
     tls/ca.pem, ca.key  the dev CA; tls/nodeN.pem|key each node's certificate, tls/kvctl.pem|key kvctl's
     tokens/ROLE         the token of each role (admin, readwrite, read), 0600
     tokens.sha256       the nodes' tokens file (hashes only)
@@ -96,7 +96,7 @@ class LocalCluster:
         self._unresolved = Path(root).absolute()
         self.cluster_file = self.root / "cluster.json"
         self.endpoints_file = self.root / "endpoints"
-        self.secret_file = self.root / "secret"
+        self.secret_file = self.root / "cluster.secret"
         self.tls_ca = self.root / "tls" / "ca.pem"
         self.tokens_file = self.root / "tokens.sha256"
 

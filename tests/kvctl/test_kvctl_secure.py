@@ -22,7 +22,7 @@ def secure(tmp_path_factory):
 
 def test_secrets_are_owner_only_and_the_tokens_file_holds_no_token(secure):
     root = secure.cwd / ".keyval"
-    private = [root / "secret", root / "tokens.sha256", *root.glob("tokens/*"), *root.glob("tls/*.key")]
+    private = [root / "cluster.secret", root / "tokens.sha256", *root.glob("tokens/*"), *root.glob("tls/*.key")]
     assert len(private) == 1 + 1 + 3 + 5  # CA, kvctl and three nodes' keys
     for path in private:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
