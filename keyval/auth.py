@@ -18,24 +18,29 @@ class AuthError(Exception):
     """A message failed authentication (too short or a tag that does not match)."""
 
 
-def load_secret(path: str) -> bytes:
-    """The cluster secret in ``path``; refuses a file group/others could access, or an empty one.
-
-    One trailing newline (as ``echo secret > file`` leaves) is not part of the secret.
-    """
+def read_owner_only(path: str, what: str) -> bytes:
+    """The bytes of ``path``, a regular file only its owner may access (else ConfigError,
+    whose message starts with ``what``): it holds what it takes to speak for the cluster."""
     try:
         with open(path, "rb") as f:
             info = os.fstat(f.fileno())
             data = f.read()
     except OSError as exc:
-        raise ConfigError(f"cluster secret {path!r} cannot be read: {exc.strerror}") from None
+        raise ConfigError(f"{what} {path!r} cannot be read: {exc.strerror}") from None
     if not stat.S_ISREG(info.st_mode):
-        raise ConfigError(f"cluster secret {path!r} is not a regular file")
+        raise ConfigError(f"{what} {path!r} is not a regular file")
     mode = stat.S_IMODE(info.st_mode)
     if mode & 0o177:
-        raise ConfigError(
-            f"cluster secret {path!r} has mode {mode:04o}; it must be 0600 or stricter (chmod 600 {path})"
-        )
+        raise ConfigError(f"{what} {path!r} has mode {mode:04o}; it must be 0600 or stricter (chmod 600 {path})")
+    return data
+
+
+def load_secret(path: str) -> bytes:
+    """The cluster secret in ``path``; refuses a file group/others could access, or an empty one.
+
+    One trailing newline (as ``echo secret > file`` leaves) is not part of the secret.
+    """
+    data = read_owner_only(path, "cluster secret")
     if data.endswith(b"\r\n"):
         data = data[:-2]
     elif data.endswith(b"\n"):

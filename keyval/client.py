@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import ssl
 import threading
 import time
 import uuid
@@ -16,7 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from keyval import client_protocol as p
-from keyval.errors import RequestRefused, RevisionMismatch, Timeout, Unreachable
+from keyval.config import parse_address
+from keyval.errors import ConfigError, RequestRefused, RevisionMismatch, Timeout, Unreachable
 from keyval.event_loop import loop_factory
 
 RETRYABLE = {p.NOT_LEADER, p.NO_LEADER, p.UNAVAILABLE, p.TIMEOUT}
@@ -61,10 +63,15 @@ class Item:
 
 
 class _Connection:
-    """One pipelined connection: requests go out as they come, replies are matched by id."""
+    """One pipelined connection: requests go out as they come, replies are matched by id.
+    With a token, each new connection presents it first; the node screens requests in the
+    order they arrive, so the requests behind it need not wait for its answer (a refused
+    token shows as ``permission_denied`` on them)."""
 
-    def __init__(self, endpoint: str) -> None:
+    def __init__(self, endpoint: str, token: str | None = None, tls: ssl.SSLContext | None = None) -> None:
         self.endpoint = endpoint
+        self.token = token
+        self.tls = tls
         self._transport: asyncio.Transport | None = None
         self._pending: dict[int, asyncio.Future] = {}
         self._ids = itertools.count(1)
@@ -81,12 +88,20 @@ class _Connection:
                 return
             host, _, port = self.endpoint.rpartition(":")
             loop = asyncio.get_running_loop()
+            tls = {} if self.tls is None else {"ssl": self.tls, "server_hostname": host.strip("[]")}
             try:
                 self._transport, _ = await asyncio.wait_for(
-                    loop.create_connection(lambda: _ReplyReader(self), host.strip("[]"), int(port)),
+                    loop.create_connection(lambda: _ReplyReader(self), host.strip("[]"), int(port), **tls),
                     min(timeout, CONNECT_TIMEOUT))
             except asyncio.TimeoutError:
                 raise ConnectionError(f"connection to {self.endpoint} timed out") from None
+            except ssl.SSLError as exc:
+                why = (f"certificate verify failed: {exc.verify_message}" if isinstance(exc, ssl.SSLCertVerificationError)
+                       else exc.reason or str(exc))
+                raise ConnectionError(f"TLS with {self.endpoint} failed: {why}") from None
+            if self.token is not None:
+                # Its reply matches no pending request and is dropped.
+                self._transport.write(p.frame(p.Request(p.PROTOCOL_VERSION, next(self._ids), p.Authenticate(self.token))))
 
     def _reply(self, payload: bytes) -> None:
         response = p.decode_response(payload)
@@ -171,7 +186,11 @@ class _ReplyReader(asyncio.Protocol):
 
 
 class AsyncClient:
-    def __init__(self, endpoints: list[str] | str, *, timeout: float = 5.0, client_id: str | None = None) -> None:
+    """``token``: presented on every connection (roles: docs/security-clients.md); ``tls``: an
+    ``ssl.SSLContext`` (see ``keyval.tls.client_context``) for nodes that serve TLS."""
+
+    def __init__(self, endpoints: list[str] | str, *, timeout: float = 5.0, client_id: str | None = None,
+                 token: str | None = None, tls: ssl.SSLContext | None = None) -> None:
         if isinstance(endpoints, str):
             endpoints = [e.strip() for e in endpoints.split(",") if e.strip()]
         if not endpoints:
@@ -179,6 +198,8 @@ class AsyncClient:
         self.endpoints = list(endpoints)
         self.timeout = timeout
         self.client_id = client_id or uuid.uuid4().hex
+        self.token = token
+        self.tls = tls
         self._connections: dict[str, _Connection] = {}
         self._preferred = self.endpoints[0]
         self._seq = 0
@@ -267,7 +288,7 @@ class AsyncClient:
     def _connection(self, endpoint: str) -> _Connection:
         conn = self._connections.get(endpoint)
         if conn is None:
-            conn = self._connections[endpoint] = _Connection(endpoint)
+            conn = self._connections[endpoint] = _Connection(endpoint, self.token, self.tls)
         return conn
 
     @staticmethod
@@ -321,7 +342,7 @@ class AsyncClient:
                 raise RequestRefused(reply.code, reply.message)
             last_error = reply.message
             failures += 1
-            if reply.code == p.NOT_LEADER and reply.leader_address and reply.leader_address != endpoint:
+            if reply.code == p.NOT_LEADER and _well_formed(reply.leader_address) and reply.leader_address != endpoint:
                 if reply.leader_address not in rotation:
                     rotation.append(reply.leader_address)
                     self.endpoints.append(reply.leader_address)
@@ -339,11 +360,12 @@ class AsyncClient:
 class Client:
     """The blocking twin of AsyncClient (runs one in a private event-loop thread)."""
 
-    def __init__(self, endpoints: list[str] | str, *, timeout: float = 5.0, client_id: str | None = None) -> None:
+    def __init__(self, endpoints: list[str] | str, *, timeout: float = 5.0, client_id: str | None = None,
+                 token: str | None = None, tls: ssl.SSLContext | None = None) -> None:
         self._loop = loop_factory("auto")()
         self._thread = threading.Thread(target=self._loop.run_forever, name="keyval-client", daemon=True)
         self._thread.start()
-        self._async = self._run(_make_async(endpoints, timeout, client_id))
+        self._async = self._run(_make_async(endpoints, timeout, client_id, token, tls))
 
     def _run(self, coro):
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
@@ -387,5 +409,14 @@ class Client:
         self.close()
 
 
-async def _make_async(endpoints, timeout, client_id) -> AsyncClient:
-    return AsyncClient(endpoints, timeout=timeout, client_id=client_id)
+async def _make_async(endpoints, timeout, client_id, token, tls) -> AsyncClient:
+    return AsyncClient(endpoints, timeout=timeout, client_id=client_id, token=token, tls=tls)
+
+
+def _well_formed(address: str) -> bool:
+    """A redirect is followed only to a HOST:PORT (anything else is no hint at all)."""
+    try:
+        parse_address(address)
+    except ConfigError:
+        return False
+    return True

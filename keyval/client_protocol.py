@@ -42,6 +42,9 @@ INVALID = "invalid"  # the request itself is wrong: do not retry
 REFUSED = "refused"  # a well-formed request the cluster will not do (reason in message)
 UNKNOWN_REQUEST = "unknown_request"
 UNAVAILABLE = "unavailable"  # e.g. the node is shutting down or uninitialised
+#: no token, an unknown one, or a role too low: always with exactly DENIED_MESSAGE
+PERMISSION_DENIED = "permission_denied"
+DENIED_MESSAGE = "permission denied"
 
 
 class Body(msgspec.Struct, array_like=True, tag=True, omit_defaults=True):
@@ -97,6 +100,12 @@ class RegisterClientAddress(Body, tag="register"):
     address: Address
 
 
+class Authenticate(Body, tag="auth"):
+    """Present a token (or a node's credential); the connection keeps its role until closed."""
+
+    token: str
+
+
 class Admin(Body, tag="admin"):
     """A cluster operation (membership, transfer, snapshots...): ``op`` names it."""
 
@@ -143,6 +152,10 @@ class AdminReply(Body, tag="admin_reply"):
         check_document(self.result)
 
 
+class AuthReply(Body, tag="auth_reply"):
+    role: str
+
+
 class Error(Body, tag="error"):
     code: Annotated[str, msgspec.Meta(max_length=MAX_OP_CHARS)]
     message: Text
@@ -150,8 +163,8 @@ class Error(Body, tag="error"):
     leader_address: Address = ""
 
 
-RequestBody = Union[Put, Delete, Get, Scan, Status, RegisterClientAddress, Admin]
-ResponseBody = Union[WriteReply, GetReply, ScanReply, StatusReply, AdminReply, Error]
+RequestBody = Union[Put, Delete, Get, Scan, Status, RegisterClientAddress, Admin, Authenticate]
+ResponseBody = Union[WriteReply, GetReply, ScanReply, StatusReply, AdminReply, AuthReply, Error]
 
 
 REQUEST_TAGS = frozenset(t.__struct_config__.tag for t in RequestBody.__args__)

@@ -11,6 +11,7 @@ import sys
 from keyval.admin import AdminOperations
 from keyval.client import AsyncClient
 from keyval.client_limits import ClientLimits
+from keyval.client_auth import ClientSecurity
 from keyval.client_protocol import RegisterClientAddress
 from keyval.cluster.operations import ClusterOperations
 from keyval.config import NodeConfig
@@ -74,14 +75,16 @@ class Server:
         self.config = config
         node_config, self.descriptors = plan_connections(config)
         self.node = Node(node_config, plugins, timing)
+        self.security = ClientSecurity.from_config(config, self.node.metrics.registry)
         # Areas add their operations here (keyval.cluster, keyval.maintenance).
         self.admin = AdminOperations()
         self.maintenance = Maintenance(self.node).register(self.admin)
         # Set when the node should exit on its own (e.g. it learned it was removed).
         self.shutdown_requested = asyncio.Event()
-        self.cluster = ClusterOperations(self.node, config, self.admin, self.shutdown_requested.set)
-        self.service = ClientService(self.node, config.client_addr, admin=self.admin,
-                                     limits=client_limits(config, self.descriptors))
+        self.cluster = ClusterOperations(self.node, config, self.admin, self.shutdown_requested.set,
+                                         connect=self.security.caller.client)
+        self.service = ClientService(self.node, config.client_addr, admin=self.admin, gate=self.security.gate,
+                                     tls=self.security.server_tls, limits=client_limits(config, self.descriptors))
         self.node.metrics.attach_client_port(self.service.limiter, self.descriptors)
         self.metrics_server = (MetricsServer(self.node, self.node.metrics, config.metrics_addr,
                                              self.descriptors.metrics_connections) if config.metrics_addr else None)
@@ -105,6 +108,7 @@ class Server:
         if self.config.insecure_peers:
             self._background.append(asyncio.create_task(self._warn_insecure_peers()))
         self.cluster.start()
+        self.security.warn_if_open(self.service.address)
         log.info("node %s serving clients on %s, peers on %s (event loop: %s)", self.node.id, self.service.address,
                  self.config.peer_addr, loop_name(asyncio.get_running_loop()))
         plan = self.descriptors
@@ -135,7 +139,8 @@ class Server:
 
     async def _register_client_address(self) -> None:
         """Make this node's client address known cluster-wide (kept in the replicated
-        metadata), so followers can point clients at the leader and status can show it."""
+        metadata), so followers can point clients at the leader and status can show it. The
+        leader takes it only from a holder of the node credential (keyval.client_auth)."""
         node, mine = self.node, self.service.address
         key = CLIENT_ADDRESS_META + node.id
         client: AsyncClient | None = None
@@ -155,7 +160,7 @@ class Server:
                     if client is None or client.endpoints[0] != leader_address:
                         if client is not None:
                             await client.close()
-                        client = AsyncClient([leader_address], timeout=5.0)
+                        client = self.security.caller.client([leader_address], timeout=5.0)
                     await client._call(RegisterClientAddress(node.id, mine), follow_leader=False)
                 except (KeyvalError, asyncio.TimeoutError, OSError) as exc:
                     log.debug("node %s: client address not registered yet: %s", node.id, exc)

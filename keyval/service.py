@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from typing import Awaitable, Callable
 
 from keyval import client_protocol as p
 from keyval.admin import OperationRefused, UnknownOperation
 from keyval.client_limits import ClientLimiter, ClientLimits
+from keyval.client_auth import ClientGate, Session
+from keyval.config import parse_address
+from keyval.errors import ConfigError
 from keyval.kv import CommandError, check_limits, encode_delete, encode_meta, encode_put
 from keyval.errors import NodeUnavailable, ProposalLost
 from keyval.node import Node
@@ -31,12 +35,16 @@ AdminHandler = Callable[[str, dict], Awaitable[dict]]
 
 class ClientService:
     def __init__(self, node: Node, address: str, request_timeout: float = 5.0, admin: AdminHandler | None = None,
+                 gate: ClientGate | None = None, tls: ssl.SSLContext | None = None,
                  limits: ClientLimits = ClientLimits()) -> None:
         self.node = node
         self.address = address
         self.request_timeout = request_timeout
         self.admin = admin
         self.limiter = ClientLimiter(limits, f"client port of node {node.id}")
+        #: who may do what (keyval.client_auth); the default is the open port of old
+        self.gate = gate or ClientGate(None, None, node.metrics.registry, node.id)
+        self.tls = tls
         self._server: asyncio.base_events.Server | None = None
         self._connections: set[ClientConnection] = set()
         self._sweeper: asyncio.Task | None = None
@@ -44,7 +52,8 @@ class ClientService:
     async def start(self) -> None:
         host, _, port = self.address.rpartition(":")
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: ClientConnection(self), host.strip("[]"), int(port))
+        self._server = await loop.create_server(lambda: ClientConnection(self), host.strip("[]"), int(port),
+                                                  ssl=self.tls)
         sock = self._server.sockets[0].getsockname()
         self.address = f"{host}:{sock[1]}"
         self._sweeper = asyncio.create_task(self._sweep(), name=f"{self.node.id}-client-sweep")
@@ -69,11 +78,15 @@ class ClientService:
             await self._server.wait_closed()
 
     # -- requests, answered by calling ``answer(body)`` -----------------------------------
-    def serve(self, body, answer: Callable[[object], None]) -> asyncio.Task | None:
+    def serve(self, body, answer: Callable[[object], None], session: Session) -> asyncio.Task | None:
         """Start serving one request. Writes and reads are futures with a callback (no task
         each: at thousands of requests a second, tasks are a leader's largest overhead);
         everything else runs as a task, returned so the connection can cancel it."""
         node = self.node
+        refusal = self.gate.screen(session, body)  # also answers Authenticate
+        if refusal is not None:
+            answer(refusal)
+            return None
         try:
             if node.core is None:
                 raise NodeUnavailable("the node is starting")
@@ -132,9 +145,7 @@ class ClientService:
             if isinstance(body, p.Status):
                 return p.StatusReply(node_status(node))
             if isinstance(body, p.RegisterClientAddress):
-                data = encode_meta(CLIENT_ADDRESS_META + body.node, body.address)
-                await node.propose(data, self.request_timeout)
-                return p.AdminReply({"registered": body.node})
+                return await self._register(body)
             if isinstance(body, p.Admin):
                 if self.admin is None:
                     return p.Error(p.UNKNOWN_REQUEST, f"cluster operation {body.op!r} is not supported by this node")
@@ -142,6 +153,17 @@ class ClientService:
             return p.Error(p.UNKNOWN_REQUEST, f"unknown request {type(body).__name__}")
         except Exception as exc:
             return self._error(exc)
+
+    async def _register(self, body: p.RegisterClientAddress):
+        """Followers send clients to these addresses: only a member's well-formed one is kept."""
+        if body.node not in self.node.core.membership.members:
+            return p.Error(p.INVALID, f"cannot register a client address for {body.node!r}: not a member")
+        try:
+            address = parse_address(body.address, f"client address of {body.node}")
+        except ConfigError as exc:
+            return p.Error(p.INVALID, str(exc))
+        await self.node.propose(encode_meta(CLIENT_ADDRESS_META + body.node, address), self.request_timeout)
+        return p.AdminReply({"registered": body.node})
 
     def _error(self, exc: BaseException) -> p.Error:
         if isinstance(exc, CommandError):
@@ -195,6 +217,7 @@ class ClientConnection(asyncio.Protocol):
         #: (limiter clock) when the frame now buffered began; when the last request or answer was
         self._frame_started: float | None = None
         self._last_active = self._limiter.now
+        self.session = service.gate.session()
 
     def connection_made(self, transport) -> None:
         if not self._limiter.admit(_peername(transport)):
@@ -313,7 +336,7 @@ class ClientConnection(asyncio.Protocol):
             self._send(request_id, p.Error(p.INVALID, f"protocol version {request.version} is newer than this node's {p.PROTOCOL_VERSION}"))
             return
         self._outstanding += 1
-        task = self.service.serve(request.body, lambda body: self._answer(request_id, body))
+        task = self.service.serve(request.body, lambda body: self._answer(request_id, body), self.session)
         if task is not None:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)

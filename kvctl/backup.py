@@ -24,6 +24,7 @@ from keyval import __version__
 from keyval.backup import ArchiveError, ArchiveWriter, Manifest, iso_time, read_archive
 from keyval.client import AsyncClient
 from keyval.errors import ClientError
+from kvctl import connect
 from kvctl.maintenance import human_size, run_on_cluster
 from kvctl.options import arg, command, opt
 from kvctl.output import Failure, emit, handles_errors, settings
@@ -41,7 +42,7 @@ def _progress(size: int, label: str):
 
 async def _leader_client(endpoints: list[str], timeout: float) -> AsyncClient:
     order = await leader_first(endpoints, time.monotonic() + settings().request_timeout())
-    return AsyncClient(order, timeout=timeout)
+    return connect.client(order, timeout=timeout)
 
 
 # -- backup --------------------------------------------------------------------------------

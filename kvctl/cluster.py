@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from keyval.client import AsyncClient
+from kvctl import connect
 from kvctl import cluster_show as show
 from kvctl.cluster_change import add_change_commands
 from kvctl.cluster_client import call, endpoints
@@ -81,7 +82,7 @@ def health(max_lag: int) -> None:
 async def _leaderless_health(timeout: float) -> dict[str, Any]:
     """No node says it leads: report what the nodes that answer say about the membership."""
     addresses = list(endpoints().addresses)
-    async with AsyncClient(addresses, timeout=min(1.0, timeout)) as client:
+    async with connect.client(addresses, timeout=min(1.0, timeout)) as client:
         found = await _statuses(client, addresses)
         # Members the endpoints did not list are still members: ask them too.
         known = {a for s in found.values() if s for a in s["client_addresses"].values()}

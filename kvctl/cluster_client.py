@@ -16,6 +16,7 @@ from typing import Any, Awaitable, Callable, TypeVar
 
 from keyval.client import AsyncClient
 from keyval.errors import KeyvalError, Unreachable
+from kvctl import connect
 from kvctl.endpoints import Endpoints, resolve
 from kvctl.output import UNREACHABLE, Failure, settings
 from kvctl.route import leader_first
@@ -39,7 +40,7 @@ def run(call: Callable[[AsyncClient, float], Awaitable[T]], budget: float) -> T:
         deadline = time.monotonic() + budget
         order = await leader_first(where.addresses, deadline)
         remaining = max(0.05, deadline - time.monotonic())
-        async with AsyncClient(order, timeout=remaining) as client:
+        async with connect.client(order, timeout=remaining) as client:
             return await call(client, deadline)
 
     try:
@@ -76,7 +77,7 @@ async def introduce(node_id: str, cluster: dict[str, Any]) -> bool:
         if endpoint in known:
             continue
         try:
-            async with AsyncClient([endpoint], timeout=INTRODUCE_TIMEOUT) as client:
+            async with connect.client([endpoint], timeout=INTRODUCE_TIMEOUT) as client:
                 status = await client.status(endpoint)
                 if status.get("id") != node_id:
                     continue

@@ -13,6 +13,7 @@ import click
 
 from keyval.client import AsyncClient
 from keyval.errors import Unreachable
+from kvctl import connect
 from kvctl.endpoints import resolve
 from kvctl.options import arg, command, opt
 from kvctl.output import UNREACHABLE, Failure, emit, handles_errors, raw, settings, text
@@ -31,7 +32,7 @@ def with_client(call: Callable[[AsyncClient], Awaitable[T]]) -> T:
         deadline = time.monotonic() + timeout
         order = await leader_first(endpoints.addresses, deadline)
         remaining = max(0.1, deadline - time.monotonic())
-        async with AsyncClient(order, timeout=remaining) as client:
+        async with connect.client(order, timeout=remaining) as client:
             return await call(client)
 
     try:

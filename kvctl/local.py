@@ -30,7 +30,7 @@ def _start_timeout() -> float:
 def _rows(local: LocalCluster, spec: ClusterSpec, found: dict[str, Status | None] | None = None) -> list[dict]:
     running = local.running(spec)
     if found is None:
-        found = asyncio.run(statuses({n: spec.nodes[n].client_address for n in running}))
+        found = asyncio.run(statuses(local, {n: spec.nodes[n].client_address for n in running}))
     rows = []
     for node in spec.nodes.values():
         status = found.get(node.id)
@@ -67,15 +67,17 @@ def _given(ctx: click.Context, name: str) -> bool:
 
 
 def _existing(ctx: click.Context, local: LocalCluster, spec: ClusterSpec, nodes: int, base_port: int,
-              storage: str | None, transport: str | None) -> ClusterSpec:
+              storage: str | None, transport: str | None, secure: bool) -> ClusterSpec:
     running = local.running(spec)
     if running:
         raise Failure(f"a local cluster is already running in {local.shown} ({', '.join(running)}); "
                       f"see `kvctl local status`, or stop it with `kvctl local down`")
     initial = sum(n.initial for n in spec.nodes.values())
-    recorded = {"nodes": initial, "base_port": spec.base_port, "storage": spec.storage, "transport": spec.transport}
-    asked = {"nodes": nodes, "base_port": base_port, "storage": storage, "transport": transport}
-    differ = [f"--{k.replace('_', '-')} {recorded[k]}" for k in recorded if _given(ctx, k) and asked[k] != recorded[k]]
+    recorded = {"nodes": initial, "base_port": spec.base_port, "storage": spec.storage, "transport": spec.transport,
+                "secure": spec.secure}
+    asked = {"nodes": nodes, "base_port": base_port, "storage": storage, "transport": transport, "secure": secure}
+    differ = [f"--{k.replace('_', '-')} {recorded[k]}" if k != "secure" else ("--secure" if spec.secure else "no --secure")
+              for k in recorded if _given(ctx, k) and asked[k] != recorded[k]]
     if differ:
         raise Failure(f"{local.shown} holds a stopped cluster made with {', '.join(differ)}; run `kvctl local up` "
                       f"without those options to restart it with its data, or `kvctl local down --purge` to delete it")
@@ -83,15 +85,15 @@ def _existing(ctx: click.Context, local: LocalCluster, spec: ClusterSpec, nodes:
 
 
 @handles_errors
-def up(nodes: int, dir: str, base_port: int, storage: str | None, transport: str | None) -> None:
+def up(nodes: int, dir: str, base_port: int, storage: str | None, transport: str | None, secure: bool) -> None:
     ctx = click.get_current_context()
     local = LocalCluster(dir)
     spec = local.load()
     restart = spec is not None
     if restart:
-        spec = _existing(ctx, local, spec, nodes, base_port, storage, transport)
+        spec = _existing(ctx, local, spec, nodes, base_port, storage, transport, secure)
     else:
-        spec = ClusterSpec.new(nodes, base_port, storage or DEFAULT_STORAGE, transport or DEFAULT_TRANSPORT)
+        spec = ClusterSpec.new(nodes, base_port, storage or DEFAULT_STORAGE, transport or DEFAULT_TRANSPORT, secure)
     for node in spec.nodes.values():
         check_ports_free(node, spec.transport)
     local.save(spec)
@@ -112,6 +114,9 @@ def up(nodes: int, dir: str, base_port: int, storage: str | None, transport: str
     click.echo(f"KeyVal local cluster {verb} in {local.shown}: {len(spec.nodes)} nodes, leader {leader_of(found)} "
                f"(storage {spec.storage}, transport {spec.transport})")
     _show(rows)
+    if spec.secure:
+        click.echo(f"Client ports use TLS (CA {local.shown}/tls/ca.pem) and tokens: {local.shown}/tokens/admin, "
+                   f"readwrite and read (pass one with --token-file).")
     addresses = ",".join(n.client_address for n in spec.nodes.values())
     if local.root == Path(LOCAL_DIR).absolute():
         click.echo(f"kvctl run in this directory finds it through {local.shown}/endpoints. "
@@ -221,7 +226,9 @@ def add_local_commands(cli: click.Group) -> None:
         opt("--base-port", type=click.IntRange(1, 64535 - 99), default=7000, show_default=True, metavar="P",
             help="nodeN listens on P+N (peer) and P+1000+N (client)."),
         opt("--storage", metavar="NAME", help=f"Storage backend (default {DEFAULT_STORAGE})."),
-        opt("--transport", metavar="NAME", help=f"Transport backend (default {DEFAULT_TRANSPORT}).")))
+        opt("--transport", metavar="NAME", help=f"Transport backend (default {DEFAULT_TRANSPORT})."),
+        opt("--secure", is_flag=True, help="TLS and tokens on the client ports: makes a CA, node certificates and "
+            "admin/readwrite/read tokens in DIR, which kvctl run there uses.")))
     local.add_command(command(
         "start", "Start node ID: a stopped one resumes with its data; a new nodeN starts "
         "uninitialised on P+N/P+1000+N, waiting for `kvctl cluster add`.", start, arg("id"), _dir()))

@@ -9,6 +9,12 @@ Layout of the cluster dir (``./.keyval`` by default)::
     nodeN/keyval.log    its log (stdout and stderr too, so a startup error lands here)
     nodeN/keyval.pid    its pid while kvctl believes it runs (only `local stop`/`down` remove it)
 
+and with ``--secure`` (TLS and tokens on the client ports; kvctl run here uses them)::
+
+    tls/ca.pem, ca.key  the dev CA; tls/nodeN.pem|key each node's certificate, tls/kvctl.pem|key kvctl's
+    tokens/ROLE         the token of each role (admin, readwrite, read), 0600
+    tokens.sha256       the nodes' tokens file (hashes only)
+
 nodeN always listens on base port + N (peer) and base port + 1000 + N (client), so a node
 added later (``kvctl local start node4``) has predictable addresses.
 """
@@ -23,7 +29,7 @@ from pathlib import Path
 
 from keyval.errors import ConfigError
 from keyval.peer_secret import create_secret
-from kvctl import processes
+from kvctl import processes, secure_files
 from kvctl.output import Failure
 
 FORMAT = 1
@@ -51,10 +57,12 @@ class ClusterSpec:
     format: int = FORMAT
     #: nodes run with --insecure-peers instead of the cluster secret (benchmarks compare both)
     insecure_peers: bool = False
+    #: TLS and tokens on the client ports (``local up --secure``)
+    secure: bool = False
 
     @classmethod
-    def new(cls, count: int, base_port: int, storage: str, transport: str) -> "ClusterSpec":
-        spec = cls(base_port, storage, transport)
+    def new(cls, count: int, base_port: int, storage: str, transport: str, secure: bool = False) -> "ClusterSpec":
+        spec = cls(base_port, storage, transport, secure=secure)
         for n in range(1, count + 1):
             spec.add(f"node{n}", initial=True)
         return spec
@@ -93,6 +101,8 @@ class LocalCluster:
         self.cluster_file = self.root / "cluster.json"
         self.endpoints_file = self.root / "endpoints"
         self.secret_file = self.root / "cluster.secret"
+        self.tls_ca = self.root / "tls" / "ca.pem"
+        self.tokens_file = self.root / "tokens.sha256"
 
     # -- files -------------------------------------------------------------------------
     def node_dir(self, node_id: str) -> Path:
@@ -106,6 +116,15 @@ class LocalCluster:
 
     def pid_file(self, node_id: str) -> Path:
         return self.node_dir(node_id) / "keyval.pid"
+
+    def cert_file(self, name: str) -> Path:
+        return self.root / "tls" / f"{name}.pem"
+
+    def key_file(self, name: str) -> Path:
+        return self.root / "tls" / f"{name}.key"
+
+    def token_file(self, role: str) -> Path:
+        return self.root / "tokens" / role
 
     def shown_log(self, node_id: str) -> str:
         return str(Path(self.shown) / node_id / "keyval.log")
@@ -174,6 +193,11 @@ class LocalCluster:
         if node.initial:
             # A node with data ignores it and resumes, so a restart may pass it again.
             argv += ["--bootstrap", spec.bootstrap()]
+        if spec.secure:
+            secure_files.ensure_node(self, node.id)
+            argv += ["--tokens-file", str(self.tokens_file),
+                     "--client-cert", str(self.cert_file(node.id)), "--client-key", str(self.key_file(node.id)),
+                     "--client-ca", str(self.tls_ca)]
         proc = processes.spawn(argv, self.log_file(node.id), self.node_dir(node.id))
         _write_atomically(self.pid_file(node.id), f"{proc.pid}\n")
         return proc

@@ -15,8 +15,8 @@ from typing import Any, Awaitable, Callable, TypeVar
 
 import click
 
-from keyval.client import AsyncClient
 from keyval.errors import ClientError, Unreachable
+from kvctl import connect
 from kvctl.endpoints import resolve
 from kvctl.options import command, group, opt
 from kvctl.output import FAILED, UNREACHABLE, Failure, emit, handles_errors, settings, table
@@ -44,7 +44,7 @@ async def leader_status(endpoints: list[str]) -> tuple[str, dict[str, Any]]:
     """The leader's client address and its status (members, their client addresses)."""
     deadline = time.monotonic() + settings().request_timeout()
     address = (await leader_first(endpoints, deadline))[0]
-    async with AsyncClient([address], timeout=settings().request_timeout()) as client:
+    async with connect.client([address], timeout=settings().request_timeout()) as client:
         return address, await client.status(address)
 
 
@@ -58,7 +58,7 @@ async def ask_node(node_id: str, address: str | None, op: str, timeout: float, *
     """One node's answer to ``op``, or ``{"node", "error"}``: never raises for one node."""
     if not address:
         return {"node": node_id, "error": f"{node_id}'s client address is not known yet"}
-    async with AsyncClient([address], timeout=timeout) as client:
+    async with connect.client([address], timeout=timeout) as client:
         try:
             # A quick probe first, so a node that is down costs a second, not the timeout.
             await asyncio.wait_for(client.status(address), PROBE_TIMEOUT)

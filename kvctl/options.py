@@ -1,6 +1,6 @@
 """Building blocks of kvctl's commands: the global options every command and group carries.
 
-``--endpoints``, ``--json`` and ``--timeout`` work before or after the subcommand, so each
+``--endpoints``, ``--json``, ``--timeout`` and the credentials work before or after the subcommand, so each
 command (and group) declares them; only a value typed on the command line is remembered in
 the root's Settings, so a default on the subcommand can't undo a group option. The last one
 given wins.
@@ -44,6 +44,15 @@ def global_options() -> list[click.Option]:
         click.Option(["--timeout"], type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
                      expose_value=False, callback=_remember,
                      help=f"Give up after this long (default {DEFAULT_TIMEOUT:g}; `local up`/`start` 20)."),
+        click.Option(["--cacert"], metavar="FILE", expose_value=False, callback=_remember,
+                     help="Connect with TLS, checking the nodes' certificates against this CA."),
+        click.Option(["--cert", "cert_file"], metavar="FILE", expose_value=False, callback=_remember,
+                     help="Client certificate for mutual TLS (with --key)."),
+        click.Option(["--key", "key_file"], metavar="FILE", expose_value=False, callback=_remember,
+                     help="Private key of --cert."),
+        click.Option(["--token-file"], metavar="FILE", expose_value=False, callback=_remember,
+                     help="File holding the client token (default: $KVCTL_TOKEN; a `local up --secure` "
+                     "cluster's admin token when run in its directory)."),
     ]
 
 

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import functools
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import click
 
+from keyval.client_protocol import DENIED_MESSAGE, PERMISSION_DENIED
 from keyval.errors import ClientError, RequestRefused, Timeout, Unreachable
 
 DEFAULT_TIMEOUT = 5.0
@@ -28,6 +29,12 @@ class Settings:
     endpoints: list[str] | None = None  # None: $KVCTL_ENDPOINTS, then ./.keyval/endpoints
     json: bool = False
     timeout: float | None = None  # None: each command's own default
+    cacert: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    token_file: str | None = None  # None: $KVCTL_TOKEN, then a secure local cluster's admin token
+    #: kvctl.connect's credentials, resolved once per command
+    credentials: dict[str, Any] = field(default_factory=dict)
 
     def request_timeout(self) -> float:
         return DEFAULT_TIMEOUT if self.timeout is None else self.timeout
@@ -53,6 +60,8 @@ def from_client_error(exc: ClientError) -> Failure:
         return Failure(str(exc), UNREACHABLE, exc.code)
     if isinstance(exc, Timeout):
         return Failure(str(exc), UNREACHABLE, exc.code)
+    if isinstance(exc, RequestRefused) and exc.code == PERMISSION_DENIED:
+        return Failure(DENIED_MESSAGE, FAILED, PERMISSION_DENIED)  # nothing to add: it says nothing on purpose
     if isinstance(exc, RequestRefused):
         return Failure(f"the cluster refused: {exc}", FAILED, exc.code)
     return Failure(str(exc), FAILED, exc.code)

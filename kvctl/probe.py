@@ -6,18 +6,18 @@ import subprocess
 import time
 from typing import Any
 
-from keyval.client import AsyncClient
+from kvctl import connect
 from kvctl.localcluster import ClusterSpec, LocalCluster
 from kvctl.output import Failure
 
 Status = dict[str, Any]
 
 
-async def statuses(addresses: dict[str, str], timeout: float = 1.0) -> dict[str, Status | None]:
+async def statuses(local: LocalCluster, addresses: dict[str, str], timeout: float = 1.0) -> dict[str, Status | None]:
     """Each node's own status report, or None if it did not answer in time."""
     if not addresses:
         return {}
-    async with AsyncClient(list(addresses.values()), timeout=timeout) as client:
+    async with connect.client(list(addresses.values()), timeout=timeout, local=local) as client:
         replies = await asyncio.gather(*(client.status(a) for a in addresses.values()), return_exceptions=True)
     return {node_id: (r if isinstance(r, dict) else None) for node_id, r in zip(addresses, replies)}
 
@@ -59,7 +59,7 @@ async def wait_until_up(local: LocalCluster, spec: ClusterSpec, started: dict[st
                 last = local.last_log_line(node_id)
                 raise Failure(f"{node_id} exited while starting (exit code {proc.returncode})"
                               + (f": {last}" if last else "") + f" — see {local.shown_log(node_id)}")
-        found = await statuses(addresses, timeout=min(1.0, max(0.1, deadline - time.monotonic())))
+        found = await statuses(local, addresses, timeout=min(1.0, max(0.1, deadline - time.monotonic())))
         if usable(found) if want_leader else all(s is not None for s in found.values()):
             return found
         if time.monotonic() > deadline:

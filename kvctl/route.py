@@ -15,7 +15,9 @@ import time
 from typing import Any
 
 from keyval.client import AsyncClient
-from keyval.errors import Unreachable
+from keyval.client_protocol import PERMISSION_DENIED
+from keyval.errors import RequestRefused, Unreachable
+from kvctl import connect
 from kvctl.output import UNREACHABLE, Failure
 
 PROBE_TIMEOUT = 1.0
@@ -25,6 +27,15 @@ RETRY_PAUSE = 0.1
 async def _status(client: AsyncClient, endpoint: str, timeout: float) -> dict[str, Any] | None:
     try:
         return await asyncio.wait_for(client.status(endpoint), timeout)
+    except RequestRefused as exc:
+        if exc.code == PERMISSION_DENIED:  # an answer, and the one to report
+            raise
+        return None
+    except Unreachable as exc:
+        reason = str(exc).rpartition(f"{endpoint}: ")[2]
+        if "TLS" in reason or "certificate" in reason.lower():  # say what is wrong, not just "no answer"
+            raise Failure(f"cannot connect to {endpoint}: {reason}", UNREACHABLE, "tls") from None
+        return None
     except Exception:  # refused, reset, timed out, refused by the node: all mean "no answer"
         return None
 
@@ -33,7 +44,7 @@ async def leader_first(endpoints: list[str], deadline: float) -> list[str]:
     """``endpoints`` with the leader's client address first (added if it wasn't listed).
     Waits, until ``deadline``, for a node that says it is the leader."""
     answered = False
-    async with AsyncClient(list(endpoints), timeout=PROBE_TIMEOUT) as probe:
+    async with connect.client(list(endpoints), timeout=PROBE_TIMEOUT) as probe:
         candidates = list(endpoints)
         while True:
             timeout = max(0.05, min(PROBE_TIMEOUT, deadline - time.monotonic()))

@@ -39,13 +39,16 @@ POLL = 0.02
 
 
 class ClusterOperations:
-    def __init__(self, node: Node, config: NodeConfig, admin: AdminOperations, request_shutdown) -> None:
+    def __init__(self, node: Node, config: NodeConfig, admin: AdminOperations, request_shutdown,
+                 connect=AsyncClient) -> None:
         self.node = node
         self.config = config
+        #: ``connect(addresses, timeout)``: a client for a peer's client port, with the node credential
+        self._connect = connect
         self.tracker = ProgressTracker()
         self._background: set[asyncio.Task] = set()
         self.promoter = AutoPromoter(self)
-        self.watch = RemovalWatch(node, request_shutdown, busy=lambda: self.busy)
+        self.watch = RemovalWatch(node, request_shutdown, busy=lambda: self.busy, connect=connect)
         self.busy = 0  # operations being served: a removed node finishes them before it exits
         for name, handler in (
             ("cluster_status", self.cluster_status), ("cluster_health", self.cluster_health),
@@ -213,7 +216,7 @@ class ClusterOperations:
         if not address:
             raise OperationRefused(f"leadership moved to {target}, but its client address is unknown; "
                                    f"run `kvctl cluster remove {me}` again")
-        async with AsyncClient([address], timeout=max(1.0, deadline - time.monotonic())) as client:
+        async with self._connect([address], timeout=max(1.0, deadline - time.monotonic())) as client:
             result = await client.admin("remove", timeout=max(1.0, deadline - time.monotonic()), id=me,
                                         wait=max(0.5, deadline - time.monotonic() - 1.0))
         result["transferred_to"] = target
@@ -325,7 +328,7 @@ class ClusterOperations:
         to it the moment its removal is appended, so it would otherwise only notice after
         an election timeout without a leader."""
         try:
-            async with AsyncClient([address], timeout=2.0) as client:
+            async with self._connect([address], timeout=2.0) as client:
                 await client.admin("removal_check")
         except (KeyvalError, OSError, asyncio.TimeoutError) as exc:
             log.debug("node %s: could not tell %s of its removal: %s", self.node.id, node_id, exc)

@@ -86,8 +86,11 @@ class AutoPromoter:
 
 
 class RemovalWatch:
-    def __init__(self, node, request_shutdown, busy) -> None:
+    def __init__(self, node, request_shutdown, busy, connect=AsyncClient) -> None:
+        """``connect(addresses, timeout)``: a client for a peer's client port, holding this
+        node's credential (keyval.client_auth.NodeCaller)."""
         self.node = node
+        self._connect = connect
         self._request_shutdown = request_shutdown
         self._busy = busy
         self._task: asyncio.Task | None = None
@@ -171,7 +174,7 @@ class RemovalWatch:
         peers = {n: a for n, a in client_addresses(node.kv.meta).items() if n != node.id}
         if not peers:
             return None
-        answers = await asyncio.gather(*(_ask(address) for address in peers.values()))
+        answers = await asyncio.gather(*(_ask(self._connect, address) for address in peers.values()))
         for answer in answers:
             if (
                 isinstance(answer, dict)
@@ -184,9 +187,9 @@ class RemovalWatch:
         return None
 
 
-async def _ask(address: str) -> dict | None:
+async def _ask(connect, address: str) -> dict | None:
     try:
-        async with AsyncClient([address], timeout=ASK_TIMEOUT) as client:
+        async with connect([address], timeout=ASK_TIMEOUT) as client:
             return await client.admin("membership")
     except (KeyvalError, OSError, asyncio.TimeoutError):
         return None

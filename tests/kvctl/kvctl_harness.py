@@ -89,8 +89,9 @@ class Cluster:
         assert len(leaders) == 1, leaders
         return leaders[0]
 
-    def up(self) -> "Cluster":
-        ok(self.kvctl("local", "up", "--nodes", str(self.nodes), "--base-port", str(self.base_port), *BACKENDS))
+    def up(self, *options: str) -> "Cluster":
+        ok(self.kvctl("local", "up", "--nodes", str(self.nodes), "--base-port", str(self.base_port), *BACKENDS,
+                      *options))
         return self
 
 

@@ -93,10 +93,13 @@ class NodeProcess:
 
 
 class LocalCluster:
-    def __init__(self, base: Path, size: int = 3, extra: tuple[str, ...] = (), nofile: int | None = None) -> None:
+    def __init__(self, base: Path, size: int = 3, extra: tuple[str, ...] = (), nofile: int | None = None,
+                 client_options: dict | None = None) -> None:
         ports = free_ports(3 * (size + 2))
         self.base = base
         self.extra = extra
+        #: what the harness's own clients pass to Client (token=..., tls=...) on a secured cluster
+        self.client_options = client_options or {}
         self.nodes = {
             f"n{i + 1}": NodeProcess(f"n{i + 1}", ports[3 * i], ports[3 * i + 1], ports[3 * i + 2], base, nofile)
             for i in range(size + 2)  # two spares for nodes added later
@@ -112,10 +115,10 @@ class LocalCluster:
         return [self.nodes[n].client_addr for n in (ids or self.initial)]
 
     def client(self, ids=None, timeout: float = 10.0) -> Client:
-        return Client(self.endpoints(ids), timeout=timeout)
+        return Client(self.endpoints(ids), timeout=timeout, **self.client_options)
 
     def status(self, node_id: str) -> dict | None:
-        with Client([self.nodes[node_id].client_addr], timeout=2) as c:
+        with Client([self.nodes[node_id].client_addr], timeout=2, **self.client_options) as c:
             try:
                 return c.status(self.nodes[node_id].client_addr)
             except KeyvalError:
