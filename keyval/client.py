@@ -186,7 +186,7 @@ class _ReplyReader(asyncio.Protocol):
 
 
 class AsyncClient:
-    """``token``: presented on every connection (roles: docs/security-clients.md); ``tls``: an
+    """``token``: presented on every connection (roles: docs/security.md); ``tls``: an
     ``ssl.SSLContext`` (see ``keyval.tls.client_context``) for nodes that serve TLS."""
 
     def __init__(self, endpoints: list[str] | str, *, timeout: float = 5.0, client_id: str | None = None,

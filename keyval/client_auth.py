@@ -214,7 +214,7 @@ class ClientSecurity:
         """Once, when the node serves: what anyone who reaches the client port may do."""
         if self.gate.tokens is None:
             log.warning("node %s: no tokens_file: any client that reaches %s may read, write and change "
-                        "the cluster (see docs/security-clients.md)", self.gate.node_id, address)
+                        "the cluster (see docs/security.md)", self.gate.node_id, address)
         if self.gate.open_registration:
             log.warning("node %s: no cluster secret, so no node credential: any client may register a "
                         "member's client address", self.gate.node_id)
