@@ -152,17 +152,30 @@ class CpuMeter:
 
 
 # ----------------------------------------------------------------------------- clients
+def client_options(credentials: dict | None) -> dict:
+    """``token``/``tls`` for an AsyncClient from credential file paths (picklable, so they
+    reach the worker processes; each process builds its own TLS context)."""
+    if not credentials:
+        return {}
+    from keyval.tls import client_context
+
+    return {"token": credentials["token"],
+            "tls": client_context(credentials["cacert"], credentials["cert"], credentials["key"])}
+
+
 class _Clients:
     """The simulated clients of one process: an AsyncClient each (``per-client``) or one
     AsyncClient they all share (``shared``)."""
 
-    def __init__(self, endpoints: list[str], client_ids: list[int], conn: str, timeout: float = 10.0) -> None:
+    def __init__(self, endpoints: list[str], client_ids: list[int], conn: str, timeout: float = 10.0,
+                 options: dict | None = None) -> None:
         self.client_ids = list(client_ids)
+        options = options or {}
         if conn == "shared":
-            one = AsyncClient(list(endpoints), timeout=timeout)
+            one = AsyncClient(list(endpoints), timeout=timeout, **options)
             self.by_id = {cid: one for cid in self.client_ids}
         else:
-            self.by_id = {cid: AsyncClient(list(endpoints), timeout=timeout) for cid in self.client_ids}
+            self.by_id = {cid: AsyncClient(list(endpoints), timeout=timeout, **options) for cid in self.client_ids}
 
     async def open(self) -> None:
         # open every connection before the clock starts (as loadgen's etcd target does)
@@ -174,7 +187,7 @@ class _Clients:
 
 
 async def _worker_main(cfg: dict, op: str, client_ids: list[int], t_start_wall: float, value: bytes):
-    clients = _Clients(cfg["endpoints"], client_ids, cfg["conn"])
+    clients = _Clients(cfg["endpoints"], client_ids, cfg["conn"], options=client_options(cfg.get("credentials")))
     await clients.open()
     pc = time.perf_counter
     t0 = pc() + (t_start_wall - time.time())
@@ -265,9 +278,10 @@ def run_point(cfg: dict, op: str, n_clients: int, procs: int, value: bytes, serv
     return row
 
 
-async def preload(endpoints: list[str], keyspace: int, value: bytes, n_clients: int = 64) -> float:
+async def preload(endpoints: list[str], keyspace: int, value: bytes, n_clients: int = 64,
+                  options: dict | None = None) -> float:
     """Write every key of the key space once (so gets hit), with ``n_clients`` pipelined writers."""
-    async with AsyncClient(list(endpoints), timeout=30.0) as client:
+    async with AsyncClient(list(endpoints), timeout=30.0, **(options or {})) as client:
         nxt = iter(range(keyspace))
 
         async def writer() -> None:
@@ -310,7 +324,7 @@ class BenchCluster:
     ``kvctl local start`` adds later."""
 
     def __init__(self, directory: str | None, nodes: int, storage: str, transport: str, spare: int = 0,
-                 insecure_peers: bool = False) -> None:
+                 insecure_peers: bool = False, secure: bool = False) -> None:
         from kvctl.localcluster import LocalCluster
 
         self.own_dir = directory is None
@@ -318,6 +332,7 @@ class BenchCluster:
         self.local = LocalCluster(self.dir)
         self.nodes, self.storage, self.transport, self.spare = nodes, storage, transport, spare
         self.insecure_peers = insecure_peers
+        self.secure = secure
         self.spec = None
         self.endpoints: list[str] = []
         self.pids: list[int] = []
@@ -333,6 +348,7 @@ class BenchCluster:
             self.spec = ClusterSpec.new(self.nodes, free_base_port(self.nodes + self.spare), self.storage,
                                         self.transport)
             self.spec.insecure_peers = self.insecure_peers
+            self.spec.secure = self.secure
             started = {}
             try:
                 for node in self.spec.nodes.values():
@@ -352,6 +368,14 @@ class BenchCluster:
         self.pid_by_node = {n: pid for n in self.spec.nodes if (pid := self.local.pid(n)) is not None}
         self.pids = list(self.pid_by_node.values())
 
+    def credentials(self) -> dict | None:
+        """The CA, kvctl's certificate and the admin token of a ``secure`` cluster, as paths."""
+        if not self.secure:
+            return None
+        local = self.local
+        return {"cacert": str(local.tls_ca), "cert": str(local.cert_file("kvctl")), "key": str(local.key_file("kvctl")),
+                "token": local.token_file("admin").read_text().strip()}
+
     def down(self) -> None:
         if self.spec is not None:
             from kvctl.output import Failure
@@ -365,10 +389,10 @@ class BenchCluster:
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
-async def find_leader(endpoints: list[str], timeout: float = 20.0) -> tuple[str, dict]:
+async def find_leader(endpoints: list[str], timeout: float = 20.0, options: dict | None = None) -> tuple[str, dict]:
     """(the leader's client address, its status), waiting for one to be known."""
     deadline = time.monotonic() + timeout
-    async with AsyncClient(list(endpoints), timeout=1.0) as client:
+    async with AsyncClient(list(endpoints), timeout=1.0, **(options or {})) as client:
         while True:
             for ep in endpoints:
                 try:
@@ -474,6 +498,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--nodes", type=int, default=3)
     ap.add_argument("--storage", default="segment", help="storage backend of the started cluster (segment: fsync on)")
     ap.add_argument("--transport", default="tcp")
+    ap.add_argument("--secure", action="store_true",
+                    help="start the cluster as `kvctl local up --secure` does (client TLS, mutual, and tokens)")
     ap.add_argument("--insecure-peers", action="store_true",
                     help="start the cluster without a cluster secret (peer HMAC off), to measure what it costs")
     ap.add_argument("--ops", default="put,get", help="phases, in order: put, get (get preloads first)")
@@ -511,22 +537,27 @@ def main(argv: list[str] | None = None) -> int:
     value = make_value(a.seed)
     clients = [int(x) for x in a.clients.split(",") if x]
     cluster = None
+    credentials = None
     try:
         if a.endpoints:
             endpoints = [e.strip() for e in a.endpoints.split(",") if e.strip()]
             server_pids = [int(x) for x in a.server_pids.split(",") if x]
             where = "given endpoints"
         else:
-            cluster = BenchCluster(a.dir, a.nodes, a.storage, a.transport, insecure_peers=a.insecure_peers)
+            cluster = BenchCluster(a.dir, a.nodes, a.storage, a.transport, insecure_peers=a.insecure_peers,
+                                   secure=a.secure)
             cluster.up()
+            credentials = cluster.credentials()
             endpoints, server_pids = cluster.endpoints, cluster.pids
             where = f"`kvctl local up` in {cluster.dir} (storage {a.storage}, transport {a.transport})"
-        leader, st = asyncio.run(find_leader(endpoints))
+        options = client_options(credentials)
+        leader, st = asyncio.run(find_leader(endpoints, options=options))
         ordered = [leader] + [e for e in endpoints if e != leader]
         if cluster is not None and st.get("id") in cluster.pid_by_node:  # CPU columns: leader first
             server_pids = [cluster.pid_by_node[st["id"]]] + [p for n, p in cluster.pid_by_node.items() if n != st["id"]]
         cfg = {"endpoints": ordered, "conn": a.conn, "warmup": a.warmup, "duration": a.duration, "seed": a.seed,
-               "keyspace": a.keyspace, "setup_s": a.setup_s, "label": a.label, "event_loop": a.event_loop}
+               "keyspace": a.keyspace, "setup_s": a.setup_s, "label": a.label, "event_loop": a.event_loop,
+               "credentials": credentials}
         meta = {"endpoints": endpoints, "leader": leader, "leader_id": st.get("id"), "server_pids": server_pids,
                 "cluster": where, "nodes": len(st.get("voters", [])) or len(endpoints), "key_bytes": KEY_SIZE,
                 "value_bytes": VALUE_SIZE, "keyspace": a.keyspace, "warmup_s": a.warmup, "duration_s": a.duration,
@@ -539,7 +570,7 @@ def main(argv: list[str] | None = None) -> int:
         results: list[dict] = []
         for op in a.ops.split(","):
             if op == "get" and not a.no_preload:
-                dt = asyncio.run(preload(ordered, a.keyspace, value))
+                dt = asyncio.run(preload(ordered, a.keyspace, value, options=options))
                 print(f"# preloaded {a.keyspace} keys in {dt:.1f}s ({a.keyspace / dt:.0f}/s)", flush=True)
             for n in clients:
                 best = None
@@ -556,7 +587,7 @@ def main(argv: list[str] | None = None) -> int:
                 if a.jsonl_out:
                     with open(a.jsonl_out, "a") as f:
                         f.write(json.dumps({**best, "target": "keyval", "endpoints": leader}) + "\n")
-        final = asyncio.run(find_leader(endpoints))[1]
+        final = asyncio.run(find_leader(endpoints, options=options))[1]
         meta.update(final_leader_id=final.get("id"), final_term=final.get("term"),
                     final_commit_index=final.get("commit_index"), loadavg_after=_loadavg())
         if final.get("id") != st.get("id"):

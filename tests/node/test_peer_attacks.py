@@ -139,3 +139,30 @@ def test_insecure_peers_must_be_asked_for_and_is_logged(tmp_path):
         assert "peer traffic is NOT authenticated (--insecure-peers)" in cluster.nodes["n1"].log()
     finally:
         cluster.stop_all()
+
+
+def test_a_forged_udp_sequence_number_does_not_silence_the_leader(tmp_path):
+    """The review's replay-window poisoning: a datagram in the leader's name with sequence
+    number 2**62 made a follower drop every real datagram from the leader."""
+    cluster = LocalCluster(tmp_path, extra=("--transport", "udp"))
+    cluster.start()
+    try:
+        leader, status = settled(cluster, "k", "real")
+        followers = [n for n in cluster.initial if n != leader]
+        heartbeat = forge.message(status["cluster_id"], 5, status["term"], leader, followers[0], status["commit_index"], b"")
+        for node_id in followers:
+            for epoch in (1, 2**63):
+                forge.send_udp(cluster.nodes[node_id].peer_addr, heartbeat, sender=leader, seq=2**62, epoch=epoch,
+                               secret=b"")
+        with cluster.client() as c:
+            for i in range(20):
+                c.put(f"after/{i}", "v")
+        # Every follower still hears the leader: it applies the writes made after the forgery.
+        target = cluster.status(leader)["commit_index"]
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(cluster.status(n)["applied_index"] < target for n in followers):
+            time.sleep(0.2)
+        assert all(cluster.status(n)["applied_index"] >= target for n in followers)
+        assert_intact(cluster, leader, status["term"], "k", "real")
+    finally:
+        cluster.stop_all()
