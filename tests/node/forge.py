@@ -14,7 +14,10 @@ import time
 
 import msgspec
 
+from keyval.auth import Authenticator
 from plugins.transport import udp_wire
+from plugins.transport.tcp_hello import CHALLENGE_BYTES, decode_challenge, encode_hello
+from plugins.transport.tcp_session import FrameSealer, session_key
 
 #: codec message tags (keyval/codec.py TAGS)
 APPEND_ENTRIES, REQUEST_VOTE = 1, 3
@@ -48,6 +51,26 @@ def send_tcp(address: str, payloads: list[bytes], linger: float = 0.3) -> None:
     with socket.create_connection((host, int(port)), timeout=5) as sock:
         sock.sendall(b"".join(len(p).to_bytes(4, "big") + p for p in payloads))
         time.sleep(linger)  # let the node read before the connection goes
+
+
+def send_tcp_session(address: str, payloads: list[bytes], cluster_id: str = "", sender: str = "intruder",
+                     secret: bytes | None = None, linger: float = 0.3) -> None:
+    """Dial like a peer (read the acceptor's nonce, send a hello as ``sender``), then send each
+    payload as a frame of that connection — sealed for it when given the secret. Without the
+    secret this is what a stranger can do to a node run with --insecure-peers."""
+    host, _, port = address.rpartition(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        challenge = b""
+        while len(challenge) < 4 + CHALLENGE_BYTES:
+            chunk = sock.recv(4 + CHALLENGE_BYTES - len(challenge))
+            if not chunk:
+                raise EOFError("the node closed the connection before its challenge")
+            challenge += chunk
+        theirs, ours = decode_challenge(challenge[4:]), os.urandom(32)
+        sealer = FrameSealer(session_key(Authenticator(secret), theirs, ours) if secret else None)
+        hello = encode_hello(ours, secret is not None, sender, "127.0.0.1:9", cluster_id)
+        sock.sendall(sealer.frame(hello) + b"".join(sealer.frame(p) for p in payloads))
+        time.sleep(linger)
 
 
 def send_udp(address: str, payload: bytes, sender: str = "intruder", seq: int = 1, epoch: int = 1,

@@ -6,7 +6,6 @@ restart). Now it is a decode error: counted as ``dropped_decode``, with no effec
 """
 from __future__ import annotations
 
-import socket
 import time
 
 import msgspec
@@ -14,6 +13,7 @@ import pytest
 
 from keyval import codec
 
+from . import forge
 from .procs import LocalCluster
 
 #: Without a cluster secret the forged bytes reach the codec; once a secret is the default,
@@ -23,18 +23,10 @@ HUGE_TERMS = (2**64 - 1, 2**63)
 
 
 def forged_vote(cluster_id: str, to: str, term: int) -> bytes:
-    """A RequestVote frame as ``tcp_transport`` frames it: 4-byte big-endian length, codec bytes
-    (version 1: ``[cluster_id, [tag 3, term, frm, to, last_index, last_term, pre_vote, transfer]]``)."""
+    """A RequestVote's codec bytes (version 1: ``[cluster_id, [tag 3, term, frm, to,
+    last_index, last_term, pre_vote, transfer]]``), built by hand: our encoder refuses them."""
     body = msgspec.msgpack.encode([cluster_id, [3, term, "intruder", to, 2**64 - 1, term, False, True]])
-    payload = codec.MAGIC + bytes([1]) + body
-    return len(payload).to_bytes(4, "big") + payload
-
-
-def send_frames(address: str, frames: list[bytes]) -> None:
-    host, _, port = address.rpartition(":")
-    with socket.create_connection((host, int(port)), timeout=5) as sock:
-        sock.sendall(b"".join(frames))
-        time.sleep(0.2)  # let the node read them before the connection closes
+    return codec.MAGIC + bytes([1]) + body
 
 
 @pytest.fixture
@@ -56,7 +48,8 @@ def test_a_vote_with_an_unstorable_term_is_dropped_by_every_node(cluster):
 
     for node_id in cluster.initial:
         frames = [forged_vote(cluster_id, node_id, term) for term in HUGE_TERMS]
-        send_frames(cluster.nodes[node_id].peer_addr, frames)
+        # As a peer dials: the tcp handshake first, so that the forged votes reach the codec.
+        forge.send_tcp_session(cluster.nodes[node_id].peer_addr, frames, cluster_id)
 
     deadline = time.monotonic() + 10
     for node_id in cluster.initial:
@@ -87,7 +80,7 @@ def test_the_nodes_restart_after_the_attack(cluster):
     cluster.wait_for_leader()
     cluster_id = cluster.status(cluster.initial[0])["cluster_id"]
     for node_id in cluster.initial:
-        send_frames(cluster.nodes[node_id].peer_addr, [forged_vote(cluster_id, node_id, 2**64 - 1)])
+        forge.send_tcp_session(cluster.nodes[node_id].peer_addr, [forged_vote(cluster_id, node_id, 2**64 - 1)], cluster_id)
     with cluster.client() as c:
         c.put("k", "v")
     cluster.stop_all()
