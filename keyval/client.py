@@ -27,6 +27,8 @@ READ_ONLY_OPERATIONS = frozenset({"cluster_status", "cluster_health", "membershi
                                   "snapshot_list", "backup_begin", "backup_chunk", "backup_end"})
 #: one attempt to connect to an endpoint waits at most this long, then the next one is tried
 CONNECT_TIMEOUT = 1.0
+#: with TLS the attempt includes the handshake: two more round trips and the node's CPU
+TLS_CONNECT_TIMEOUT = 3.0
 #: one attempt at a request waits at most this long for its reply (an endpoint that accepted
 #: the connection but does not answer, e.g. a frozen process), unless the call is given a
 #: longer one (an operation that waits on purpose)
@@ -92,7 +94,7 @@ class _Connection:
             try:
                 self._transport, _ = await asyncio.wait_for(
                     loop.create_connection(lambda: _ReplyReader(self), host.strip("[]"), int(port), **tls),
-                    min(timeout, CONNECT_TIMEOUT))
+                    min(timeout, CONNECT_TIMEOUT if self.tls is None else TLS_CONNECT_TIMEOUT))
             except asyncio.TimeoutError:
                 raise ConnectionError(f"connection to {self.endpoint} timed out") from None
             except ssl.SSLError as exc:

@@ -46,7 +46,7 @@ def test_tls_port_serves_clients_that_trust_its_ca_and_nothing_else(tmp_path, pk
             assert c.get("k") == b"over tls"
         with Client([address], timeout=2) as plain, pytest.raises(Unreachable):
             plain.get("k")
-        with Client([address], timeout=2, tls=client_context()) as untrusting, pytest.raises(Unreachable) as caught:
+        with Client([address], timeout=5, tls=client_context()) as untrusting, pytest.raises(Unreachable) as caught:
             untrusting.get("k")  # the system CAs do not know the dev CA
         assert "certificate verify failed" in str(caught.value)
         assert cluster.nodes[leader].running
