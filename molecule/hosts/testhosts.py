@@ -33,6 +33,7 @@ from pathlib import Path
 from rootfs import RootfsError, ensure_rootfs
 
 CGROUP_DIR = "keyval-testhosts"
+NSPAWN_PROPAGATE = Path("/run/systemd/nspawn/propagate")
 CHAIN = "KVTH"  # iptables chain inside each host's namespace that holds partitions
 SSH_OPTIONS = {"User": "root", "IdentitiesOnly": "yes", "StrictHostKeyChecking": "yes",
                "ServerAliveInterval": "3", "ServerAliveCountMax": "3", "LogLevel": "ERROR"}
@@ -42,6 +43,10 @@ class TestHostsError(Exception):
     """A test-host operation failed; the message is one line saying which and why."""
 
     __test__ = False  # not a pytest test class
+
+    def __init__(self, message: str, kind: str = "failed"):
+        super().__init__(message)
+        self.kind = kind  # "root" or "kernel": this machine cannot run hosts; "tools": setup-hosts
 
 
 @dataclass(frozen=True)
@@ -108,8 +113,8 @@ class HostSet:
         for root in cgroup_roots():
             base = root / CGROUP_DIR / self.prefix
             if base.is_dir():
-                for d in sorted(base.rglob("*/"), key=lambda p: -len(p.parts)) + [base]:
-                    _rmdir(d)
+                for d in sorted(base.rglob("*/"), key=lambda p: -len(p.parts)) + [base, base.parent]:
+                    _rmdir(d)  # base.parent only goes when no other set uses it
         for mnt in sorted(self._mounts(), key=len, reverse=True):
             if run(["umount", mnt], check=False).returncode != 0:
                 run(["umount", "-l", mnt], check=False)
@@ -119,6 +124,8 @@ class HostSet:
             run(["ip", "link", "delete", link], check=False)
         for rule in self._fw_rules():
             run(["iptables", "-D", *shlex.split(rule)[1:]], check=False)
+        for h in self.hosts:
+            shutil.rmtree(NSPAWN_PROPAGATE / h.name, ignore_errors=True)
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def leftovers(self) -> list[str]:
@@ -139,16 +146,23 @@ class HostSet:
             cg.mkdir(parents=True, exist_ok=True)
             for d in sorted(cg.rglob("*/"), key=lambda p: -len(p.parts)):
                 _rmdir(d)  # empty cgroups a previous boot's systemd left
+        # /run is no tmpfs on this kind of machine: nspawn refuses to clear the propagation
+        # directory an earlier boot of this host left there, and would not start.
+        shutil.rmtree(NSPAWN_PROPAGATE / name, ignore_errors=True)
         join = " && ".join(f"echo $$ > {shlex.quote(str(cg / 'cgroup.procs'))}" for cg in cgroups)
         nspawn = ["systemd-nspawn", "-q", "-b", "-D", str(self.dir / name / "root"), "-M", name,
                   f"--hostname={name}", "--register=no", "--keep-unit",
                   f"--network-namespace-path=/run/netns/{name}", "--console=read-only",
-                  "--link-journal=no", "--resolv-conf=off", "--timezone=off"]
+                  "--link-journal=no", "--resolv-conf=off", "--timezone=off",
+                  "--kill-signal=SIGRTMIN+4"]  # SIGTERM to nspawn = poweroff (default: halt)
         with open(self.dir / name / "console.log", "ab") as console:
             proc = subprocess.Popen(["sh", "-c", f"{join} && exec {shlex.join(nspawn)}"],
                                     stdin=subprocess.DEVNULL, stdout=console, stderr=console,
                                     start_new_session=True)
         (self.dir / name / "pid").write_text(f"{proc.pid}\n")
+        deadline = time.monotonic() + 10
+        while not self.running(name) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)  # until the wrapper shell has joined the host's cgroups
         if wait:
             self.wait_ready([h.name], timeout)
 
@@ -332,13 +346,15 @@ class HostSet:
 def preflight() -> None:
     """Raise TestHostsError saying what is missing when this machine cannot run test hosts."""
     if os.geteuid() != 0:
-        raise TestHostsError("test hosts need root (network namespaces, mounts, cgroups)")
+        raise TestHostsError("test hosts need root (network namespaces, mounts, cgroups)", "root")
     missing = [t for t in ("debootstrap", "systemd-nspawn", "ip", "iptables", "ssh", "ssh-keygen")
                if not shutil.which(t)]
     if missing:
-        raise TestHostsError(f"missing tools: {' '.join(missing)} (run scripts/setup-hosts)")
+        raise TestHostsError(f"missing tools: {' '.join(missing)} (run scripts/setup-hosts)", "tools")
+    if not Path("/proc/self/ns/net").exists():
+        raise TestHostsError("the kernel has no network namespaces", "kernel")
     if "overlay" not in Path("/proc/filesystems").read_text():
-        raise TestHostsError("the kernel has no overlayfs")
+        raise TestHostsError("the kernel has no overlayfs", "kernel")
     cgroup_roots()
 
 
@@ -351,7 +367,7 @@ def cgroup_roots() -> list[Path]:
     roots = [Path(p) for p, (fs, opts) in mounts.items() if fs == "cgroup" and "name=systemd" in opts]
     roots += [Path(p) for p, (fs, _) in mounts.items() if fs == "cgroup2"]
     if not roots or not roots[-1].exists() or mounts.get(str(roots[-1]), ("",))[0] != "cgroup2":
-        raise TestHostsError("no cgroup2 hierarchy mounted (needed to track and kill hosts)")
+        raise TestHostsError("no cgroup2 hierarchy mounted (needed to track and kill hosts)", "kernel")
     return roots
 
 
