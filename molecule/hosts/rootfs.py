@@ -69,6 +69,7 @@ def ensure_rootfs(cache_dir: Path, mirror: str | None = None, log=print) -> Path
         if (final / "etc/os-release").exists():
             return final
         building = final.parent / "rootfs.building"
+        _unmount_under(building)  # a killed debootstrap leaves its /proc and /sys mounted
         shutil.rmtree(building, ignore_errors=True)
         building.parent.mkdir(parents=True, exist_ok=True)
         mirror = mirror or apt_mirror()
@@ -95,6 +96,13 @@ def _prepare(root: Path) -> None:
     _run(["chroot", str(root), "apt-get", "clean"], "apt-get clean")
     shutil.rmtree(root / "var/lib/apt/lists", ignore_errors=True)
     (root / "var/lib/apt/lists/partial").mkdir(parents=True)
+
+
+def _unmount_under(path: Path) -> None:
+    with open("/proc/self/mountinfo") as f:
+        points = [line.split()[4] for line in f if line.split()[4].startswith(f"{path}/")]
+    for point in sorted(points, key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True)
 
 
 def _run(cmd: list[str], step: str) -> None:
