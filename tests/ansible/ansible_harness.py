@@ -58,8 +58,17 @@ def module(name: str, args: dict, workdir: Path, *, check: bool = False, diff: b
     return Run(proc.returncode, found.group(1), result, proc.stdout, proc.stderr)
 
 
+def write_play(workdir: Path, tasks: list[dict], name: str = "play.yml") -> Path:
+    """A one-play playbook on localhost (JSON is YAML)."""
+    path = workdir / name
+    path.write_text(json.dumps([{"name": "keyval modules", "hosts": "localhost", "gather_facts": False,
+                                 "tasks": tasks}], indent=2))
+    return path
+
+
 def playbook(path: Path, workdir: Path, *options: str, timeout: float = 180) -> subprocess.CompletedProcess:
-    argv = [str(BIN / "ansible-playbook"), "-i", "localhost,", "-c", "local", str(path), *options]
+    argv = [str(BIN / "ansible-playbook"), "-i", "localhost,", "-c", "local", "-e",
+            f"ansible_python_interpreter={sys.executable}", str(path), *options]
     return subprocess.run(argv, cwd=workdir, env=environment(workdir), capture_output=True, text=True,
                           timeout=timeout)
 

@@ -189,6 +189,8 @@ def wait_until(kvctl, node, want_voter, messages):
                 kvctl.changed = kvctl.changed or bool(document.get("changed"))
                 messages.append(document.get("message", "promoted %s" % node))
                 continue
+            if rc == 1 and kvctl.member(node) and kvctl.member(node)["type"] == "Voter":
+                continue  # auto-promotion got there first
             if rc != 1:  # usage or unreachable: no point waiting
                 kvctl.fail_with(rc, document, ("cluster", "promote", node))
             last_refusal = document.get("error", {}).get("message")  # e.g. a change in progress
@@ -248,6 +250,8 @@ def main():
 
     info = kvctl.info() if steps else info
     after = membership(info)
+    # A learner the leader auto-promoted while the task waited did change during the task.
+    kvctl.changed = kvctl.changed or before != after
     module.exit_json(changed=kvctl.changed, msg="; ".join(messages) or already(node, find_member(info, node)),
                      actions=actions, member=find_member(info, node),
                      voters=info.get("voters", []), learners=info.get("learners", []),
