@@ -12,7 +12,7 @@ description:
   - Runs C(kvctl cluster info --json) and C(kvctl cluster health --json) and returns what they
     report. Changes nothing.
   - An unhealthy cluster is not a failure; look at RV(healthy) and RV(issues).
-    Fails only when kvctl cannot tell (for example no member answers: rc 3).
+    Fails only when kvctl cannot tell, for example when no member answers (rc 3).
 extends_documentation_fragment: keyval.cluster.kvctl
 options:
   timeout:

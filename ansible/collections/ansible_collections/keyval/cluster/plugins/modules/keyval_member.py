@@ -32,7 +32,7 @@ options:
         may make it a voter later, and either is accepted.
       - V(voter) adds it if needed, waits until it has caught up and promotes it.
       - V(learner) adds it with auto-promotion off (C(--no-auto-promote)). A voter is never
-        demoted (KeyVal cannot): the task fails instead.
+        demoted (KeyVal cannot), the task fails instead.
       - V(absent) removes it (C(kvctl cluster remove)).
     type: str
     choices: [present, absent, voter, learner]
