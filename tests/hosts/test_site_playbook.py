@@ -110,3 +110,19 @@ def test_a_fourth_host_joins_as_a_learner_and_becomes_a_voter_then_nothing_chang
     assert all(r["changed"] == 0 for r in recap.values()), recap
     rc, out, recap = site(inv, "--check")
     assert rc == 0 and all(r["changed"] == 0 for r in recap.values()), recap
+
+
+def test_a_config_change_restarts_one_node_at_a_time_each_back_healthy_before_the_next(four_hosts, tmp_path):
+    inv = inventory(four_hosts, tmp_path, NAMES)
+    rc, out, recap = site(inv, "-e", "keyval_log_level=DEBUG")
+    assert rc == 0, out[-3000:]
+    steps = re.findall(r"^RUNNING HANDLER \[keyval\.cluster\.keyval_node : (Wait until the cluster is healthy|Restart KeyVal|"
+                       r"Wait until the node is back)[^\]]*?(kvs\d)\]", out, re.M)
+    # Per node: cluster healthy, restart, back and caught up; then the next node.
+    assert steps == [(step, n) for n in NAMES for step in
+                     ("Wait until the cluster is healthy", "Restart KeyVal", "Wait until the node is back")], steps
+    for n in NAMES:
+        assert "log_level: DEBUG" in four_hosts.ssh(n, "cat /etc/keyval/node.yaml").stdout
+    assert sorted(members(four_hosts)["voters"]) == NAMES
+    rc, out, recap = site(inv, "-e", "keyval_log_level=DEBUG")
+    assert rc == 0 and all(r["changed"] == 0 for r in recap.values()), recap
