@@ -85,8 +85,10 @@ def plugins(as_json: bool) -> None:
               help="Close a client connection idle, or inside one unfinished request, this long (default 300).")
 @click.option("--client-buffer-bytes", type=int, metavar="BYTES",
               help="Bytes of unfinished requests all client connections may hold together (default 256 MiB).")
+@click.option("--check-config", is_flag=True,
+              help="Only check the settings and the files they name (secret, TLS, tokens): exit 0 if good, 2 if not.")
 @click.pass_context
-def serve(ctx: click.Context, config_file: str | None, **flags) -> None:
+def serve(ctx: click.Context, config_file: str | None, check_config: bool, **flags) -> None:
     """Run one KeyVal node in the foreground (SIGTERM or SIGINT stops it cleanly)."""
     try:
         settings = merge_settings(config_file, flags)
@@ -96,10 +98,18 @@ def serve(ctx: click.Context, config_file: str | None, **flags) -> None:
         # Backends first: a wrong name is the likeliest mistake and its message lists the choices.
         choose_storage(loaded, str(settings.get("storage", NodeConfig.storage)))
         choose_transport(loaded, str(settings.get("transport", NodeConfig.transport)))
-        config = with_peer_secret(node_config(settings))
+        config = with_peer_secret(node_config(settings), create=not check_config)
         event_loop.loop_factory(config.event_loop)  # uvloop asked for but missing: say so now
+        if check_config:
+            from keyval.client_auth import ClientSecurity
+
+            ClientSecurity.from_config(config, None)  # reads the secret, tokens and TLS files
     except KeyvalError as exc:
         fail(ctx, str(exc), USAGE_ERROR)
+    if check_config:
+        click.echo(f"{ctx.command_path}: {config_file or 'the settings'}: good (node {config.id}, "
+                   f"peers {config.peer_addr}, clients {config.client_addr})")
+        ctx.exit(0)
     from keyval.server import run, setup_logging
 
     try:

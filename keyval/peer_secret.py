@@ -44,11 +44,11 @@ def create_secret(path: str | Path) -> Path:
     return path
 
 
-def peer_secret_file(config: NodeConfig) -> str | None:
+def peer_secret_file(config: NodeConfig, create: bool = True) -> str | None:
     """The secret file ``config``'s node runs with, or None with ``insecure_peers``.
 
-    May create ``DATA_DIR/cluster.secret`` (case 4 above); raises ConfigError when no rule
-    applies, telling the operator what to do.
+    May create ``DATA_DIR/cluster.secret`` (case 4 above; with ``create=False`` it returns None
+    instead); raises ConfigError when no rule applies, telling the operator what to do.
     """
     if config.secret_file:
         load_secret(config.secret_file)  # unreadable, empty or too open: fail now, in one line
@@ -61,6 +61,8 @@ def peer_secret_file(config: NodeConfig) -> str | None:
             load_secret(str(kept))
             return str(kept)
         if set(config.bootstrap) == {config.id}:
+            if not create:
+                return None
             Path(config.data_dir).mkdir(parents=True, exist_ok=True)
             return str(create_secret(kept))
     if len(config.bootstrap) > 1:
@@ -75,13 +77,13 @@ def peer_secret_file(config: NodeConfig) -> str | None:
     )
 
 
-def with_peer_secret(config: NodeConfig) -> NodeConfig:
+def with_peer_secret(config: NodeConfig, create: bool = True) -> NodeConfig:
     """``config`` with its secret file settled and handed to the transport as its
     ``secret_file`` option (the option every built-in transport and the conformance suite
     know; a transport that cannot authenticate needs --insecure-peers)."""
     if not config.secret_file and config.transport_options.get("secret_file"):
         config = dataclasses.replace(config, secret_file=str(config.transport_options["secret_file"]))
-    path = peer_secret_file(config)
+    path = peer_secret_file(config, create)
     if path is None:
         return config
     options = dict(config.transport_options)
