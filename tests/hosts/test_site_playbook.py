@@ -93,6 +93,19 @@ def test_check_diff_with_a_fourth_host_says_what_it_would_do_and_does_nothing(fo
     assert sorted(members(four_hosts)["voters"]) == NAMES[:3]
 
 
+def test_an_unreachable_new_host_fails_the_run_and_the_cluster_stays_as_it_was(four_hosts, tmp_path):
+    four_hosts.isolate("kvs4")  # its link to the bridge down: ssh and peer traffic both time out
+    try:
+        rc, out, recap = site(inventory(four_hosts, tmp_path, NAMES))
+    finally:
+        four_hosts.heal()
+    assert rc != 0 and "UNREACHABLE" in out, out[-3000:]
+    assert all(recap[n]["changed"] == 0 for n in NAMES[:3]), recap
+    info = members(four_hosts)
+    assert sorted(info["voters"]) == NAMES[:3] and info["learners"] == []
+    assert four_hosts.ssh("kvs4", "test -e /opt/keyval").returncode != 0
+
+
 def test_a_fourth_host_joins_as_a_learner_and_becomes_a_voter_then_nothing_changes(four_hosts, tmp_path):
     inv = inventory(four_hosts, tmp_path, NAMES)
     rc, out, recap = site(inv, "-v")
