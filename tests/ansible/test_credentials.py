@@ -2,6 +2,8 @@
 with client certificates, and role tokens). Skipped until this kvctl has --secure."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from ansible_harness import module
@@ -34,7 +36,10 @@ def test_credentials_reach_the_cluster(secure, workdir):
 
 def test_a_read_token_cannot_move_leadership_and_is_never_printed(secure, workdir):
     token = (secure.cwd / ".keyval" / "tokens" / "read").read_text().strip()
-    run = module("keyval_leader", args(secure, token=token, to="node2"), workdir, env={"ANSIBLE_VERBOSITY": "3"})
+    # A node that is not the leader: asking for the leader it already has would change nothing.
+    leader = json.loads(ok(secure.kvctl("cluster", "leader", "--json")).stdout)["id"]
+    target = next(n for n in ("node1", "node2", "node3") if n != leader)
+    run = module("keyval_leader", args(secure, token=token, to=target), workdir, env={"ANSIBLE_VERBOSITY": "3"})
     assert run.failed and run.result["rc"] == 1 and run.result["msg"] == "permission denied", run.stdout
     assert token not in run.stdout + run.stderr
 
