@@ -99,10 +99,18 @@ lag:
   returned: success
   type: dict
   sample: {node1: 0, node2: 0, node3: 12}
+versions:
+  description: >-
+    Each member's KeyVal version as the cluster reports it (the C(version) field of
+    C(kvctl cluster members --json)), or null for a member that reports none (release 0.1.0
+    reports no version). A mixed cluster shows two versions here during a rolling upgrade.
+  returned: success
+  type: dict
+  sample: {node1: 0.2.0, node2: 0.2.0, node3: null}
 members:
   description: >-
     Each member as kvctl reports it (id, peer_address, client_address, type, is_leader,
-    healthy, match_index, lag, last_contact, caught_up, ...).
+    healthy, match_index, lag, last_contact, caught_up, version where reported, ...).
   returned: success
   type: list
   elements: dict
@@ -141,6 +149,7 @@ def main():
         quorum_available=health.get("quorum_available"),
         issues=health.get("issues", []),
         lag=dict((m["id"], m.get("lag")) for m in members),
+        versions=dict((m["id"], m.get("version")) for m in members),
         members=members,
         health=health,
         info=info,
