@@ -18,7 +18,8 @@ import random
 import secrets
 from typing import Any
 
-from keyval.codec import encode_message
+from keyval.codec import Advert, encode_message
+from keyval.peer_versions import PeerVersions
 from keyval.raft.messages import Message
 from keyval.transport import Deliver
 
@@ -53,6 +54,7 @@ class TcpTransport:
         self._stats = Stats(log, "tcp transport", opts.log_interval)
         self._budget = BufferBudget(opts.buffer_limit)
         self._refused = frozenset(opts.tls_refused)
+        self._versions = PeerVersions()
 
     # -- the Transport contract ------------------------------------------------------------
     async def start(self, node_id: str, address: str, deliver: Deliver) -> None:
@@ -86,6 +88,9 @@ class TcpTransport:
     def set_cluster_id(self, cluster_id: str) -> None:
         self._identity.configure(cluster_id)
 
+    def use_peer_versions(self, versions: PeerVersions) -> None:
+        self._versions = versions
+
     def send(self, peer_id: str, address: str | None, message: Message) -> None:
         if self._closed or self._server is None:
             self._stats.report("dropped_closed", f"message to {peer_id} sent while the transport is not running")
@@ -98,7 +103,7 @@ class TcpTransport:
                 return
         # Sealed when written: the tag depends on the connection and the frame's place in it.
         try:
-            payload = encode_message(message, self._identity.stamp())
+            payload = encode_message(message, self._identity.stamp(), self._versions.send_version(peer_id))
         except ValueError as exc:  # a number no peer would decode (keyval.wire_bounds): never sent
             self._stats.report("dropped_too_large", f"{type(message).__name__} to {peer_id} not sent: {exc}")
             return
@@ -159,7 +164,7 @@ class TcpTransport:
         self._stats.add("connections_accepted")
         return True
 
-    def _accept(self, cluster_id: str, message: Message, peer: str) -> None:
+    def _accept(self, cluster_id: str, message: Message, peer: str, advert: Advert | None = None) -> None:
         """Deliver a message that arrived on an authenticated connection, if it is ours."""
         if not self._identity.accepts(cluster_id):
             self._stats.report("dropped_cluster", f"from {peer}: cluster {cluster_id!r}, ours is "
@@ -169,6 +174,7 @@ class TcpTransport:
             self._stats.report("dropped_wrong_node", f"from {peer}: {type(message).__name__} for node {message.to!r}")
             return
         self._identity.observe(cluster_id, message.frm)
+        self._versions.heard(message.frm, advert)
         self._stats.add("received")
         try:
             self._deliver(message)  # type: ignore[misc]

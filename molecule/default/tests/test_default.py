@@ -7,7 +7,7 @@ import pytest
 import testinfra
 import yaml
 
-VERSION = "0.1.0"
+VERSION = "0.2.0"
 HOSTS = ["kvm1", "kvm2", "kvm3"]
 
 
