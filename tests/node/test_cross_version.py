@@ -89,12 +89,15 @@ def _readable_everywhere(cluster: LocalCluster, written: dict[str, str]) -> None
         _until(f"every write readable from {node_id}", read, cluster)
 
 
-def _kvctl_json(cluster: LocalCluster, *args: str):
-    result = subprocess.run([sys.executable, "-m", "kvctl.cli", "--json", "--endpoints",
-                             ",".join(cluster.endpoints()), *args],
+def _kvctl(cluster: LocalCluster, *args: str) -> str:
+    result = subprocess.run([sys.executable, "-m", "kvctl.cli", "--endpoints", ",".join(cluster.endpoints()), *args],
                             cwd=cluster.base, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, f"kvctl {' '.join(args)}: {result.stdout}{result.stderr}"
-    return json.loads(result.stdout)
+    return result.stdout
+
+
+def _kvctl_json(cluster: LocalCluster, *args: str):
+    return json.loads(_kvctl(cluster, "--json", *args))
 
 
 def _members(cluster: LocalCluster) -> dict[str, tuple]:
@@ -140,6 +143,12 @@ def test_0_1_0_and_0_2_0_in_one_cluster_upgrade_and_rollback(tmp_path, old_tree,
                cluster)
         assert _until("members show each version", lambda: _members(cluster) == {
             "n1": ("0.2.0", 2), "n2": ("0.2.0", 2), "n3": (None, 1)}, cluster)
+        table = _kvctl(cluster, "cluster", "members").splitlines()
+        assert table[0].split()[-1] == "VERSION"
+        assert {line.split()[0]: line.split()[-1] for line in table[1:]} == {"n1": "0.2.0", "n2": "0.2.0", "n3": "-"}
+        # each node about itself: 0.1.0 says nothing of its version
+        assert {d["id"]: d["version"] for d in _kvctl_json(cluster, "status")} == {
+            "n1": "0.2.0", "n2": "0.2.0", "n3": None}
 
         # -- upgrade: n3 restarted as 0.2.0 ------------------------------------------------
         _restart(cluster, "n3", None)
