@@ -9,7 +9,9 @@ decoded and accepted with ``heard(peer, advert)``. The rule (see ``keyval.codec`
 - a peer that advertised ``max_protocol`` is written ``min(PROTOCOL_VERSION, max_protocol)``;
 - a plain version-1 message (no advert: a 0.1.0 node) sets the peer back to protocol 1 with
   an unknown release, so a node rolled back to 0.1.0 is written version 1 again as soon as
-  it speaks.
+  it speaks;
+- a transport that sees a peer restart (tcp: a connection to it after the first) may
+  ``forget`` it, so that it is written version 1 again before it speaks.
 
 Bounded: peers are whoever sends authenticated traffic of this cluster, but without a
 cluster secret anyone can claim any id, so only the most recently heard ``limit`` are kept.
@@ -52,6 +54,11 @@ class PeerVersions:
         self._peers.move_to_end(peer)
         while len(self._peers) > self._limit:
             self._peers.popitem(last=False)
+
+    def forget(self, peer: str) -> None:
+        """The peer may have restarted (a new connection to it): written the oldest version
+        again until it speaks, so that one rolled back to 0.1.0 reads us at once."""
+        self._peers.pop(peer, None)
 
     def get(self, peer: str) -> PeerVersion | None:
         return self._peers.get(peer)

@@ -55,6 +55,7 @@ class TcpTransport:
         self._budget = BufferBudget(opts.buffer_limit)
         self._refused = frozenset(opts.tls_refused)
         self._versions = PeerVersions()
+        self._dialled: set[str] = set()  # peers dialled before (bounded by the peers we send to)
 
     # -- the Transport contract ------------------------------------------------------------
     async def start(self, node_id: str, address: str, deliver: Deliver) -> None:
@@ -115,7 +116,7 @@ class TcpTransport:
         peer = self._peers.get(peer_id)
         if peer is None:
             peer = Peer(peer_id, address, self._opts, self._stats, self._client_tls, self._rng,
-                        self._dial, self._refused)
+                        lambda nonce, peer_id=peer_id: self._dial(nonce, peer_id), self._refused)
             self._peers[peer_id] = peer
         elif peer.address != address:
             peer.move(address)
@@ -181,9 +182,14 @@ class TcpTransport:
         except Exception as exc:  # noqa: BLE001 - the node's bug must not cut the connection
             self._stats.report("deliver_errors", f"delivering {type(message).__name__} failed: {exc!r}")
 
-    def _dial(self, acceptor_nonce: bytes) -> tuple[FrameSealer, bytes]:
+    def _dial(self, acceptor_nonce: bytes, peer_id: str = "") -> tuple[FrameSealer, bytes]:
         """For a connection we dialled, given the acceptor's nonce: its sealer and its framed
         hello (built now: the cluster id may have changed since the last connection)."""
+        # A connection after the first may reach a restarted peer, perhaps of another release.
+        if peer_id in self._dialled:
+            self._versions.forget(peer_id)
+        elif peer_id:
+            self._dialled.add(peer_id)
         nonce = secrets.token_bytes(NONCE_BYTES)
         key = session_key(self._auth, acceptor_nonce, nonce) if self._auth is not None else None
         sealer = FrameSealer(key)

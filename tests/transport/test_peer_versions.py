@@ -103,3 +103,47 @@ async def _until(predicate, timeout: float = 30.0) -> None:
     while not predicate():
         assert loop.time() < deadline, "timed out"
         await asyncio.sleep(0.01)
+
+
+def test_forget_writes_the_oldest_version_again():
+    table = PeerVersions()
+    table.heard("b", Advert(2, "0.2.0"))
+    table.forget("b")
+    table.forget("never-heard")
+    assert table.send_version("b") == 1 and table.get("b") is None
+
+
+def test_a_new_tcp_connection_forgets_what_the_peer_said_before():
+    """The peer restarted (perhaps rolled back to 0.1.0): until it speaks again it is written
+    protocol 1, which every release decodes."""
+
+    async def go():
+        a, b = TcpTransport({}), TcpTransport({})
+        va = PeerVersions()
+        a.use_peer_versions(va)
+        ina, inb = Inbox(), Inbox()
+        await a.start("a", "127.0.0.1:0", ina)
+        await b.start("b", "127.0.0.1:0", inb)
+        address = b.address
+        try:
+            a.send("b", address, Heartbeat(1, "a", "b", 0))
+            await _until(lambda: inb.got)
+            b.send("a", a.address, Heartbeat(1, "b", "a", 0))
+            await _until(lambda: va.send_version("b") == 2)
+            await b.close()
+            b = TcpTransport({})
+            inb2 = Inbox()
+            await b.start("b", address, inb2)
+            # the old connection breaks; the next dial reaches the restarted peer
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 30
+            while not inb2.got:
+                assert loop.time() < deadline, "no message reached the restarted peer"
+                a.send("b", address, Heartbeat(1, "a", "b", 0))
+                await asyncio.sleep(0.1)
+            assert va.get("b") is None and va.send_version("b") == 1
+        finally:
+            await a.close()
+            await b.close()
+
+    asyncio.run(go())
