@@ -38,6 +38,7 @@ outside is a ``DecodeError``. The encoder refuses a number outside with ``ValueE
 """
 from __future__ import annotations
 
+import re
 from types import MappingProxyType
 from operator import itemgetter
 from typing import Annotated, Callable, Mapping, NamedTuple, Union
@@ -330,6 +331,8 @@ _ENCODER = msgspec.msgpack.Encoder()
 _HEADERS = {1: MAGIC + bytes([1]), 2: MAGIC + bytes([2])}
 #: What this node says of itself in everything it sends.
 OWN_ADVERT = Advert(PROTOCOL_VERSION, SOFTWARE_VERSION)
+# Peers refuse a version-2 message whose advert is out of bounds: never write one.
+assert len(SOFTWARE_VERSION) <= MAX_SOFTWARE_VERSION and re.match(SOFTWARE_VERSION_PATTERN, SOFTWARE_VERSION)
 
 
 def _decode_v1(body: memoryview) -> tuple[str, Message, Advert | None]:
