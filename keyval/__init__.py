@@ -5,6 +5,6 @@ must not pull in the runtime.
 """
 from keyval.hookspecs import hookimpl
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = ["__version__", "hookimpl"]

@@ -1,8 +1,19 @@
 """The wire codec: Raft messages to bytes and back, versioned and carrying the cluster id.
 
-Wire format (protocol version 1)::
+Wire format (protocol version 2, the current one)::
 
-    b"KV"  version:u8  msgpack([cluster_id, [tag, term, frm, to, field, ...]])
+    b"KV"  2  msgpack([cluster_id, [max_protocol, software_version], [tag, term, frm, to, field, ...]])
+
+and protocol version 1 (still spoken to a peer that has not said it knows 2)::
+
+    b"KV"  1  msgpack([cluster_id, [tag, term, frm, to, field, ...], [max_protocol, software_version]])
+
+The advert ``[max_protocol, software_version]`` says which protocol versions the sender
+decodes (``MIN_PROTOCOL_VERSION..max_protocol``) and which KeyVal release it runs. In
+version 1 it is a trailing envelope element, which a 0.1.0 node (whose version-1 decoder
+knows only two) ignores; a 0.1.0 node sends version 1 without it. Each node keeps what every
+peer advertised (``keyval.peer_versions``) and writes to a peer at the highest version both
+decode: version 1 until the peer has advertised more.
 
 ``tag`` numbers the message type (see ``TAGS``); the fields follow in the order the
 dataclass declares them. An entry is ``[term, index, type, data]``; a ``SnapshotMeta`` is
@@ -27,9 +38,10 @@ outside is a ``DecodeError``. The encoder refuses a number outside with ``ValueE
 """
 from __future__ import annotations
 
+import re
 from types import MappingProxyType
 from operator import itemgetter
-from typing import Annotated, Callable, Mapping, Union
+from typing import Annotated, Callable, Mapping, NamedTuple, Union
 
 import msgspec
 
@@ -57,10 +69,13 @@ from keyval.wire_bounds import (
     MAX_NODE_ID,
     MAX_WIRE_INT,
     NODE_ID_PATTERN,
+    SOFTWARE_VERSION_PATTERN,
+    MAX_SOFTWARE_VERSION,
     membership_problem,
 )
+from keyval import __version__ as SOFTWARE_VERSION
 
-PROTOCOL_VERSION: int = 1
+PROTOCOL_VERSION: int = 2
 MIN_PROTOCOL_VERSION: int = max(1, PROTOCOL_VERSION - 1)
 #: Default bound on one encoded message; transports refuse larger frames before reading them.
 MAX_MESSAGE_BYTES: int = 64 * 1024 * 1024
@@ -73,7 +88,9 @@ class DecodeError(Exception):
     """The bytes are not a message this node can decode; the only exception decode raises."""
 
 
-Decoder = Callable[[memoryview], "tuple[str, Message]"]
+#: A decoder returns ``(cluster_id, message, advert or None)``; a two-tuple (a decoder of
+#: 0.1.0's kind, which tests pass in) counts as "no advert".
+Decoder = Callable[[memoryview], "tuple[str, Message, Advert | None] | tuple[str, Message]"]
 
 # -- version 1 ------------------------------------------------------------------------------
 # Every field is bounded by its type: msgspec checks these constraints in C while decoding,
@@ -170,7 +187,40 @@ _V1Message = Union[
 
 
 class _V1Envelope(msgspec.Struct, array_like=True, frozen=True):
+    """Version 1 exactly as 0.1.0 decodes it (tests use it as that release's decoder)."""
     cluster_id: ClusterIdField
+    message: _V1Message
+
+
+# -- the advert (version 2, and trailing in version 1) --------------------------------------
+MaxProtocolField = Annotated[int, msgspec.Meta(ge=1, le=255)]
+SoftwareVersionField = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_SOFTWARE_VERSION,
+                                                   pattern=SOFTWARE_VERSION_PATTERN)]
+
+
+class Advert(NamedTuple):
+    """What a peer said of itself: the highest protocol version it decodes, its release."""
+    max_protocol: int
+    version: str
+
+
+class _WireAdvert(msgspec.Struct, array_like=True, frozen=True):
+    max_protocol: MaxProtocolField
+    version: SoftwareVersionField
+
+
+class _V1AdvertEnvelope(msgspec.Struct, array_like=True, frozen=True):
+    cluster_id: ClusterIdField
+    message: _V1Message
+    # Raw, checked apart: version 1 lets a sender append anything, and what is not an
+    # advert (or a bad one) only means the sender said nothing of itself.
+    advert: msgspec.Raw = msgspec.Raw()  # empty: nothing appended
+
+
+# -- version 2: the advert second, the messages as in version 1 ------------------------------
+class _V2Envelope(msgspec.Struct, array_like=True, frozen=True):
+    cluster_id: ClusterIdField
+    advert: _WireAdvert
     message: _V1Message
 
 
@@ -274,30 +324,57 @@ def _from_wire_v1(w: _V1) -> Message:
     return TimeoutNow(w.term, w.frm, w.to)
 
 
-_V1_DECODER = msgspec.msgpack.Decoder(_V1Envelope)
+_V1_DECODER = msgspec.msgpack.Decoder(_V1AdvertEnvelope)
+_V2_DECODER = msgspec.msgpack.Decoder(_V2Envelope)
+_ADVERT_DECODER = msgspec.msgpack.Decoder(_WireAdvert)
 _ENCODER = msgspec.msgpack.Encoder()
-_V1_HEADER = MAGIC + bytes([1])
+_HEADERS = {1: MAGIC + bytes([1]), 2: MAGIC + bytes([2])}
+#: What this node says of itself in everything it sends.
+OWN_ADVERT = Advert(PROTOCOL_VERSION, SOFTWARE_VERSION)
+# Peers refuse a version-2 message whose advert is out of bounds: never write one.
+assert len(SOFTWARE_VERSION) <= MAX_SOFTWARE_VERSION and re.match(SOFTWARE_VERSION_PATTERN, SOFTWARE_VERSION)
 
 
-def _decode_v1(body: memoryview) -> tuple[str, Message]:
+def _decode_v1(body: memoryview) -> tuple[str, Message, Advert | None]:
     envelope = _V1_DECODER.decode(body)
-    return envelope.cluster_id, _from_wire_v1(envelope.message)
+    advert = None
+    if envelope.advert:
+        try:
+            wire = _ADVERT_DECODER.decode(envelope.advert)
+            advert = Advert(wire.max_protocol, wire.version)
+        except msgspec.DecodeError:
+            pass
+    return envelope.cluster_id, _from_wire_v1(envelope.message), advert
+
+
+def _decode_v2(body: memoryview) -> tuple[str, Message, Advert]:
+    envelope = _V2_DECODER.decode(body)
+    wire = envelope.advert
+    return envelope.cluster_id, _from_wire_v1(envelope.message), Advert(wire.max_protocol, wire.version)
 
 
 #: Decoder of each accepted protocol version: exactly MIN_PROTOCOL_VERSION..PROTOCOL_VERSION.
-DECODERS: Mapping[int, Decoder] = MappingProxyType({1: _decode_v1})
+DECODERS: Mapping[int, Decoder] = MappingProxyType({1: _decode_v1, 2: _decode_v2})
 assert set(DECODERS) == set(range(MIN_PROTOCOL_VERSION, PROTOCOL_VERSION + 1))
 
 
-def encode_message(msg: Message, cluster_id: str) -> bytes:
-    """The wire bytes of ``msg`` for cluster ``cluster_id`` (always the current version)."""
+def encode_message(msg: Message, cluster_id: str, version: int = PROTOCOL_VERSION) -> bytes:
+    """The wire bytes of ``msg`` for cluster ``cluster_id`` in protocol ``version`` (default:
+    the current one; ``keyval.peer_versions`` says which one a peer decodes). Both carry
+    this node's advert."""
     tag = TAGS.get(type(msg))
     if tag is None:
         raise TypeError(f"cannot encode {type(msg).__name__}: not a Raft message type")
     fields = _fields_v1(msg)
     _check_encodable(msg, fields)
-    body = (cluster_id, (tag, msg.term, msg.frm, msg.to, *fields))
-    return _V1_HEADER + _ENCODER.encode(body)
+    message = (tag, msg.term, msg.frm, msg.to, *fields)
+    if version == 2:
+        body = (cluster_id, OWN_ADVERT, message)
+    elif version == 1:
+        body = (cluster_id, message, OWN_ADVERT)
+    else:
+        raise ValueError(f"cannot encode protocol version {version} (writes {sorted(_HEADERS)})")
+    return _HEADERS[version] + _ENCODER.encode(body)
 
 
 def _check_encodable(msg: Message, fields: tuple) -> None:
@@ -324,6 +401,15 @@ def decode_message(
     ``decoders`` maps each accepted version to its decoder (tests pass their own table to
     exercise a version mix).
     """
+    cluster_id, message, _ = decode_envelope(data, decoders=decoders)
+    return cluster_id, message
+
+
+def decode_envelope(
+    data: bytes | bytearray | memoryview, *, decoders: Mapping[int, Decoder] = DECODERS
+) -> tuple[str, Message, Advert | None]:
+    """``(cluster_id, message, advert)``: ``advert`` is what the sender said of itself, None
+    for a plain version-1 message (a 0.1.0 sender). Raises ``DecodeError`` and nothing else."""
     try:
         view = memoryview(data)
         if len(view) > MAX_MESSAGE_BYTES:
@@ -334,7 +420,8 @@ def decode_message(
         decoder = decoders.get(version)
         if decoder is None:
             raise DecodeError(f"protocol version {version} not accepted (accepts {sorted(decoders)})")
-        return decoder(view[HEADER_SIZE:])
+        decoded = decoder(view[HEADER_SIZE:])
+        return (*decoded, None) if len(decoded) == 2 else decoded
     except DecodeError:
         raise
     # Whatever a decoder trips over — msgspec errors, a Membership refusing overlapping

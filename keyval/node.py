@@ -23,6 +23,7 @@ from keyval.errors import KeyvalError, NodeUnavailable, ProposalLost
 from keyval.kv import KVStore, Limits, WriteResult
 from keyval.metrics import NodeMetrics
 from keyval.node_snapshots import NodeSnapshots, SnapshotOutcome
+from keyval.peer_versions import PeerVersions
 from keyval.plugins import Plugins, choose_storage, choose_transport
 from keyval.recover import record_node_id
 from keyval.sync_thread import SyncThread
@@ -128,6 +129,8 @@ class Node:
         self.metrics.attach(self)
         self.storage: Any = None
         self.transport: Any = None
+        #: which protocol version each peer is written, and which release it runs
+        self.peer_versions = PeerVersions()
         self.core: RaftCore | None = None
         self.cluster_id = ""
         self.started_at = time.time()
@@ -196,6 +199,9 @@ class Node:
         self.transport = _open_backend("transport", self.config.transport, TRANSPORT_METHODS, lambda: choose_transport(
             self.plugins, self.config.transport).factory(dict(self.config.transport_options)))
         self._adopt_cluster_id(self.core.membership.cluster_id)
+        use_versions = getattr(self.transport, "use_peer_versions", None)
+        if callable(use_versions):  # optional in the contract (keyval.transport)
+            use_versions(self.peer_versions)
         await self.transport.start(self.id, self.config.peer_addr, self._deliver)
         status = self.core.status()
         if status.membership.members:

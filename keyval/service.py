@@ -13,6 +13,7 @@ import logging
 import ssl
 from typing import Awaitable, Callable
 
+from keyval import __version__
 from keyval import client_protocol as p
 from keyval.admin import OperationRefused, UnknownOperation
 from keyval.client_limits import ClientLimiter, ClientLimits
@@ -382,6 +383,7 @@ def node_status(node: Node) -> dict:
     }
     return {
         "id": node.id,
+        "version": __version__,
         "cluster_id": node.cluster_id,
         "role": status.role.value,
         "term": status.term,
@@ -402,4 +404,7 @@ def node_status(node: Node) -> dict:
         "revision": node.kv.revision,
         "keys": len(node.kv),
         "transport": node.transport.stats() if node.transport is not None else {},
+        # per peer heard from: its release (None: it did not say, i.e. 0.1.0) and the
+        # protocol version this node writes to it
+        "peer_versions": node.peer_versions.as_json(),
     }

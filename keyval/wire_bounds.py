@@ -41,6 +41,9 @@ ADDRESS_PATTERN = r"^(\[[0-9A-Fa-f:.%a-zA-Z_-]+\]|[A-Za-z0-9._-]+):[0-9]{1,5}\Z"
 MAX_ADDRESS = 300
 #: Members of one configuration (voters + learners, and addresses).
 MAX_MEMBERS = 1024
+#: a peer's KeyVal release as it advertises it (PEP 440 characters); shown in node status
+SOFTWARE_VERSION_PATTERN = r"^[A-Za-z0-9.+!_-]+\Z"
+MAX_SOFTWARE_VERSION = 64
 #: Entries in one AppendEntries. A leader sends at most ``RaftConfig.max_entries_per_msg``
 #: (512 by default), which must stay at or below this. Without it a 64 MiB message of empty
 #: entries would make a receiver build millions of objects.

@@ -15,7 +15,8 @@ from kvctl.cluster import add_cluster_commands
 from kvctl.data import add_data_commands
 from kvctl.local import add_local_commands
 from kvctl.maintenance import add_maintenance_commands
-from kvctl.options import group
+from kvctl.node_status import status
+from kvctl.options import command, group
 
 
 class Kvctl(click.Group):
@@ -46,6 +47,8 @@ def build_cli() -> click.Group:
     add_data_commands(cli)
 
     add_cluster_commands(cli)
+    cli.add_command(command("status", "Each endpoint's own status: role, term, indexes, its version and its "
+                            "peers' versions (--json: the nodes' status documents).", status))
     add_maintenance_commands(cli)
     add_local_commands(cli)
     return cli

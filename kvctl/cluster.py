@@ -24,7 +24,12 @@ HEALTH_TIMEOUT = 3.0  # long enough for an election to finish, short enough for 
 
 
 def _status() -> dict[str, Any]:
-    return call("cluster_status")
+    doc = call("cluster_status")
+    # A leader running 0.1.0 reports no versions: unknown, as for a member that did not say.
+    for m in doc.get("members", []):
+        m.setdefault("version", None)
+        m.setdefault("protocol", None)
+    return doc
 
 
 def _out(document: Any, text: str) -> None:

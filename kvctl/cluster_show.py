@@ -35,11 +35,12 @@ def yes(flag: bool) -> str:
 
 def members_table(members: list[dict[str, Any]]) -> str:
     rows = [["ID", "TYPE", "LEADER", "PEER ADDRESS", "CLIENT ADDRESS", "HEALTHY", "MATCH", "LAG", "CAUGHT UP",
-             "LAST CONTACT"]]
+             "LAST CONTACT", "VERSION"]]
     for m in members:
+        # a leader running 0.1.0 does not report versions at all
         rows.append([m["id"], m["type"], "*" if m["is_leader"] else "", m["peer_address"] or "-",
                      m["client_address"] or "-", yes(m["healthy"]), str(m["match_index"]), str(m["lag"]),
-                     yes(m["caught_up"]), contact(m)])
+                     yes(m["caught_up"]), contact(m), m.get("version") or "-"])
     return table(rows)
 
 
@@ -66,6 +67,7 @@ def member(m: dict[str, Any], doc: dict[str, Any]) -> str:
         ("Peer address", m["peer_address"] or "-"),
         ("Client address", m["client_address"] or "- (not registered yet)"),
         ("Healthy", yes(m["healthy"])),
+        ("Version", m.get("version") or "-"),
     ])
     if m["is_leader"]:
         return head + "\n\n" + "Replication:\n" + _indent(fields([

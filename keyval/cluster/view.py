@@ -11,7 +11,9 @@ import time
 from dataclasses import replace
 from typing import Any
 
+from keyval import __version__
 from keyval.cluster.membership import LEARNER, VOTER, Member, MembershipManager
+from keyval.codec import PROTOCOL_VERSION
 from keyval.raft import Membership, Role
 
 CLIENT_ADDRESS_META = "client_address/"  # keyval.service's key, repeated to keep this import-light
@@ -78,6 +80,12 @@ class LeaderView:
         membership = status.membership
         peers = {p.id: p for p in status.peers}
         self.peers = peers
+        # The release each member runs, as it said in its own messages: a mixed cluster (a
+        # rolling upgrade) shows here. None for one that did not say (0.1.0) or was not heard.
+        self.versions: dict[str, tuple[str | None, int | None]] = {status.id: (__version__, PROTOCOL_VERSION)}
+        for node_id in membership.members - {status.id}:
+            heard = node.peer_versions.get(node_id)
+            self.versions[node_id] = (None, None) if heard is None else (heard.version, heard.protocol)
         members = []
         for node_id in sorted(membership.members):
             peer = peers.get(node_id)
@@ -131,6 +139,9 @@ class LeaderView:
             "auto_promote": mgr.auto_promote if m.auto_promote is None else m.auto_promote,
             "replication_state": "leader" if m.is_leader else (peer.state if peer else None),
             "stalled_for": m.stalled_for,
+            "version": self.versions[m.id][0],
+            # the protocol version the leader writes to it (its own for the leader)
+            "protocol": self.versions[m.id][1],
         }
 
     def cluster_json(self, change_in_progress: str | None) -> dict[str, Any]:

@@ -132,6 +132,11 @@ class FaultyTransport:
     def set_cluster_id(self, cluster_id: str) -> None:
         self._inner.set_cluster_id(cluster_id)
 
+    def use_peer_versions(self, versions: Any) -> None:
+        use = getattr(self._inner, "use_peer_versions", None)
+        if use is not None:
+            use(versions)
+
     def send(self, peer_id: str, address: str | None, message: Message) -> None:
         fate = decide(self._rules, "send", message.frm, peer_id, type(message).__name__, self._rng)
         self._apply(fate, self._inner.send, peer_id, address, message)

@@ -17,7 +17,7 @@ import secrets
 from typing import TYPE_CHECKING
 
 from keyval.auth import AuthError
-from keyval.codec import DecodeError, decode_message
+from keyval.codec import DecodeError, decode_envelope
 
 from .tcp_hello import (NONCE_BYTES, PREAUTH_FRAME_BYTES, Hello, HelloError, as_seen, decode_hello,
                         encode_challenge, peek_hello)
@@ -190,7 +190,7 @@ class Inbound(asyncio.Protocol):
                 kind = "dropped_replay" if self._opener.replayed(frame) else "dropped_auth"
                 return self._refuse(kind, f"from {self._peer} (node {hello.node_id!r}): {exc}")
         try:
-            cluster_id, message = decode_message(payload)
+            cluster_id, message, advert = decode_envelope(payload)
         except DecodeError as exc:
             stats.report("dropped_decode", f"from {self._peer}: {exc}")
             self._bad += 1
@@ -203,7 +203,7 @@ class Inbound(asyncio.Protocol):
         if message.frm != hello.node_id:
             return self._refuse("dropped_identity", f"{type(message).__name__} from {message.frm!r} on the "
                                 f"connection of node {hello.node_id!r} ({self._peer})")
-        owner._accept(cluster_id, message, self._peer)
+        owner._accept(cluster_id, message, self._peer, advert)
         return True
 
     # -- limits ------------------------------------------------------------------------------

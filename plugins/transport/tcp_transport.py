@@ -18,7 +18,8 @@ import random
 import secrets
 from typing import Any
 
-from keyval.codec import encode_message
+from keyval.codec import Advert, encode_message
+from keyval.peer_versions import PeerVersions
 from keyval.raft.messages import Message
 from keyval.transport import Deliver
 
@@ -53,6 +54,8 @@ class TcpTransport:
         self._stats = Stats(log, "tcp transport", opts.log_interval)
         self._budget = BufferBudget(opts.buffer_limit)
         self._refused = frozenset(opts.tls_refused)
+        self._versions = PeerVersions()
+        self._dialled: set[str] = set()  # peers dialled before (bounded by the peers we send to)
 
     # -- the Transport contract ------------------------------------------------------------
     async def start(self, node_id: str, address: str, deliver: Deliver) -> None:
@@ -86,6 +89,9 @@ class TcpTransport:
     def set_cluster_id(self, cluster_id: str) -> None:
         self._identity.configure(cluster_id)
 
+    def use_peer_versions(self, versions: PeerVersions) -> None:
+        self._versions = versions
+
     def send(self, peer_id: str, address: str | None, message: Message) -> None:
         if self._closed or self._server is None:
             self._stats.report("dropped_closed", f"message to {peer_id} sent while the transport is not running")
@@ -98,7 +104,7 @@ class TcpTransport:
                 return
         # Sealed when written: the tag depends on the connection and the frame's place in it.
         try:
-            payload = encode_message(message, self._identity.stamp())
+            payload = encode_message(message, self._identity.stamp(), self._versions.send_version(peer_id))
         except ValueError as exc:  # a number no peer would decode (keyval.wire_bounds): never sent
             self._stats.report("dropped_too_large", f"{type(message).__name__} to {peer_id} not sent: {exc}")
             return
@@ -110,7 +116,7 @@ class TcpTransport:
         peer = self._peers.get(peer_id)
         if peer is None:
             peer = Peer(peer_id, address, self._opts, self._stats, self._client_tls, self._rng,
-                        self._dial, self._refused)
+                        lambda nonce, peer_id=peer_id: self._dial(nonce, peer_id), self._refused)
             self._peers[peer_id] = peer
         elif peer.address != address:
             peer.move(address)
@@ -159,7 +165,7 @@ class TcpTransport:
         self._stats.add("connections_accepted")
         return True
 
-    def _accept(self, cluster_id: str, message: Message, peer: str) -> None:
+    def _accept(self, cluster_id: str, message: Message, peer: str, advert: Advert | None = None) -> None:
         """Deliver a message that arrived on an authenticated connection, if it is ours."""
         if not self._identity.accepts(cluster_id):
             self._stats.report("dropped_cluster", f"from {peer}: cluster {cluster_id!r}, ours is "
@@ -169,15 +175,21 @@ class TcpTransport:
             self._stats.report("dropped_wrong_node", f"from {peer}: {type(message).__name__} for node {message.to!r}")
             return
         self._identity.observe(cluster_id, message.frm)
+        self._versions.heard(message.frm, advert)
         self._stats.add("received")
         try:
             self._deliver(message)  # type: ignore[misc]
         except Exception as exc:  # noqa: BLE001 - the node's bug must not cut the connection
             self._stats.report("deliver_errors", f"delivering {type(message).__name__} failed: {exc!r}")
 
-    def _dial(self, acceptor_nonce: bytes) -> tuple[FrameSealer, bytes]:
+    def _dial(self, acceptor_nonce: bytes, peer_id: str = "") -> tuple[FrameSealer, bytes]:
         """For a connection we dialled, given the acceptor's nonce: its sealer and its framed
         hello (built now: the cluster id may have changed since the last connection)."""
+        # A connection after the first may reach a restarted peer, perhaps of another release.
+        if peer_id in self._dialled:
+            self._versions.forget(peer_id)
+        elif peer_id:
+            self._dialled.add(peer_id)
         nonce = secrets.token_bytes(NONCE_BYTES)
         key = session_key(self._auth, acceptor_nonce, nonce) if self._auth is not None else None
         sealer = FrameSealer(key)

@@ -40,7 +40,8 @@ import asyncio_dgram
 from keyval import hookimpl
 from keyval.auth import Authenticator, AuthError, load_secret
 from keyval.backends import TransportBackend
-from keyval.codec import DecodeError, decode_message, encode_message
+from keyval.codec import DecodeError, decode_envelope, encode_message
+from keyval.peer_versions import PeerVersions
 from keyval.raft.messages import Message
 from keyval.transport import Deliver
 
@@ -100,6 +101,7 @@ class UdpTransport:
         self._node_id = ""
         self._address = ""
         self._closed = False
+        self._versions = PeerVersions()
 
     # -- the contract -----------------------------------------------------------------------
     async def start(self, node_id: str, address: str, deliver: Deliver) -> None:
@@ -141,6 +143,9 @@ class UdpTransport:
     def set_cluster_id(self, cluster_id: str) -> None:
         self._identity.configure(cluster_id)
 
+    def use_peer_versions(self, versions: PeerVersions) -> None:
+        self._versions = versions
+
     def send(self, peer_id: str, address: str | None, message: Message) -> None:
         if self._closed or self._stream is None:
             return
@@ -151,7 +156,8 @@ class UdpTransport:
                            type(message).__name__, peer_id)
                 return
         try:
-            records = self._records(encode_message(message, self._identity.stamp()))
+            encoded = encode_message(message, self._identity.stamp(), self._versions.send_version(peer_id))
+            records = self._records(encoded)
         except (TypeError, ValueError) as exc:
             self._drop("dropped_too_large", "message to %s not sent: %s", peer_id, exc)
             return
@@ -350,7 +356,7 @@ class UdpTransport:
 
     def _on_message(self, sender: str, encoded: bytes | memoryview, source: Any = None) -> None:
         try:
-            cluster_id, message = decode_message(encoded)
+            cluster_id, message, advert = decode_envelope(encoded)
         except DecodeError as exc:
             self._drop("dropped_decode", "message from %r: %s", sender, exc)
             return
@@ -364,6 +370,7 @@ class UdpTransport:
             self._learned.learn(sender, join_address(source[0], source[1]))
         if message.to == self._node_id:
             self._identity.observe(cluster_id, sender)
+        self._versions.heard(sender, advert)
         self._counts["received"] += 1
         try:
             self._deliver(message)

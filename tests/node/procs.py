@@ -48,6 +48,9 @@ class NodeProcess:
         self.data_dir = base / node_id / "data"
         self.log_file = base / node_id / "keyval.log"
         self.proc: subprocess.Popen | None = None
+        #: the root of another KeyVal source tree to run this node from (an older release,
+        #: extracted with `git archive`), or None for this tree; set before start()
+        self.source: Path | None = None
 
     def start(self, bootstrap: str | None, *extra: str) -> None:
         """Start with ``extra`` flags; without --insecure-peers or --secret-file among them,
@@ -60,8 +63,16 @@ class NodeProcess:
                 "--data-dir", str(self.data_dir), "--log-file", str(self.log_file), *extra]
         if bootstrap:
             args += ["--bootstrap", bootstrap]
+        env, cwd = None, None
+        if self.source is not None:
+            # The other tree first on the path, and as the working directory: `-m` puts the
+            # working directory first, and this tree's editable install comes after both.
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+                [str(self.source), *filter(None, [os.environ.get("PYTHONPATH")])])}
+            cwd = str(self.source)
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, start_new_session=True, preexec_fn=self._limits())
+                                     stderr=subprocess.PIPE, start_new_session=True, preexec_fn=self._limits(),
+                                     env=env, cwd=cwd)
 
     def _limits(self):
         if self.nofile is None:

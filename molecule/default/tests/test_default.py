@@ -7,7 +7,7 @@ import pytest
 import testinfra
 import yaml
 
-VERSION = "0.1.0"
+VERSION = "0.2.0"
 HOSTS = ["kvm1", "kvm2", "kvm3"]
 
 
@@ -77,6 +77,10 @@ def test_cluster_health_three_healthy_voters_one_leader(host):
     info = kvctl_json(host, "cluster", "info", endpoints=endpoint(host))
     assert sorted(info["voters"]) == HOSTS and info["learners"] == []
     assert [m["id"] for m in info["members"] if m["is_leader"]] == [health["leader"]]
+    # healthy: the leader heard from each member lately, and each message says its release
+    assert {(m["id"], m["version"]) for m in info["members"]} == {(h, VERSION) for h in HOSTS}
+    [own] = kvctl_json(host, "status", endpoints=endpoint(host))
+    assert own["version"] == VERSION
 
 
 def test_a_key_put_through_this_host_reads_back_through_another(host):
