@@ -26,7 +26,8 @@ from keyval.errors import KeyvalError
 
 from .procs import LocalCluster
 
-OLD_TAG = "v0.1.0"
+# 0.1.0 is tag v0.1.0; named by commit so that a clone without tags still has it
+OLD_TAG = "2c6b10048cb546914148505083f6b1939c4f4650"
 REPO = Path(__file__).resolve().parents[2]
 TIMEOUT = 60.0  # generous: the machine is shared, and a rolled-back node needs an election timeout
 
@@ -40,8 +41,8 @@ def old_tree(tmp_path_factory) -> Path:
     found = subprocess.run([git, "-C", str(REPO), "rev-parse", "--verify", "--quiet", f"{OLD_TAG}^{{commit}}"],
                            capture_output=True, text=True)
     if found.returncode != 0:
-        pytest.fail(f"git tag {OLD_TAG} (the previous release) is not in {REPO}: fetch it "
-                    f"(`git fetch --tags`) — the cross-version test runs that release")
+        pytest.fail(f"commit {OLD_TAG} (the previous release, tag v0.1.0) is not in {REPO}: fetch it "
+                    f"(`git fetch --unshallow`): the cross-version test runs that release")
     archive = subprocess.run([git, "-C", str(REPO), "archive", "--format=tar", OLD_TAG], capture_output=True)
     assert archive.returncode == 0, archive.stderr.decode()
     tree = tmp_path_factory.mktemp("keyval-0.1.0")
