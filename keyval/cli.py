@@ -14,7 +14,8 @@ import click
 
 from keyval import __version__, event_loop
 from keyval.config import NodeConfig, merge_settings, node_config
-from keyval.errors import KeyvalError
+from keyval.contracts import IncompleteBackend
+from keyval.errors import KeyvalError, StorageError
 from keyval.peer_secret import with_peer_secret
 from keyval.plugins import build_plugin_manager, choose_storage, choose_transport, list_plugins
 
@@ -118,6 +119,8 @@ def serve(ctx: click.Context, config_file: str | None, check_config: bool, **fla
         fail(ctx, str(exc), USAGE_ERROR)
     try:
         code = event_loop.run(run(config, loaded), config.event_loop)
+    except IncompleteBackend as exc:  # the chosen plugin is unusable: fix the choice, like a bad flag
+        fail(ctx, str(exc), USAGE_ERROR)
     except KeyvalError as exc:
         fail(ctx, str(exc))
     ctx.exit(code)
@@ -147,7 +150,7 @@ def recover(ctx: click.Context, data_dir: str, force_new_cluster: bool, node_id:
     try:
         backend = choose_storage(build_plugin_manager(), storage)
         recovery = make_sole_voter(data_dir, lambda d: backend.factory(d, {}), node_id, dry_run)
-    except (KeyvalError, OSError) as exc:
+    except (KeyvalError, StorageError, OSError) as exc:
         fail(ctx, str(exc))
     except Exception as exc:  # noqa: BLE001 - a damaged data dir gets one line, not a traceback
         fail(ctx, f"recovery failed on data dir {data_dir!r}: {type(exc).__name__}: {exc}; restore this "

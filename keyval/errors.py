@@ -1,6 +1,12 @@
 """Exceptions KeyVal raises to its users; each message is one sentence a person can act on."""
 from __future__ import annotations
 
+# The one StorageError: the base of every storage failure, from the core's read errors
+# (``Compacted``, ``Unavailable``, ``SnapshotUnavailable``) to damaged data. It lives in the
+# core because the core may import nothing outside ``keyval.raft``; it is re-exported here,
+# where plugins have always imported it from.
+from keyval.raft.storage import StorageError  # noqa: F401 - re-exported
+
 
 class KeyvalError(Exception):
     """Base of every error KeyVal raises on purpose."""
@@ -33,11 +39,7 @@ class UnknownBackend(PluginError):
         super().__init__(f"unknown {kind} backend {name!r}; available: {names}")
 
 
-class StorageError(KeyvalError):
-    """Persisted data cannot be used as it is."""
-
-
-class CorruptLog(StorageError):
+class CorruptLog(StorageError, KeyvalError):
     """A log record before the tail fails its checksum: entries may have been acknowledged,
     so the node refuses to start rather than silently drop them."""
 
@@ -50,7 +52,7 @@ class CorruptLog(StorageError):
         )
 
 
-class CorruptSnapshot(StorageError):
+class CorruptSnapshot(StorageError, KeyvalError):
     """A snapshot file fails its header or checksum check; it is never loaded."""
 
     def __init__(self, path: str, reason: str) -> None:

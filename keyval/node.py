@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from keyval.config import NodeConfig
+from keyval.contracts import check_backend
 from keyval.datadir import DataDirLock, cluster_id_for
 from keyval.errors import KeyvalError, NodeUnavailable, ProposalLost
 from keyval.kv import KVStore, Limits, WriteResult
@@ -26,7 +27,9 @@ from keyval.node_snapshots import NodeSnapshots, SnapshotOutcome
 from keyval.peer_versions import PeerVersions
 from keyval.plugins import Plugins, choose_storage, choose_transport
 from keyval.recover import record_node_id
+from keyval.storage import Storage
 from keyval.sync_thread import SyncThread
+from keyval.transport import Transport
 from keyval.raft import (
     NONE,
     ConfigChange,
@@ -40,28 +43,25 @@ from keyval.raft import (
     bootstrap_state,
 )
 from keyval.raft import messages as m
+from keyval.raft.storage import StorageError
 
 log = logging.getLogger("keyval.node")
 
 
-STORAGE_METHODS = ("append", "close", "entries", "initial_state", "load_snapshot", "set_hard_state", "sync", "term")
-TRANSPORT_METHODS = ("close", "send", "set_cluster_id", "start", "stats")
-
-
-def _open_backend(kind: str, name: str, required: tuple[str, ...], open_it):
-    """Open a plugin's backend; whatever goes wrong becomes one clear line, not a traceback."""
+def _open_backend(plugins: Plugins, kind: str, name: str, protocol: type, open_it):
+    """Open a plugin's backend and check it against its contract (every member of
+    ``protocol``); whatever goes wrong becomes one clear line, not a traceback."""
     try:
         backend = open_it()
     except KeyvalError:
         raise
+    except StorageError as exc:  # the backend's own one-line reason (e.g. a damaged data dir)
+        raise KeyvalError(str(exc)) from exc
     except Exception as exc:
         raise KeyvalError(f"{kind} backend {name!r} failed to open: {type(exc).__name__}: {exc}") from exc
-    missing = [method for method in required if not callable(getattr(backend, method, None))]
-    if missing:
-        raise KeyvalError(
-            f"{kind} backend {name!r} returned a {type(backend).__name__}, not a {kind} (missing: {', '.join(missing)})"
-        )
-    return backend
+    info = plugins.backends.get(kind, {}).get(name)
+    plugin = info.source.describe() if info is not None else "a plugin"
+    return check_backend(kind, name, plugin, backend, protocol)
 
 
 @dataclass(frozen=True)
@@ -179,7 +179,7 @@ class Node:
             raise
 
     async def _open(self) -> None:
-        self.storage = _open_backend("storage", self.config.storage, STORAGE_METHODS, lambda: choose_storage(
+        self.storage = _open_backend(self.plugins, "storage", self.config.storage, Storage, lambda: choose_storage(
             self.plugins, self.config.storage).factory(self.config.data_dir, dict(self.config.storage_options)))
         self._maybe_bootstrap()
         snapshot = self.storage.load_snapshot()
@@ -196,7 +196,7 @@ class Node:
         self.core = RaftCore(raft_config, self.storage, random.Random())
         self.initial_commit = self.core.log.committed
         self._check_cluster_identity()
-        self.transport = _open_backend("transport", self.config.transport, TRANSPORT_METHODS, lambda: choose_transport(
+        self.transport = _open_backend(self.plugins, "transport", self.config.transport, Transport, lambda: choose_transport(
             self.plugins, self.config.transport).factory(dict(self.config.transport_options)))
         self._adopt_cluster_id(self.core.membership.cluster_id)
         use_versions = getattr(self.transport, "use_peer_versions", None)

@@ -11,7 +11,9 @@ from .types import Entry, HardState, Snapshot, SnapshotMeta
 
 
 class StorageError(Exception):
-    pass
+    """Storage cannot do what was asked: the base of every storage failure, the read errors
+    below and a backend's damaged data alike (``keyval.errors`` re-exports it, and adds the
+    damaged-data ones: ``CorruptLog``, ``CorruptSnapshot``)."""
 
 
 class Compacted(StorageError):

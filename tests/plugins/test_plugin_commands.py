@@ -49,11 +49,13 @@ def test_serve_accepts_a_third_party_backend(run_script, good_dist, broken_dist)
                         "--client-addr", "127.0.0.1:8001", "--storage", "goodstore", "--insecure-peers",
                         env=env_with_path(good_dist))
     # Past validation (a broken plugin only warns). This toy backend returns a dict, not a
-    # storage: the node says so in one line instead of crashing.
-    assert result.returncode == 1
+    # storage: the node says so in one line, naming every member of the contract it lacks.
+    assert result.returncode == 2
     assert result.stderr.splitlines()[-1] == (
-        "keyval serve: storage backend 'goodstore' returned a dict, not a storage "
-        "(missing: append, close, entries, initial_state, load_snapshot, set_hard_state, sync, term)")
+        "keyval serve: storage backend 'goodstore' from plugin 'good' (package goodplug-keyval 2.0) returned a "
+        "dict that is not a storage: missing append, apply_snapshot, close, compact, create_snapshot, entries, "
+        "first_index, initial_state, last_index, list_snapshots, load_snapshot, set_hard_state, snapshot_chunk, "
+        "snapshot_meta, sync, term (see keyval/storage.py); refusing to start")
     assert "brokenplug" in result.stderr
 
 

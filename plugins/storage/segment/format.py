@@ -45,7 +45,7 @@ from itertools import accumulate
 from operator import attrgetter
 from typing import Sequence
 
-from keyval.errors import CorruptLog, StorageError
+from keyval.errors import CorruptLog, KeyvalError, StorageError
 from keyval.raft.types import Entry
 
 FORMAT_VERSION = 1
@@ -64,7 +64,7 @@ _get_term = attrgetter("term")
 _get_type = attrgetter("type")
 
 
-class UnsupportedFormat(StorageError):
+class UnsupportedFormat(StorageError, KeyvalError):
     """A file was written by a newer KeyVal in a format this one cannot read."""
 
     def __init__(self, path: str, version: int) -> None:
