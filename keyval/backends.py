@@ -6,22 +6,26 @@ runtime calls ``factory`` for the backend the operator chose.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:  # listing plugins imports this module: it must not pull in the Raft core
+    from keyval.storage import Storage
+    from keyval.transport import Transport
 
 
 @dataclass(frozen=True)
 class StorageBackend:
-    """``factory(data_dir, options)`` returns an open storage object (see ``keyval.hookspecs``)."""
+    """``factory(data_dir, options)`` returns an open ``keyval.storage.Storage``."""
 
     name: str
-    factory: Callable[[str | None, dict[str, Any]], Any]
+    factory: Callable[[str | None, dict[str, Any]], Storage]
     description: str = ""
 
 
 @dataclass(frozen=True)
 class TransportBackend:
-    """``factory(options)`` returns a transport object (see ``keyval.hookspecs``)."""
+    """``factory(options)`` returns a ``keyval.transport.Transport`` (not yet started)."""
 
     name: str
-    factory: Callable[[dict[str, Any]], Any]
+    factory: Callable[[dict[str, Any]], Transport]
     description: str = ""

@@ -25,16 +25,10 @@ def keyval_storage_backends() -> list[StorageBackend]:
     """Return the storage backends this plugin provides, as ``StorageBackend`` descriptors.
 
     Called once on every plugin; the operator picks one backend by name (``--storage``).
-    ``factory(data_dir, options)`` returns an open ``keyval.storage.Storage``: the read-only
-    Raft log view the core uses (``initial_state``, ``first_index``, ``last_index``, ``term``,
-    ``entries``, ``snapshot_meta``, ``snapshot_chunk``; see ``keyval/raft/storage.py``) plus
-    the writes the runtime performs after each Raft step (``append``, ``set_hard_state``,
-    ``sync``, ``apply_snapshot``, ``create_snapshot``, ``load_snapshot``, ``list_snapshots``,
-    ``compact``, ``close``). The durability promise of each call is written in
-    ``keyval/storage.py``; ``keyval.testing`` ships a conformance suite that checks them.
-    ``data_dir`` is None for backends that keep nothing on disk. Opening recovers from a
-    crash (a torn tail is cut off) and raises ``keyval.errors.CorruptLog`` naming the file
-    and byte offset if data that may have been acknowledged is damaged.
+    ``factory(data_dir, options)`` returns an open storage: an object with every member of
+    the Protocol ``keyval.storage.Storage``, where each one's promise is written (and only
+    there). ``keyval serve`` checks every member before it serves and refuses a backend that
+    lacks one; ``keyval.testing.storage_conformance`` checks the promises.
     """
 
 
@@ -43,10 +37,10 @@ def keyval_transport_backends() -> list[TransportBackend]:
     """Return the transport backends this plugin provides, as ``TransportBackend`` descriptors.
 
     Called once on every plugin; the operator picks one backend by name (``--transport``).
-    ``factory(options)`` returns a transport object carrying Raft messages between nodes:
-    ``start(address, deliver)`` listens on ``address`` and hands every received message to
-    ``deliver``; ``send(peer_id, address, message)`` sends one message to a peer without
-    waiting for an answer (a lost message is Raft's to retry); ``close()`` stops it.
+    ``factory(options)`` returns a transport: an object with every member of the Protocol
+    ``keyval.transport.Transport``, where each one's promise is written (and only there).
+    ``keyval serve`` checks every member before it serves and refuses a backend that lacks
+    one; ``keyval.testing.transport_conformance`` checks the promises.
     """
 
 

@@ -6,6 +6,12 @@ The Raft core reads the log through the narrow read-only view ``keyval.raft.stor
 ``SnapshotUnavailable``). The node runtime adds the writes below, following each ``Ready``:
 persist (snapshot, entries, hard state, then ``sync``), send, apply, advance.
 
+Opening one is the plugin's factory, ``factory(data_dir, options)`` (``keyval.backends``):
+``data_dir`` is None for a backend that keeps nothing on disk. Opening recovers from a crash
+(a torn tail is cut off) and raises ``keyval.errors.CorruptLog`` naming the file and byte
+offset if data that may have been acknowledged is damaged. Every failure a storage reports
+on purpose is a ``StorageError`` (the one class, ``keyval.errors.StorageError``).
+
 Snapshot data is the state machine's own bytes (backend-independent, so nodes with different
 backends can send each other snapshots); a backend may compress it on disk.
 """
@@ -29,6 +35,16 @@ class SnapshotInfo:
 
 
 class Storage(LogStorage, Protocol):
+    """The whole storage contract: the core's read view (``LogStorage``: ``initial_state``,
+    ``first_index``, ``last_index``, ``term``, ``entries``, ``snapshot_meta``,
+    ``snapshot_chunk``) and the writes below. ``keyval serve`` checks every member before it
+    serves; ``keyval.testing.storage_conformance`` checks every promise.
+
+    The runtime calls ``sync``, ``create_snapshot``, ``apply_snapshot`` and ``compact`` from
+    a worker thread while other calls come from its event loop thread: a backend serialises
+    them.
+    """
+
     def append(self, entries: Sequence[Entry]) -> None:
         """Append contiguous ``entries``, first discarding every held entry at or after
         ``entries[0].index`` (a conflicting suffix, possibly spanning segments).

@@ -30,9 +30,15 @@ Deliver = Callable[[Message], None]
 
 
 class Transport(Protocol):
+    """The whole transport contract. ``keyval serve`` checks every member below before it
+    serves; ``keyval.testing.transport_conformance`` checks the promises."""
+
     async def start(self, node_id: str, address: str, deliver: Deliver) -> None:
         """Listen on ``address`` (HOST:PORT; port 0 picks a free one) for messages to
-        ``node_id`` and hand each one to ``deliver``. Returns once listening."""
+        ``node_id`` and hand each one to ``deliver``. Returns once listening.
+
+        ``node_id`` is this node's id: a transport needs it to tell the messages meant for
+        this node from others and to name itself to its peers."""
 
     @property
     def address(self) -> str:

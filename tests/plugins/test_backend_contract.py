@@ -3,6 +3,7 @@
 A storage missing ``snapshot_meta`` used to pass the old 8-method check, serve, and die with
 a traceback at the first Ready; now the node refuses at once, in one line (exit 2).
 """
+import inspect
 import os
 import tempfile
 
@@ -129,3 +130,12 @@ def test_every_installed_storage_keeps_the_whole_contract(name):
 def test_every_builtin_transport_keeps_the_whole_contract(name):
     transport = build_plugin_manager().backends["transport"][name].backend.factory({})
     assert missing_members(transport, Transport) == []
+
+
+@pytest.mark.parametrize("name", ["tcp", "udp", "faulty"])
+def test_every_builtin_transport_starts_as_the_protocol_says(name):
+    # start(node_id, address, deliver): the one signature the Protocol, the hookspec and
+    # the node agree on.
+    transport = build_plugin_manager().backends["transport"][name].backend.factory({})
+    wanted = list(inspect.signature(Transport.start).parameters)[1:]
+    assert list(inspect.signature(transport.start).parameters) == wanted == ["node_id", "address", "deliver"]
