@@ -15,6 +15,13 @@ class LogChecks:
     """Uses the ``store`` fixture of ``StorageConformance``."""
 
     # == a fresh store ===================================================================
+    def test_has_every_member_of_the_contract(self, store):
+        # What `keyval serve` checks before it serves: a backend lacking one is refused.
+        from keyval.contracts import missing_members
+        from keyval.storage import Storage
+
+        assert missing_members(store, Storage) == [], "keyval serve would refuse this backend"
+
     def test_fresh_storage_is_empty(self, store):
         assert store.initial_state() == (HardState(), SnapshotMeta())
         assert (store.first_index(), store.last_index()) == (1, 0)

@@ -342,6 +342,14 @@ class TransportConformance:
         return options
 
     # -- delivery ------------------------------------------------------------------------
+    def test_has_every_member_of_the_contract(self):
+        # What `keyval serve` checks before it serves: a backend lacking one is refused.
+        from keyval.contracts import missing_members
+        from keyval.transport import Transport
+
+        assert missing_members(self.open_transport(dict(self.options)), Transport) == [], \
+            "keyval serve would refuse this backend"
+
     def test_address_is_the_one_listened_on(self, net):
         a = net.node("a")
         host, port = host_port(a.address)
