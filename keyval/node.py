@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import heapq
 import itertools
 import logging
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from keyval.config import NodeConfig
-from keyval.contracts import check_backend
+from keyval.contracts import IncompleteBackend, check_backend
 from keyval.datadir import DataDirLock, cluster_id_for
 from keyval.errors import KeyvalError, NodeUnavailable, ProposalLost
 from keyval.kv import KVStore, Limits, WriteResult
@@ -61,7 +62,15 @@ def _open_backend(plugins: Plugins, kind: str, name: str, protocol: type, open_i
         raise KeyvalError(f"{kind} backend {name!r} failed to open: {type(exc).__name__}: {exc}") from exc
     info = plugins.backends.get(kind, {}).get(name)
     plugin = info.source.describe() if info is not None else "a plugin"
-    return check_backend(kind, name, plugin, backend, protocol)
+    try:
+        return check_backend(kind, name, plugin, backend, protocol)
+    except IncompleteBackend:
+        # A refused storage is closed here, since the node never holds it: its files are
+        # let go before the data-dir lock is. A transport has not started: nothing to release.
+        if kind == "storage" and callable(getattr(backend, "close", None)):
+            with contextlib.suppress(Exception):
+                backend.close()
+        raise
 
 
 @dataclass(frozen=True)

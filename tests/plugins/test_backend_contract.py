@@ -3,13 +3,20 @@
 A storage missing ``snapshot_meta`` used to pass the old 8-method check, serve, and die with
 a traceback at the first Ready; now the node refuses at once, in one line (exit 2).
 """
+import asyncio
+import dataclasses
 import inspect
 import os
 import tempfile
+import types
 
 import pytest
 
-from keyval.contracts import missing_members, protocol_members
+import keyval
+from keyval.backends import StorageBackend
+from keyval.config import NodeConfig
+from keyval.contracts import IncompleteBackend, missing_members, protocol_members
+from keyval.node import Node
 from keyval.plugins import build_plugin_manager
 from keyval.storage import Storage
 from keyval.transport import Transport
@@ -139,3 +146,42 @@ def test_every_builtin_transport_starts_as_the_protocol_says(name):
     transport = build_plugin_manager().backends["transport"][name].backend.factory({})
     wanted = list(inspect.signature(Transport.start).parameters)[1:]
     assert list(inspect.signature(transport.start).parameters) == wanted == ["node_id", "address", "deliver"]
+
+
+class _RefusedStore:
+    """Registered directly: a segment storage (real files, real lock) behind a wrapper
+    that forgot ``snapshot_meta``; it records whether the node closed it."""
+
+    closed = False
+
+    @staticmethod
+    @keyval.hookimpl
+    def keyval_storage_backends():
+        def open_store(data_dir, options):
+            inner = build_plugin_manager().backends["storage"]["segment"].backend.factory(data_dir, {})
+            store = types.SimpleNamespace(**{name: getattr(inner, name) for name in protocol_members(Storage)
+                                             if name not in ("snapshot_meta", "close")})
+
+            def close():
+                _RefusedStore.closed = True
+                inner.close()
+            store.close = close
+            return store
+        return [StorageBackend("refused", open_store, "forgot snapshot_meta")]
+
+
+def test_a_refused_storage_is_closed_and_the_data_dir_let_go(tmp_path):
+    config = NodeConfig(id="n1", peer_addr="127.0.0.1:0", client_addr="127.0.0.1:0", data_dir=str(tmp_path / "n1"),
+                        storage="refused", bootstrap={"n1": "127.0.0.1:0"}, insecure_peers=True)
+    plugins = build_plugin_manager(extra_plugins=[_RefusedStore])
+
+    async def start():
+        with pytest.raises(IncompleteBackend, match="missing snapshot_meta"):
+            await Node(config, plugins).start()
+        # The lock is released: a node with a complete storage opens the same data dir.
+        good = Node(dataclasses.replace(config, storage="segment"), plugins)
+        await good.start()
+        await good.stop()
+
+    asyncio.run(start())
+    assert _RefusedStore.closed
