@@ -17,6 +17,7 @@ from . import messages as m
 from .config import RaftConfig
 from .leader import LeaderRole, _PendingRead
 from .log import InvariantViolation, RaftLog
+from .quorum import majority
 from .validation import changed_membership, well_formed
 from .progress import Progress, ProgressState
 from .storage import LogStorage
@@ -611,7 +612,7 @@ class RaftCore(LeaderRole):
         voters = self.membership.voters
         granted = sum(1 for n, g in self.votes.items() if g and n in voters)
         rejected = sum(1 for n, g in self.votes.items() if not g and n in voters)
-        quorum = len(voters) // 2 + 1
+        quorum = majority(len(voters))
         if granted >= quorum:
             return "won"
         if rejected > len(voters) - quorum:
@@ -652,7 +653,7 @@ class RaftCore(LeaderRole):
         for node, pr in self.progress.items():
             if node != self.id:
                 pr.recent_active = False
-        return active >= len(voters) // 2 + 1
+        return active >= majority(len(voters))
 
     # ======================================================================================
     # Votes

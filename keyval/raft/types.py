@@ -8,6 +8,8 @@ import json
 from dataclasses import dataclass, field
 from enum import Enum, IntEnum
 
+from .quorum import majority
+
 NodeId = str
 #: ``vote`` / ``leader`` value meaning "nobody".
 NONE: NodeId = ""
@@ -72,7 +74,7 @@ class Membership:
 
     @property
     def quorum(self) -> int:
-        return len(self.voters) // 2 + 1
+        return majority(len(self.voters))
 
     def address_of(self, node: NodeId) -> str | None:
         return dict(self.addresses).get(node)
