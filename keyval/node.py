@@ -26,7 +26,7 @@ from keyval.kv import KVStore, Limits, WriteResult
 from keyval.metrics import NodeMetrics
 from keyval.node_snapshots import NodeSnapshots, SnapshotOutcome
 from keyval.peer_versions import PeerVersions
-from keyval.plugins import Plugins, choose_storage, choose_transport
+from keyval.plugins import Plugins, choose_storage, choose_transport, notify
 from keyval.recover import record_node_id
 from keyval.storage import Storage
 from keyval.sync_thread import SyncThread
@@ -292,10 +292,8 @@ class Node:
             self.transport.set_cluster_id(cluster_id)
 
     def _notify(self, hook: str, **kwargs: Any) -> None:
-        try:
-            getattr(self.plugins.manager.hook, hook)(**kwargs)
-        except Exception as exc:  # a plugin's bug must not take the node down
-            log.error("node %s: plugin hook %s failed: %s", self.id, hook, exc)
+        # Every plugin gets the event even if one raises; see keyval.plugins.notify.
+        notify(self.plugins, hook, **kwargs)
 
     # ------------------------------------------------------------------ inputs
     def _deliver(self, message: m.Message) -> None:

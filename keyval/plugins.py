@@ -68,6 +68,8 @@ class Plugins:
     sources: dict[str, PluginSource] = field(default_factory=dict)
     backends: dict[str, dict[str, BackendInfo]] = field(default_factory=dict)
     failures: list[PluginFailure] = field(default_factory=list)
+    #: (plugin name, event hook) -> how many times that plugin raised in it (see ``notify``)
+    hook_failures: dict[tuple[str, str], int] = field(default_factory=dict)
 
     def fail(self, source: PluginSource, error: str) -> None:
         failure = PluginFailure(source, error)
@@ -122,8 +124,12 @@ def list_plugins(plugins: Plugins) -> tuple[list[dict[str, str]], list[str]]:
 def notify(plugins: Plugins, hook_name: str, **kwargs: Any) -> None:
     """Call an event hook on every plugin; a plugin that raises is logged, never propagated.
 
-    A node must not fall over because a monitoring plugin has a bug, which a plain
-    ``pm.hook.<name>(...)`` call would let happen.
+    The one way the runtime calls an event hook (the four after the backend hooks in
+    ``keyval/hookspecs.py``). A plain ``pm.hook.<name>(...)`` call would stop at the first
+    plugin that raises: the plugins after it would miss the event, and the exception would
+    reach the node. Here every implementation runs, each in its own ``try``. A failure is
+    logged once per plugin and hook, as one line: a hook that fails on every role change
+    must not flood the log, and its count stays in ``plugins.hook_failures``.
     """
     caller = getattr(plugins.manager.hook, hook_name)
     expected = set(caller.spec.argnames)
@@ -133,8 +139,12 @@ def notify(plugins: Plugins, hook_name: str, **kwargs: Any) -> None:
         try:
             impl.function(*[kwargs[arg] for arg in impl.argnames])
         except Exception as exc:  # noqa: BLE001 - any plugin bug is contained here
-            source = plugins.sources.get(impl.plugin_name, PluginSource(impl.plugin_name))
-            log.warning("%s failed in %s: %s", source.describe(), hook_name, _oneline(exc))
+            key = (impl.plugin_name, hook_name)
+            plugins.hook_failures[key] = plugins.hook_failures.get(key, 0) + 1
+            if plugins.hook_failures[key] == 1:
+                source = plugins.sources.get(impl.plugin_name, PluginSource(impl.plugin_name))
+                log.warning("%s failed in %s: %s (its later failures in this hook are not logged)",
+                            source.describe(), hook_name, _oneline(exc))
 
 
 def _choose(plugins: Plugins, kind: str, name: str) -> StorageBackend | TransportBackend:

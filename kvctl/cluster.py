@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from keyval.client import AsyncClient
+from keyval.raft.quorum import majority
 from kvctl import connect
 from kvctl import cluster_show as show
 from kvctl.cluster_change import add_change_commands
@@ -101,7 +102,7 @@ async def _leaderless_health(timeout: float) -> dict[str, Any]:
     voters, learners = latest["voters"], latest["learners"]
     reachable = [n for n in voters + learners if n in answered]
     reachable_voters = [n for n in voters if n in answered]
-    quorum = len(voters) // 2 + 1
+    quorum = majority(len(voters))
     issues = [f"No leader elected: {len(reachable)} of {len(voters) + len(learners)} members answer "
               f"and none of them leads"]
     if len(reachable_voters) < quorum:

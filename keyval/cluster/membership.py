@@ -15,6 +15,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Iterable, Mapping
 
 from keyval.admin import OperationRefused
+from keyval.raft.quorum import majority
 
 VOTER = "Voter"
 LEARNER = "Learner"
@@ -109,7 +110,7 @@ class MembershipManager:
 
     @property
     def quorum(self) -> int:
-        return len(self.voters) // 2 + 1
+        return majority(len(self.voters))
 
     def lag(self, node: str) -> int:
         return max(0, self.last_index - self.members[node].match_index)
@@ -208,7 +209,7 @@ class MembershipManager:
                 f"cannot remove {node}: the cluster would have {len(remaining)} voter(s), below the "
                 f"configured minimum of {self.min_voters} (min_voters)")
         healthy = [v for v in remaining if self.healthy(v)]
-        need = len(remaining) // 2 + 1
+        need = majority(len(remaining))
         if len(healthy) < need:
             sick = ", ".join(v for v in remaining if v not in healthy)
             raise MembershipRefused(

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 from . import messages as m
 from .config import RaftConfig
 from .leader import LeaderRole, _PendingRead
-from .log import RaftLog
+from .log import InvariantViolation, RaftLog
+from .quorum import majority
 from .validation import changed_membership, well_formed
 from .progress import Progress, ProgressState
 from .storage import LogStorage
@@ -128,6 +129,10 @@ class RaftCore(LeaderRole):
         self.pending_config_index = 0
         self._incoming_snapshot: tuple[SnapshotMeta, bytearray] | None = None
         self._pending_reads: list[_PendingRead] = []
+        # The Ready handed out and not yet advanced. A second ready() before advance() would
+        # hand out the same unstable entries and committed entries again (persisted and
+        # applied twice): a driver bug, refused as etcd's RawNode panics on it.
+        self._unadvanced: Ready | None = None
         # Heartbeat rounds carry this node's own sequence number, never the caller's context:
         # an ack proves leadership only for reads registered before its round was sent.
         self._read_round = 0
@@ -373,6 +378,9 @@ class RaftCore(LeaderRole):
         )
 
     def ready(self) -> Ready:
+        """The next batch of work (see ``Ready``). Call ``advance`` with it before asking again."""
+        if self._unadvanced is not None:
+            raise InvariantViolation("ready() called again before advance() of the Ready it handed out")
         hs = self._hard_state()
         soft = self._soft_state()
         rd = Ready(
@@ -394,10 +402,14 @@ class RaftCore(LeaderRole):
         self._dropped_reads = []
         self._prev_hard_state = hs
         self._prev_soft_state = soft
+        self._unadvanced = rd
         return rd
 
     def advance(self, rd: Ready) -> None:
         """The Ready was persisted, sent and applied."""
+        if rd is not self._unadvanced:
+            raise InvariantViolation("advance() of a Ready that is not the one ready() handed out last")
+        self._unadvanced = None
         if rd.snapshot is not None:
             self.log.stable_snapshot_to(rd.snapshot.meta.index)
             if rd.snapshot.meta.index > self.log.applied:
@@ -600,7 +612,7 @@ class RaftCore(LeaderRole):
         voters = self.membership.voters
         granted = sum(1 for n, g in self.votes.items() if g and n in voters)
         rejected = sum(1 for n, g in self.votes.items() if not g and n in voters)
-        quorum = len(voters) // 2 + 1
+        quorum = majority(len(voters))
         if granted >= quorum:
             return "won"
         if rejected > len(voters) - quorum:
@@ -641,7 +653,7 @@ class RaftCore(LeaderRole):
         for node, pr in self.progress.items():
             if node != self.id:
                 pr.recent_active = False
-        return active >= len(voters) // 2 + 1
+        return active >= majority(len(voters))
 
     # ======================================================================================
     # Votes

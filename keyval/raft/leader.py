@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from . import messages as m
 from .progress import Progress, ProgressState
+from .quorum import majority, quorum_index
 from .storage import Compacted, SnapshotUnavailable, Unavailable
 from .types import NONE, Entry, NodeId, NotLeader, ProposalDropped, ReadState, Role
 
@@ -83,7 +84,7 @@ class LeaderRole:
             matches.sort()
         if not matches:
             return False
-        quorum_match = matches[len(matches) - (len(matches) // 2 + 1)]
+        quorum_match = quorum_index(matches)
         # Only an entry of the current term is committed by counting replicas (§5.4.2).
         if not self.log.maybe_commit(quorum_match, self.term):
             return False
@@ -255,7 +256,7 @@ class LeaderRole:
             if read.round > acked_round:
                 break  # registered after that heartbeat went out: it proves nothing for them
             read.acks.add(frm)
-            if len(read.acks & voters) >= len(voters) // 2 + 1:
+            if len(read.acks & voters) >= majority(len(voters)):
                 confirmed = n
         if confirmed >= 0:
             # Confirming a read confirms every earlier one too.

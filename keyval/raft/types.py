@@ -8,6 +8,8 @@ import json
 from dataclasses import dataclass, field
 from enum import Enum, IntEnum
 
+from .quorum import majority
+
 NodeId = str
 #: ``vote`` / ``leader`` value meaning "nobody".
 NONE: NodeId = ""
@@ -72,7 +74,7 @@ class Membership:
 
     @property
     def quorum(self) -> int:
-        return len(self.voters) // 2 + 1
+        return majority(len(self.voters))
 
     def address_of(self, node: NodeId) -> str | None:
         return dict(self.addresses).get(node)
@@ -177,7 +179,8 @@ class Ready:
     3. apply ``snapshot`` (if any) to the state machine, then ``committed_entries`` in order;
        hand ``read_states`` to waiting readers once their index is applied, and fail
        ``dropped_reads``;
-    4. call ``core.advance(ready)``.
+    4. call ``core.advance(ready)``. Until then ``core.ready()`` raises ``InvariantViolation``
+       (it would hand out the same entries again), as does advancing any other Ready.
 
     Messages may depend on the persisted state (a vote, an acknowledged append), which is why
     they are sent only after step 1 — unless ``send_before_persist`` says they are a leader's,

@@ -203,10 +203,14 @@ def test_notify_reaches_every_plugin_and_contains_failures(caplog):
     ], entry_points=False)
     with caplog.at_level(logging.WARNING, logger="keyval.plugins"):
         notify(plugins, "keyval_role_changed", node_id="n1", term=3, role="leader", leader="n1")
-    assert ("n1", 3, "leader", "n1") in seen and "leader" in seen
+        notify(plugins, "keyval_role_changed", node_id="n1", term=4, role="follower", leader="n2")
+    assert ("n1", 3, "leader", "n1") in seen and ("n1", 4, "follower", "n2") in seen and "follower" in seen
+    # Logged once per plugin and hook, however often it fails; the count is kept.
     assert [r.getMessage() for r in caplog.records] == [
-        "plugin 'broken' (registered directly) failed in keyval_role_changed: ValueError: plugin bug"
+        "plugin 'broken' (registered directly) failed in keyval_role_changed: ValueError: plugin bug "
+        "(its later failures in this hook are not logged)"
     ]
+    assert plugins.hook_failures == {("broken", "keyval_role_changed"): 2}
     with pytest.raises(TypeError, match="keyval_role_changed takes"):
         notify(plugins, "keyval_role_changed", node_id="n1")
 
