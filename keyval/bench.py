@@ -50,7 +50,7 @@ import time
 import traceback
 from pathlib import Path
 
-from keyval import event_loop
+from keyval.runtime import event_loop
 from keyval.client import AsyncClient
 
 # ----------------------------------------------------------------------------- workload

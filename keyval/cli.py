@@ -12,7 +12,8 @@ from pathlib import Path
 
 import click
 
-from keyval import __version__, event_loop
+from keyval import __version__
+from keyval.runtime import event_loop
 from keyval.config import NodeConfig, merge_settings, node_config
 from keyval.contracts import IncompleteBackend
 from keyval.errors import KeyvalError, StorageError

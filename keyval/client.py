@@ -19,7 +19,7 @@ from typing import Any
 from keyval import client_protocol as p
 from keyval.config import parse_address
 from keyval.errors import ConfigError, RequestRefused, RevisionMismatch, Timeout, Unreachable
-from keyval.event_loop import loop_factory
+from keyval.runtime.event_loop import loop_factory
 
 RETRYABLE = {p.NOT_LEADER, p.NO_LEADER, p.UNAVAILABLE, p.TIMEOUT}
 #: operations that change nothing (a timeout of any other may still have its effect)

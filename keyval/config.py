@@ -14,7 +14,7 @@ import yaml
 
 from keyval.client_protocol import MAX_FRAME
 from keyval.errors import ConfigError
-from keyval.event_loop import EVENT_LOOPS
+from keyval.runtime.event_loop import EVENT_LOOPS
 from keyval.wire_bounds import MAX_NODE_ID, NODE_ID, address_ok  # peers check ids against the same bound
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")

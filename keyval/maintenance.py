@@ -26,7 +26,8 @@ from typing import Any
 
 from keyval.admin import AdminOperations, OperationRefused
 from keyval.kv import encode_restore_abort, encode_restore_begin, encode_restore_chunk, encode_restore_commit
-from keyval.node import Node, NodeUnavailable
+from keyval.errors import NodeUnavailable
+from keyval.runtime.node import Node
 
 log = logging.getLogger("keyval.maintenance")
 

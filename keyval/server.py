@@ -18,11 +18,12 @@ from keyval.config import NodeConfig
 from keyval.descriptors import (DescriptorPlan, nofile_limit, on_accept_out_of_descriptors, open_descriptors,
                                 plan_descriptors, raise_nofile_limit)
 from keyval.errors import ConfigError, KeyvalError
-from keyval.event_loop import loop_name
+from keyval.runtime.event_loop import loop_name
 from keyval.kv import encode_meta
 from keyval.maintenance import Maintenance
-from keyval.metrics import MetricsServer
-from keyval.node import Node, Timing
+from keyval.runtime.metrics import MetricsServer
+from keyval.runtime.node import Node
+from keyval.runtime.timing import Timing
 from keyval.plugins import Plugins
 from keyval.service import CLIENT_ADDRESS_META, ClientService
 

@@ -22,7 +22,7 @@ from keyval.config import parse_address
 from keyval.errors import ConfigError
 from keyval.kv import CommandError, check_limits, encode_delete, encode_meta, encode_put
 from keyval.errors import NodeUnavailable, ProposalLost
-from keyval.node import Node
+from keyval.runtime.node import Node
 from keyval.raft import NotLeader, ProposalDropped, RaftError
 
 log = logging.getLogger("keyval.service")
@@ -94,11 +94,11 @@ class ClientService:
             if isinstance(body, p.Put):
                 check_limits(body.key, body.value, node.kv.limits)
                 data = encode_put(body.key, body.value, expect_revision=body.expect_revision, client=body.client, seq=body.seq, acked=body.acked)
-                return self._when_done(node.submit(data, self.request_timeout), self._write_reply, answer)
+                return self._when_done(node.submit(data, self.request_timeout, _session(body)), self._write_reply, answer)
             if isinstance(body, p.Delete):
                 check_limits(body.key, None, node.kv.limits)
                 data = encode_delete(body.key, expect_revision=body.expect_revision, client=body.client, seq=body.seq, acked=body.acked)
-                return self._when_done(node.submit(data, self.request_timeout), self._write_reply, answer)
+                return self._when_done(node.submit(data, self.request_timeout, _session(body)), self._write_reply, answer)
             if isinstance(body, p.Get):
                 check_limits(body.key, None, node.kv.limits)
                 read = lambda _: self._get(body.key)  # noqa: E731
@@ -408,3 +408,8 @@ def node_status(node: Node) -> dict:
         # protocol version this node writes to it
         "peer_versions": node.peer_versions.as_json(),
     }
+
+
+def _session(body) -> tuple[str, int] | None:
+    """A numbered write's (client, seq): a retry of it joins the first attempt (keyval.runtime.requests)."""
+    return (body.client, body.seq) if body.client else None

@@ -26,7 +26,8 @@ from keyval.cluster.view import LEARNER_SETTINGS_META, LeaderView, ProgressTrack
 from keyval.config import NodeConfig, parse_address, parse_node_id
 from keyval.errors import ConfigError, KeyvalError
 from keyval.kv import encode_meta
-from keyval.node import Node, ProposalLost
+from keyval.errors import ProposalLost
+from keyval.runtime.node import Node
 from keyval.raft import NONE, ChangeKind, ConfigChange, ConfigChangeRefused, NotLeader, Role
 
 log = logging.getLogger("keyval.cluster")

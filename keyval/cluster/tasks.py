@@ -24,7 +24,7 @@ import time
 from keyval.client import AsyncClient
 from keyval.cluster.view import client_addresses
 from keyval.errors import KeyvalError
-from keyval.node import ProposalLost
+from keyval.errors import ProposalLost
 from keyval.raft import ChangeKind, ConfigChange, ConfigChangeRefused, Membership, NotLeader, Role
 
 log = logging.getLogger("keyval.cluster")

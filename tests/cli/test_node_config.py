@@ -82,7 +82,7 @@ def test_bad_settings(flags, message):
 def test_event_loop_is_chosen_in_the_config_file(tmp_path):
     import asyncio
 
-    from keyval.event_loop import loop_factory, loop_name
+    from keyval.runtime.event_loop import loop_factory, loop_name
 
     path = tmp_path / "node.yaml"
     path.write_text("event_loop: asyncio\n")

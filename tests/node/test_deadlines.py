@@ -1,13 +1,12 @@
-"""The request deadlines a node keeps (keyval.node._Deadlines): an unanswered request times
+"""The request deadlines a node keeps (keyval.runtime.requests.Deadlines): an unanswered request times
 out, an answered one is forgotten at once instead of living on until its deadline."""
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 
-from keyval.node import _Deadlines
+from keyval.runtime.requests import Deadlines
 
 
 def test_unanswered_requests_time_out_and_answered_ones_are_dropped_early():
@@ -16,14 +15,14 @@ def test_unanswered_requests_time_out_and_answered_ones_are_dropped_early():
 
 async def _scenario():
     loop = asyncio.get_running_loop()
-    deadlines = _Deadlines()
+    deadlines = Deadlines(loop.time)
     answered = [loop.create_future() for _ in range(1000)]
     for fut in answered:  # a node gives every request the same timeout
         deadlines.add(fut, 5.0)
         fut.set_result(None)
     waiting = loop.create_future()
     deadlines.add(waiting, 5.0)
-    now = time.monotonic()
+    now = loop.time()
     deadlines.expire(now)  # no deadline passed: only the answered ones go
     assert len(deadlines._heap) == 1 and not waiting.done()
     deadlines.expire(now + 5.1)

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from keyval.sync_thread import SyncThread
+from keyval.runtime.sync_thread import SyncThread
 
 
 def test_results_errors_and_order():

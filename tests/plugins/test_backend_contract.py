@@ -16,7 +16,7 @@ import keyval
 from keyval.backends import StorageBackend
 from keyval.config import NodeConfig
 from keyval.contracts import IncompleteBackend, missing_members, protocol_members
-from keyval.node import Node
+from keyval.runtime.node import Node
 from keyval.plugins import build_plugin_manager
 from keyval.storage import Storage
 from keyval.transport import Transport

@@ -22,7 +22,7 @@ from keyval.raft import RaftError
 if TYPE_CHECKING:
     from keyval.client_limits import ClientLimiter
     from keyval.descriptors import DescriptorPlan
-    from keyval.node import Node
+    from keyval.runtime.node import Node
     from keyval.raft import RaftCore
 
 log = logging.getLogger("keyval.metrics")

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from keyval.errors import NodeUnavailable
 
 if TYPE_CHECKING:
-    from keyval.node import Node
+    from keyval.runtime.node import Node
 
 log = logging.getLogger("keyval.node")
 

@@ -1,0 +1,225 @@
+"""The Ready driver: the one implementation of the Ready contract, in production and simulation.
+
+It owns two tasks on the event loop. The tick task turns the loop's clock into ``core.tick()``
+calls. The Ready task executes the core's batches of work (``Ready``) in the contract's order:
+
+1. **persist** the snapshot, the entries and the hard state — a leader's messages may leave
+   first (``Ready.send_before_persist``) so followers write while we do;
+2. **sync** them with one fsync for the whole batch (group commit: writes that arrive during
+   the fsync form the next batch);
+3. **send** the messages (unless they went first);
+4. **apply** the snapshot, the committed entries and the confirmed reads;
+5. **advance** the core, release the reads now answerable, start a snapshot if asked.
+
+Invariant kept here: an entry is applied only once it is durable in this node's storage —
+entries committed below this Ready's first new entry were made durable by an earlier Ready,
+so they are applied before this Ready's fsync; the rest only after it.
+
+Everything outside the core arrives through narrow parts (``DriverParts``): the storage, a
+``send`` function, the state machine, the request layer, the snapshotter, the event loop's
+clock, and an ``OffLoop`` that runs an fsync (or a snapshot install) off the loop. Production
+passes the real ones (``keyval.runtime.node``); the simulator passes simulated storage,
+network, time and executor, and faults (crash points) are faults of those parts.
+"""
+from __future__ import annotations
+
+import asyncio
+import bisect
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, Protocol, Sequence
+
+from keyval.raft import Entry, RaftCore, Ready, Role, Snapshot
+from keyval.raft import messages as m
+
+from .requests import Requests
+from .timing import Timing
+
+log = logging.getLogger("keyval.node")
+
+
+class OffLoop(Protocol):
+    """Runs blocking storage work without blocking the loop."""
+
+    def sync(self, fn: Callable[[], Any]) -> Awaitable[Any]:
+        """Run the log fsync ``fn``; calls complete in order."""
+
+    def blocking(self, fn: Callable[[], Any]) -> Awaitable[Any]:
+        """Run other blocking work (installing a received snapshot)."""
+
+
+class StateMachine(Protocol):
+    def apply(self, entry: Entry) -> Any:
+        """Apply one committed entry; its result for the waiting client (or None)."""
+
+    def restore(self, snapshot: Snapshot) -> None:
+        """Replace the state with a snapshot's."""
+
+
+class Snapshotter(Protocol):
+    #: held while a snapshot is written, and by the driver while it installs one received
+    lock: asyncio.Lock
+
+    def busy(self) -> bool: ...
+
+    def start(self, full_compaction: bool) -> Any: ...
+
+
+class DriverEvents(Protocol):
+    """What the node does with the driver's news (log lines, metrics, plugin hooks)."""
+
+    def role_changed(self, soft_state: tuple[Role, str, int]) -> None: ...
+
+    def persisted(self, entries: int, sync_seconds: float) -> None: ...
+
+    def ticked(self, now: float) -> None:
+        """Once per tick turn (at most one log line a minute belongs here)."""
+
+    def failed(self, exc: BaseException) -> None:
+        """The driver stopped on an error it cannot continue past (an I/O error while
+        persisting, a broken invariant)."""
+
+
+@dataclass
+class DriverParts:
+    core: RaftCore
+    storage: Any  # keyval.storage.Storage
+    send: Callable[[Sequence[m.Message]], None]
+    machine: StateMachine
+    requests: Requests
+    snapshots: Snapshotter
+    off_loop: OffLoop
+    events: DriverEvents
+    timing: Timing
+
+
+class ReadyDriver:
+    def __init__(self, parts: DriverParts) -> None:
+        self.parts = parts
+        self.core = parts.core
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+        self.stopped = False
+
+    def start(self, name: str) -> None:
+        self._tasks = [
+            asyncio.create_task(self._tick_loop(), name=f"{name}-tick"),
+            asyncio.create_task(self._ready_loop(), name=f"{name}-ready"),
+        ]
+
+    async def stop(self) -> None:
+        self.stopped = True
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def wake(self) -> None:
+        """Ask for a turn: there are proposals to flush or Readies to handle."""
+        self._wake.set()
+
+    def deliver(self, message: m.Message) -> None:
+        """A peer's message, from the transport."""
+        if self.stopped:
+            return
+        self.core.step(message)
+        self._wake.set()
+
+    # -- time --------------------------------------------------------------------------------
+    async def _tick_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        timing = self.parts.timing
+        interval = timing.tick_interval
+        next_tick = loop.time() + interval
+        while True:
+            await asyncio.sleep(max(0.0, next_tick - loop.time()))
+            now = loop.time()
+            # Catch up missed ticks (a long pause) but never more than an election's worth.
+            missed = min(int((now - next_tick) / interval) + 1, timing.election_ticks)
+            for _ in range(missed):
+                self.core.tick()
+            next_tick += missed * interval
+            if next_tick < now:
+                next_tick = now + interval
+            self.parts.requests.deadlines.expire(now)
+            self.parts.events.ticked(now)
+            self._wake.set()
+
+    # -- the Ready loop ------------------------------------------------------------------------
+    async def _ready_loop(self) -> None:
+        requests = self.parts.requests
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                requests.flush()
+                while self.core.has_ready():
+                    await self.handle_ready()
+                    requests.flush()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            # Persisting failed (disk full, I/O error) or an invariant broke: continuing could
+            # acknowledge writes that are not durable. The node stops, loudly.
+            self.stopped = True
+            self.parts.events.failed(exc)
+
+    async def handle_ready(self) -> None:
+        parts, core = self.parts, self.core
+        storage = parts.storage
+        rd = core.ready()
+        # A leader's messages may go first: followers then write in parallel with our fsync.
+        sent_early = rd.send_before_persist and bool(rd.messages)
+        if sent_early:
+            parts.send(rd.messages)
+        # 1. persist
+        if rd.snapshot is not None:
+            async with parts.snapshots.lock:  # not while one of ours is being written
+                await parts.off_loop.blocking(lambda: storage.apply_snapshot(rd.snapshot))
+        if rd.entries:
+            storage.append(rd.entries)
+        if rd.hard_state is not None:
+            # Durable on return when term or vote changed (the storage contract); a new
+            # commit index alone may be written lazily, so it costs no fsync here.
+            storage.set_hard_state(rd.hard_state)
+        to_apply: Sequence[Entry] = rd.committed_entries
+        # 2. sync
+        if rd.entries:
+            if rd.snapshot is None and rd.soft_state is None and to_apply:
+                # Entries committed below this Ready's first new entry were made durable by
+                # an earlier Ready: apply them now rather than after this fsync, so a write
+                # does not wait a whole extra batch cycle for its answer.
+                durable = bisect.bisect_left([e.index for e in to_apply], rd.entries[0].index)
+                self._apply(to_apply[:durable])
+                to_apply = to_apply[durable:]
+            started = time.perf_counter()  # for the fsync metric only
+            if core.role is Role.LEADER or not parts.timing.follower_sync_inline:
+                await parts.off_loop.sync(storage.sync)
+            else:
+                storage.sync()  # see Timing.follower_sync_inline
+            parts.events.persisted(len(rd.entries), time.perf_counter() - started)
+        # 3. send
+        if rd.messages and not sent_early:
+            parts.send(rd.messages)
+        # 4. apply
+        if rd.soft_state is not None:
+            parts.events.role_changed(rd.soft_state)
+        if rd.snapshot is not None:
+            parts.machine.restore(rd.snapshot)
+        self._apply(to_apply)
+        requests = parts.requests
+        for read in rd.read_states:
+            requests.read_confirmed(read.context, read.index)
+        for context in rd.dropped_reads:
+            requests.read_dropped(context)
+        # 5. advance
+        core.advance(rd)
+        requests.release(core.log.applied)
+        if rd.snapshot_request and not parts.snapshots.busy():
+            # In the background; if one runs, the core asks again later.
+            parts.snapshots.start(False)
+
+    def _apply(self, entries: Sequence[Entry]) -> None:
+        machine, requests = self.parts.machine, self.parts.requests
+        for entry in entries:
+            requests.applied(entry.index, entry.term, machine.apply(entry))

@@ -1,0 +1,442 @@
+"""A node's lifecycle: open its backends, lock its data dir, bootstrap or resume, establish its
+identity, and start and stop the runtime's parts; and the small facade through which the
+service, maintenance, cluster operations and metrics use the node.
+
+The moving parts live beside this file: ``driver`` (the Ready contract), ``requests``
+(batching, deadlines, read rounds, retries, applied waiters), ``machine`` (the state machine as
+applied), ``snapshots``. The simulator (``keyval.testing.simulator``) runs this same class
+over simulated storage, network, time and executor: ``rng`` and ``off_loop`` are how it
+swaps them in, the storage and transport come from its plugins, and the clock is the event
+loop's own.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from typing import Any, Callable, Iterable, Sequence
+
+from keyval.config import NodeConfig
+from keyval.contracts import IncompleteBackend, check_backend
+from keyval.datadir import DataDirLock, cluster_id_for
+from keyval.errors import KeyvalError, NodeUnavailable
+from keyval.kv import KVStore, Limits, WriteResult
+from keyval.peer_versions import PeerVersions
+from keyval.plugins import Plugins, choose_storage, choose_transport, notify
+from keyval.recover import record_node_id
+from keyval.storage import Storage
+from keyval.transport import Transport
+from keyval.raft import NONE, ConfigChange, Membership, NotLeader, RaftConfig, RaftCore, Role, Status, bootstrap_state
+from keyval.raft import messages as m
+from keyval.raft.storage import StorageError
+
+from .driver import DriverParts, OffLoop, ReadyDriver
+from .machine import NodeStateMachine
+from .metrics import NodeMetrics
+from .requests import Requests
+from .snapshots import NodeSnapshots, SnapshotOutcome
+from .sync_thread import SyncThread
+from .timing import Timing
+
+log = logging.getLogger("keyval.node")
+
+
+def _open_backend(plugins: Plugins, kind: str, name: str, protocol: type, open_it):
+    """Open a plugin's backend and check it against its contract (every member of
+    ``protocol``); whatever goes wrong becomes one clear line, not a traceback."""
+    try:
+        backend = open_it()
+    except KeyvalError:
+        raise
+    except StorageError as exc:  # the backend's own one-line reason (e.g. a damaged data dir)
+        raise KeyvalError(str(exc)) from exc
+    except Exception as exc:
+        raise KeyvalError(f"{kind} backend {name!r} failed to open: {type(exc).__name__}: {exc}") from exc
+    info = plugins.backends.get(kind, {}).get(name)
+    plugin = info.source.describe() if info is not None else "a plugin"
+    try:
+        return check_backend(kind, name, plugin, backend, protocol)
+    except IncompleteBackend:
+        # A refused storage is closed here, since the node never holds it: its files are
+        # let go before the data-dir lock is. A transport has not started: nothing to release.
+        if kind == "storage" and callable(getattr(backend, "close", None)):
+            with contextlib.suppress(Exception):
+                backend.close()
+        raise
+
+
+
+
+class ThreadOffLoop:
+    """Production's ``OffLoop``: fsyncs in the node's own sync thread, in order; other blocking
+    storage work in the loop's default executor."""
+
+    def __init__(self, name: str) -> None:
+        self._thread = SyncThread(name)
+
+    def sync(self, fn):
+        return self._thread.run(fn)
+
+    def blocking(self, fn):
+        return asyncio.get_running_loop().run_in_executor(None, fn)
+
+    async def close(self) -> None:
+        await self._thread.close()
+
+
+class Node:
+    def __init__(self, config: NodeConfig, plugins: Plugins, timing: Timing = Timing(), limits: Limits = Limits(),
+                 *, rng: random.Random | None = None, off_loop: OffLoop | None = None) -> None:
+        self.config = config
+        self.id = config.id
+        self.plugins = plugins
+        self.timing = timing
+        self.kv = KVStore(limits)
+        self.metrics = NodeMetrics()
+        self.metrics.attach(self)
+        self.storage: Any = None
+        self.transport: Any = None
+        #: which protocol version each peer is written, and which release it runs
+        self.peer_versions = PeerVersions()
+        self.core: RaftCore | None = None
+        self.requests: Requests | None = None
+        self.driver: ReadyDriver | None = None
+        self.cluster_id = ""
+        self.started_at = time.time()
+        self.machine = NodeStateMachine(self.id, self.kv, self._membership_applied, lambda: self.core.term if self.core else 0)
+        self._rng = rng if rng is not None else random.Random()
+        self._off_loop = off_loop if off_loop is not None else ThreadOffLoop(f"{self.id}-fsync")
+        self._lock = DataDirLock(config.data_dir) if config.data_dir else None
+        self._stopped = asyncio.Event()
+        self._last_role: tuple[Role, str, int] | None = None
+        self.client_addresses: dict[str, str] = {}
+        self.fatal: BaseException | None = None
+        self.snapshots = NodeSnapshots(self)
+        #: commit index found on disk at start: configurations up to it are replayed, not news
+        self.initial_commit = 0
+        #: called with (index, membership) for each committed configuration applied here
+        self.membership_listeners: list[Callable[[int, Membership], None]] = []
+        #: peer addresses learned outside the log: a node being added cannot answer its
+        #: leader until its first configuration arrives, unless it was told where peers are
+        self.peer_hints: dict[str, str] = {}
+        self._addresses: dict[str, str] = {}
+        #: the (newest, applied) configurations ``_addresses`` was built from
+        self._addresses_of: tuple[Membership, Membership] | None = None
+
+    @property
+    def applied_membership(self) -> Membership:
+        """The membership as of the applied index (what a snapshot must record)."""
+        return self.machine.membership
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        if self._lock:
+            self._lock.acquire()
+            record_node_id(self.config.data_dir, self.id)
+        try:
+            await self._open()
+        except BaseException:
+            if self.storage is not None:
+                self.storage.close()
+            if self._lock:
+                self._lock.release()
+            raise
+
+    async def _open(self) -> None:
+        self.storage = _open_backend(self.plugins, "storage", self.config.storage, Storage, lambda: choose_storage(
+            self.plugins, self.config.storage).factory(self.config.data_dir, dict(self.config.storage_options)))
+        self._maybe_bootstrap()
+        snapshot = self.storage.load_snapshot()
+        if snapshot is not None and snapshot.data:
+            self.kv.restore(snapshot.data)
+        if snapshot is not None:
+            self.machine.membership = snapshot.meta.membership
+        raft_config = RaftConfig(
+            id=self.id,
+            election_tick=self.timing.election_ticks,
+            heartbeat_tick=self.timing.heartbeat_ticks,
+            snapshot_threshold=self.timing.snapshot_threshold,
+        )
+        self.core = core = RaftCore(raft_config, self.storage, self._rng)
+        self.initial_commit = core.log.committed
+        self._check_cluster_identity()
+        self.transport = _open_backend(self.plugins, "transport", self.config.transport, Transport, lambda: choose_transport(
+            self.plugins, self.config.transport).factory(dict(self.config.transport_options)))
+        self._adopt_cluster_id(core.membership.cluster_id)
+        use_versions = getattr(self.transport, "use_peer_versions", None)
+        if callable(use_versions):  # optional in the contract (keyval.transport)
+            use_versions(self.peer_versions)
+        loop = asyncio.get_running_loop()
+        self.requests = Requests(self.id, core, loop.time, self._wake, self.metrics.count_proposal, self.metrics.count_read)
+        self.driver = ReadyDriver(DriverParts(
+            core=core, storage=self.storage, send=self._send, machine=self.machine, requests=self.requests,
+            snapshots=self.snapshots, off_loop=self._off_loop, events=self, timing=self.timing,
+        ))
+        await self.transport.start(self.id, self.config.peer_addr, self._deliver)
+        status = core.status()
+        if status.membership.members:
+            log.info("node %s starting at term %d: commit %d, last index %d, members %s",
+                     self.id, status.term, status.commit, status.last_index, ",".join(sorted(status.membership.members)))
+        else:
+            log.info("node %s starting uninitialised: waiting to be added to a cluster", self.id)
+        self._notify("keyval_node_started", node_id=self.id, config=self.config)
+        self.driver.start(self.id)
+
+    async def stop(self) -> None:
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        self._notify("keyval_node_stopping", node_id=self.id)
+        if self.driver is not None:
+            await self.driver.stop()
+        await self.snapshots.wait()
+        close = getattr(self._off_loop, "close", None)
+        if close is not None:
+            await close()
+        if self.transport is not None:
+            await self.transport.close()
+        if self.storage is not None:
+            self.storage.close()
+        if self._lock:
+            self._lock.release()
+        if self.requests is not None:
+            self.requests.fail_all("the node is shutting down")
+        log.info("node %s stopped", self.id)
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+    def _maybe_bootstrap(self) -> None:
+        hard_state, snap = self.storage.initial_state()
+        fresh = hard_state.term == 0 and snap.index == 0 and self.storage.last_index() == 0
+        bootstrap = self.config.bootstrap
+        if not fresh:
+            if bootstrap:
+                log.info("node %s has existing data: --bootstrap ignored, resuming", self.id)
+            return
+        if not bootstrap:
+            return
+        if self.id not in bootstrap:
+            raise KeyvalError(f"--bootstrap does not list this node ({self.id}); list every initial voter including it")
+        if bootstrap[self.id] != self.config.peer_addr:
+            log.warning("node %s: bootstrap address %s differs from --peer-addr %s", self.id, bootstrap[self.id], self.config.peer_addr)
+        membership = Membership(
+            voters=frozenset(bootstrap),
+            addresses=tuple(sorted(bootstrap.items())),
+            cluster_id=cluster_id_for(bootstrap),
+        )
+        hard_state, entries = bootstrap_state(membership)
+        self.storage.append(entries)
+        self.storage.set_hard_state(hard_state)
+        self.storage.sync()
+        log.info("node %s bootstrapped cluster %s with voters %s", self.id, membership.cluster_id, ",".join(sorted(bootstrap)))
+
+    def _check_cluster_identity(self) -> None:
+        """A data dir holds one cluster's data: refuse to run it as another cluster's node."""
+        held = self.core.membership.cluster_id
+        if held and self.config.bootstrap and held != cluster_id_for(self.config.bootstrap):
+            raise KeyvalError(
+                f"data dir {self.config.data_dir!r} belongs to cluster {held}, not the cluster --bootstrap describes "
+                f"({cluster_id_for(self.config.bootstrap)}); start with an empty data dir to join that cluster"
+            )
+
+    def _adopt_cluster_id(self, cluster_id: str) -> None:
+        if cluster_id and cluster_id != self.cluster_id:
+            if self.cluster_id:
+                log.error("node %s: configuration names cluster %s but this node belongs to %s",
+                          self.id, cluster_id, self.cluster_id)
+                return
+            self.cluster_id = cluster_id
+            self.transport.set_cluster_id(cluster_id)
+
+    def _adopt_cluster_id(self, cluster_id: str) -> None:
+        if cluster_id and cluster_id != self.cluster_id:
+            if self.cluster_id:
+                log.error("node %s: configuration names cluster %s but this node belongs to %s",
+                          self.id, cluster_id, self.cluster_id)
+                return
+            self.cluster_id = cluster_id
+            self.transport.set_cluster_id(cluster_id)
+
+    def _notify(self, hook: str, **kwargs: Any) -> None:
+        # Every plugin gets the event even if one raises; see keyval.plugins.notify.
+        notify(self.plugins, hook, **kwargs)
+
+    # ------------------------------------------------------------------ the driver's I/O and news
+    def _deliver(self, message: m.Message) -> None:
+        if self._stopped.is_set() or self.driver is None:
+            return
+        self.driver.deliver(message)
+
+    def _wake(self) -> None:
+        if self.driver is not None:
+            self.driver.wake()
+
+    def _send(self, messages: Sequence[m.Message]) -> None:
+        addresses = self._peer_addresses()
+        for msg in messages:
+            # None: where the peer's own traffic came from. A node being added knows no
+            # address for its leader until its first configuration, which it must answer for.
+            self.transport.send(msg.to, addresses.get(msg.to), msg)
+
+    def _peer_addresses(self) -> dict[str, str]:
+        """Where each peer is: the newest configuration's word first, then the applied one's,
+        then hints. Rebuilt only when one of them changed (this runs for every message)."""
+        newest, applied = self.core.membership, self.applied_membership
+        if self._addresses_of is None or self._addresses_of[0] is not newest or self._addresses_of[1] is not applied:
+            merged = {**self.peer_hints, **dict(applied.addresses), **dict(newest.addresses)}
+            self._addresses = {peer: address for peer, address in merged.items() if address}
+            self._addresses_of = (newest, applied)
+        return self._addresses
+
+    def role_changed(self, soft: tuple[Role, str, int]) -> None:
+        role, leader, term = soft
+        previous = self._last_role
+        self._last_role = soft
+        if previous is not None and previous[1] != leader and leader:
+            self.metrics.leader_changes.inc()
+        if previous is None or previous[0] != role or previous[1] != leader:
+            log.info("node %s term %d: %s, leader %s", self.id, term, role.value, leader or "unknown")
+            self._notify("keyval_role_changed", node_id=self.id, term=term, role=role.value, leader=leader or None)
+
+    def persisted(self, entries: int, sync_seconds: float) -> None:
+        self.metrics.fsync.observe(sync_seconds)
+        self.metrics.batch_entries.observe(entries)
+
+    def ticked(self, now: float) -> None:
+        self.metrics.log_refusals(self.id, self.core, now)
+
+    def failed(self, exc: BaseException) -> None:
+        self.fatal = exc
+        log.critical("node %s: stopping after a fatal error: %s", self.id, exc, exc_info=exc)
+        asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(self.stop()))
+
+    def _membership_applied(self, index: int, term: int, membership: Membership, from_snapshot: bool) -> None:
+        self._adopt_cluster_id(membership.cluster_id)
+        if not from_snapshot:
+            self._notify("keyval_membership_changed", node_id=self.id, term=term, membership=membership)
+        for listener in self.membership_listeners:
+            try:
+                listener(index, membership)
+            except Exception as exc:  # an observer's bug must not stop the apply loop
+                log.error("node %s: membership listener failed: %s", self.id, exc, exc_info=exc)
+
+    # ------------------------------------------------------------------ the facade
+    # What the service, maintenance, cluster operations and metrics use; they do not reach
+    # into the core, the state machine or the storage.
+    def started(self) -> bool:
+        return self.core is not None
+
+    def status(self) -> Status:
+        if self.core is None:
+            raise NodeUnavailable("the node is starting")
+        return self.core.status()
+
+    @property
+    def term(self) -> int:
+        return self.core.term if self.core is not None else 0
+
+    @property
+    def applied_index(self) -> int:
+        return self.core.log.applied if self.core is not None else 0
+
+    @property
+    def membership(self) -> Membership:
+        """The newest configuration in the log (in force from when it was appended)."""
+        return self.core.membership if self.core is not None else Membership()
+
+    def is_leader(self) -> bool:
+        return self.core is not None and self.core.role is Role.LEADER
+
+    def leader(self) -> str:
+        return self.core.leader if self.core is not None else NONE
+
+    def get(self, key: bytes):
+        return self.kv.get(key)
+
+    def scan(self, prefix: bytes, limit: int):
+        return self.kv.scan(prefix, limit)
+
+    @property
+    def revision(self) -> int:
+        return self.kv.revision
+
+    def meta(self, name: str, default: str = "") -> str:
+        """A value the cluster keeps beside the data (client addresses, cluster records)."""
+        return self.kv.meta.get(name, default)
+
+    def meta_items(self) -> Iterable[tuple[str, str]]:
+        return self.kv.meta.items()
+
+    @property
+    def key_count(self) -> int:
+        return len(self.kv)
+
+    @property
+    def limits(self) -> Limits:
+        return self.kv.limits
+
+    def term_at(self, index: int) -> int | None:
+        """The term of the entry at ``index``, if this node still holds it."""
+        return self.core.log.term_or_none(index) if self.core is not None else None
+
+    def freeze(self):
+        """The state machine as of now, while later entries apply (``KVStore.freeze``)."""
+        return self.kv.freeze()
+
+    def list_snapshots(self):
+        return self.storage.list_snapshots()
+
+    def transport_stats(self) -> dict[str, int]:
+        return self.transport.stats() if self.transport is not None else {}
+
+    async def propose(self, data: bytes, timeout: float) -> WriteResult | None:
+        """Replicate a command; its result once applied here. Raises NotLeader,
+        ProposalDropped, ProposalLost or asyncio.TimeoutError (outcome unknown)."""
+        return await self.submit(data, timeout)
+
+    def submit(self, data: bytes, timeout: float, session=None) -> asyncio.Future:
+        """``Requests.submit``: queue a write; a future of its result once applied here."""
+        if self.requests is None:
+            raise NodeUnavailable("the node is starting")
+        return self.requests.submit(data, timeout, session)
+
+    async def propose_change(self, change: ConfigChange, timeout: float) -> int:
+        """Propose a membership change; its index once applied here. Raises NotLeader,
+        ConfigChangeRefused, ProposalLost or asyncio.TimeoutError (outcome unknown)."""
+        term, index = self.core.propose_change(change)
+        fut = self.requests.wait_for_index(term, index)
+        try:
+            await asyncio.wait_for(asyncio.shield(fut), timeout)
+        finally:
+            if not fut.done():
+                self.requests.forget_index(index)
+        return index
+
+    def transfer_leadership(self, target: str) -> None:
+        """Start moving leadership to ``target`` (raises NotLeader, TransferRefused)."""
+        self.core.transfer_leadership(target)
+        self._wake()
+
+    def learn_peers(self, peers: dict[str, str], cluster_id: str) -> None:
+        """Before being added: where the members of ``cluster_id`` are, so this node can
+        answer its leader (and be accepted: peers drop messages of another cluster id)."""
+        self.peer_hints.update({n: a for n, a in peers.items() if n != self.id})
+        self._addresses_of = None
+        self._adopt_cluster_id(cluster_id)
+
+    async def linearizable_barrier(self, timeout: float) -> None:
+        """Return once this node's state machine reflects every write acknowledged before
+        the call (ReadIndex). Concurrent calls share one confirmation round."""
+        await self.read_barrier(timeout)
+
+    def read_barrier(self, timeout: float) -> asyncio.Future:
+        """``linearizable_barrier`` as a future (raises NotLeader at once)."""
+        if self.requests is None:
+            raise NodeUnavailable("the node is starting")
+        return self.requests.read_barrier(timeout)
+
+    async def snapshot_now(self, full_compaction: bool = False) -> SnapshotOutcome:
+        return await self.snapshots.now(full_compaction)
