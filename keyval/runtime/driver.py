@@ -108,10 +108,14 @@ class ReadyDriver:
             asyncio.create_task(self._ready_loop(), name=f"{name}-ready"),
         ]
 
-    async def stop(self) -> None:
+    def halt(self) -> None:
+        """Stop at once, wherever the tasks are (a crash, or the first half of ``stop``)."""
         self.stopped = True
         for task in self._tasks:
             task.cancel()
+
+    async def stop(self) -> None:
+        self.halt()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def wake(self) -> None:
@@ -156,8 +160,8 @@ class ReadyDriver:
                 while self.core.has_ready():
                     await self.handle_ready()
                     requests.flush()
-        except asyncio.CancelledError:
-            raise
+        except (asyncio.CancelledError, GeneratorExit):
+            raise  # stopped, or the task was dropped with its loop
         except BaseException as exc:
             # Persisting failed (disk full, I/O error) or an invariant broke: continuing could
             # acknowledge writes that are not durable. The node stops, loudly.
@@ -166,38 +170,18 @@ class ReadyDriver:
 
     async def handle_ready(self) -> None:
         parts, core = self.parts, self.core
-        storage = parts.storage
         rd = core.ready()
         # A leader's messages may go first: followers then write in parallel with our fsync.
         sent_early = rd.send_before_persist and bool(rd.messages)
         if sent_early:
             parts.send(rd.messages)
-        # 1. persist
-        if rd.snapshot is not None:
-            async with parts.snapshots.lock:  # not while one of ours is being written
-                await parts.off_loop.blocking(lambda: storage.apply_snapshot(rd.snapshot))
-        if rd.entries:
-            storage.append(rd.entries)
-        if rd.hard_state is not None:
-            # Durable on return when term or vote changed (the storage contract); a new
-            # commit index alone may be written lazily, so it costs no fsync here.
-            storage.set_hard_state(rd.hard_state)
-        to_apply: Sequence[Entry] = rd.committed_entries
+        # 1. persist, and apply what an earlier Ready made durable
+        await self._persist(rd)
+        now, later = self._split_committed(rd)
+        self._apply(now)
         # 2. sync
         if rd.entries:
-            if rd.snapshot is None and rd.soft_state is None and to_apply:
-                # Entries committed below this Ready's first new entry were made durable by
-                # an earlier Ready: apply them now rather than after this fsync, so a write
-                # does not wait a whole extra batch cycle for its answer.
-                durable = bisect.bisect_left([e.index for e in to_apply], rd.entries[0].index)
-                self._apply(to_apply[:durable])
-                to_apply = to_apply[durable:]
-            started = time.perf_counter()  # for the fsync metric only
-            if core.role is Role.LEADER or not parts.timing.follower_sync_inline:
-                await parts.off_loop.sync(storage.sync)
-            else:
-                storage.sync()  # see Timing.follower_sync_inline
-            parts.events.persisted(len(rd.entries), time.perf_counter() - started)
+            await self._sync(rd)
         # 3. send
         if rd.messages and not sent_early:
             parts.send(rd.messages)
@@ -206,7 +190,7 @@ class ReadyDriver:
             parts.events.role_changed(rd.soft_state)
         if rd.snapshot is not None:
             parts.machine.restore(rd.snapshot)
-        self._apply(to_apply)
+        self._apply(later)
         requests = parts.requests
         for read in rd.read_states:
             requests.read_confirmed(read.context, read.index)
@@ -218,6 +202,42 @@ class ReadyDriver:
         if rd.snapshot_request and not parts.snapshots.busy():
             # In the background; if one runs, the core asks again later.
             parts.snapshots.start(False)
+
+    async def _persist(self, rd: Ready) -> None:
+        storage = self.parts.storage
+        if rd.snapshot is not None:
+            async with self.parts.snapshots.lock:  # not while one of ours is being written
+                await self.parts.off_loop.blocking(lambda: storage.apply_snapshot(rd.snapshot))
+        if rd.entries:
+            storage.append(rd.entries)
+        if rd.hard_state is not None:
+            # Durable on return when term or vote changed (the storage contract); a new
+            # commit index alone may be written lazily, so it costs no fsync here.
+            storage.set_hard_state(rd.hard_state)
+
+    @staticmethod
+    def _split_committed(rd: Ready) -> tuple[Sequence[Entry], Sequence[Entry]]:
+        """The committed entries to apply before this Ready's fsync, and those after it.
+
+        Entries committed below this Ready's first new entry were made durable by an earlier
+        Ready: applied now rather than after this fsync, a write does not wait a whole extra
+        batch cycle for its answer. A new snapshot or role goes first, so then nothing does."""
+        committed = rd.committed_entries
+        if not (rd.entries and committed) or rd.snapshot is not None or rd.soft_state is not None:
+            return (), committed
+        durable = bisect.bisect_left([e.index for e in committed], rd.entries[0].index)
+        return committed[:durable], committed[durable:]
+
+    async def _sync(self, rd: Ready) -> None:
+        """Make this Ready's entries durable: one fsync for the batch."""
+        parts = self.parts
+        storage = parts.storage
+        started = time.perf_counter()  # for the fsync metric only
+        if self.core.role is Role.LEADER or not parts.timing.follower_sync_inline:
+            await parts.off_loop.sync(storage.sync)
+        else:
+            storage.sync()  # see Timing.follower_sync_inline
+        parts.events.persisted(len(rd.entries), time.perf_counter() - started)
 
     def _apply(self, entries: Sequence[Entry]) -> None:
         machine, requests = self.parts.machine, self.parts.requests

@@ -158,6 +158,7 @@ class Node:
             election_tick=self.timing.election_ticks,
             heartbeat_tick=self.timing.heartbeat_ticks,
             snapshot_threshold=self.timing.snapshot_threshold,
+            **dict(self.timing.raft),
         )
         self.core = core = RaftCore(raft_config, self.storage, self._rng)
         self.initial_commit = core.log.committed

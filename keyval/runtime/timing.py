@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -18,3 +19,6 @@ class Timing:
     #: (measured: follower fsync 0.6 -> 0.4 ms, put p50 at one client 1.5 -> 1.15 ms). A
     #: leader fsyncs in a thread, so it keeps taking requests and acks meanwhile.
     follower_sync_inline: bool = True
+    #: further ``keyval.raft.RaftConfig`` fields, as (name, value) pairs (message and batch
+    #: sizes, pre-vote, check-quorum...); the defaults are the core's
+    raft: tuple[tuple[str, Any], ...] = ()

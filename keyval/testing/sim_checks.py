@@ -17,6 +17,11 @@ Figure 3 of the Raft paper lists the properties; each has a cheap incremental ch
   after each index on every node (snapshots included).
 * Core invariants — applied <= commit <= last index; term, vote and commit never go back
   (in memory within one incarnation, and in the persisted hard state across restarts).
+* The Ready contract, as the runtime keeps it — an entry is applied only once it is durable
+  on the node applying it; the core never counts as durable ("stable") an entry the disk does
+  not hold durably; a persisted commit index never exceeds the persisted log.
+* Exactly-once writes — a client's write (client, seq) takes effect at one log index only,
+  however often it was retried.
 """
 from __future__ import annotations
 
@@ -58,9 +63,15 @@ class SafetyChecker:
         #: (leader, term) -> highest applied index checked for Leader Completeness
         self._completeness: dict[tuple[str, int], int] = {}
         self._steps = 0
+        #: (client, seq) -> the index at which that write took effect
+        self.effect_of: dict[tuple[str, int], int] = {}
 
     def fail(self, message: str, kind: str = "safety") -> None:
-        raise SafetyViolation(message, kind)
+        violation = SafetyViolation(message, kind)
+        # Recorded first: raised inside the runtime, it is caught there (and the node stops).
+        if self.sim.violation is None:
+            self.sim.violation = violation
+        raise violation
 
     # -- called from the Ready pipeline -------------------------------------------------------
     def on_send(self, msg: m.Message) -> None:
@@ -85,7 +96,7 @@ class SafetyChecker:
         of the term ``leading`` when the Ready was made by the leader of that term (Leader
         Append-Only)."""
         storage = node.storage
-        commit = storage.hard_state.commit
+        commit = node.disk.durable.hard_state.commit
         for entry in entries:
             if entry.index > storage.last_index():
                 break
@@ -107,17 +118,16 @@ class SafetyChecker:
                 )
             break  # everything after the first conflict is replaced anyway
 
-    def after_persist(self, node: "SimNode") -> None:
-        storage = node.storage
-        if storage.hard_state.commit > storage.last_index():
+    def after_persist(self, node: "SimNode", durable) -> None:
+        if durable.hard_state.commit > durable.last_index():
             self.fail(
-                f"{node.id}: persisted commit {storage.hard_state.commit} is beyond the persisted log "
-                f"(last index {storage.last_index()}): a restart could not honour it"
+                f"{node.id}: persisted commit {durable.hard_state.commit} is beyond the persisted log "
+                f"(last index {durable.last_index()}): a restart could not honour it"
             )
 
     def on_persisted_entries(self, node: "SimNode", entries: tuple[Entry, ...]) -> None:
         storage = node.storage
-        base = storage.snapshot.meta.index
+        base = storage.snapshot_meta().index
         for entry in entries:
             if entry.index <= base:
                 continue  # covered by the snapshot: storage skipped it
@@ -140,6 +150,8 @@ class SafetyChecker:
 
     def on_hard_state(self, node: "SimNode", hs: HardState) -> None:
         prev = self._persisted.get(node.id)
+        if prev == hs:
+            return
         if prev is not None:
             if hs.term < prev.term:
                 self.fail(f"{node.id}: persisted term went back from {prev.term} to {hs.term}")
@@ -150,6 +162,31 @@ class SafetyChecker:
             if hs.commit < prev.commit:
                 self.fail(f"{node.id}: persisted commit went back from {prev.commit} to {hs.commit}")
         self._persisted[node.id] = hs
+
+    def before_apply(self, node: "SimNode", entry: Entry) -> None:
+        """The Ready contract: persist, then apply — never an entry this node's disk does not
+        hold durably (one compacted into a durable snapshot is held)."""
+        durable = node.disk.durable
+        if entry.index < durable.first_index():
+            return
+        held = durable.term(entry.index) if entry.index <= durable.last_index() else None
+        if held != entry.term:
+            self.fail(
+                f"Ready contract: {node.id} applies {_describe_entry(entry)} before it is durable "
+                f"(its disk holds {'nothing' if held is None else f'term {held}'} there durably; "
+                f"durable log {durable.first_index()}..{durable.last_index()})"
+            )
+
+    def took_effect(self, node: "SimNode", entry: Entry, session: tuple[str, int] | None) -> None:
+        """Exactly-once: a client's numbered write changes the state at one index only."""
+        if session is None:
+            return
+        first = self.effect_of.setdefault(session, entry.index)
+        if first != entry.index:
+            self.fail(
+                f"Exactly-once: write #{session[1]} of client {session[0]} took effect at index {first} "
+                f"and again at index {entry.index} (on {node.id})"
+            )
 
     def on_apply(self, node: "SimNode", entry: Entry) -> None:
         seen = self.applied.setdefault(entry.index, entry)
@@ -183,10 +220,24 @@ class SafetyChecker:
 
     def on_restart(self, node: "SimNode") -> None:
         core = node.core
-        hs = node.storage.hard_state
+        hs = node.disk.durable.hard_state
         if (core.term, core.vote) != (hs.term, hs.vote):
             self.fail(f"{node.id}: restarted at term {core.term}/vote {core.vote!r}, persisted {hs}")
         self._memory[node.id] = (core.term, core.vote)
+
+    def _check_stable(self, nid: str, node: "SimNode") -> None:
+        """What the core treats as durable (its stable log, which a leader counts toward
+        commitment) is durable on the disk."""
+        log, durable = node.core.log, node.disk.durable
+        stable = log.persisted_index()
+        if stable < durable.first_index():
+            return
+        held = durable.term(stable) if stable <= durable.last_index() else None
+        if held != log.term_or_none(stable):
+            self.fail(
+                f"Ready contract: {nid}'s core holds entry {stable}/t{log.term_or_none(stable)} as durable, "
+                f"but its disk holds {'nothing' if held is None else f'term {held}'} there durably"
+            )
 
     # -- after every step -------------------------------------------------------------------
     def after_step(self) -> bool:
@@ -203,6 +254,7 @@ class SafetyChecker:
                 self.fail(f"{nid}: applied {applied} <= commit {committed} <= last index {last} does not hold")
             if node.applied > committed:
                 self.fail(f"{nid}: state machine applied {node.applied} beyond commit {committed}")
+            self._check_stable(nid, node)
             term, vote = core.term, core.vote
             prev = self._memory.get(nid)
             if prev is not None and prev != (term, vote):

@@ -18,7 +18,7 @@ import random
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from keyval.raft import Ready, Role
+from keyval.raft import Role
 
 from .sim_net import partition_links
 
@@ -28,8 +28,9 @@ if TYPE_CHECKING:
 
 #: Every fault kind, all on by default; each has a --no-KIND switch.
 FAULT_KINDS = ("drop", "duplicate", "delay", "reorder", "partitions", "crashes", "skew", "membership", "intruder")
-#: Where in the Ready pipeline a crash may strike ("now": between two steps).
-CRASH_POINTS = ("now", "before-persist", "after-persist", "after-send", "after-apply")
+#: Where in the Ready pipeline a crash may strike ("now": between two steps). Each but "now"
+#: is armed as a fault of the node's disk, network or state machine (``SimNode.fault_due``).
+CRASH_POINTS = ("now", "before-persist", "during-sync", "after-persist", "after-send", "after-apply")
 
 
 @dataclass(frozen=True)
@@ -49,9 +50,9 @@ class Knobs:
     skew: bool
     phases: bool  # storms and quiet spells; False: one long storm
     buggify: float  # probability of a fault at an election or a new leader's first commit
-    early_send: bool  # send a leader's messages before persisting when the Ready allows it
-    lazy_commit: bool  # a commit-only hard state is not synced (lost if the node crashes)
-    fsync_ms: int  # an fsync takes 1..fsync_ms ms, during which the core keeps stepping (0: instant)
+    fsync_ms: int  # an fsync off the loop takes 1..fsync_ms ms, the loop running meanwhile (0: instant)
+    follower_sync_inline: bool  # a follower fsyncs on the loop (Timing.follower_sync_inline)
+    catchup_entries: int  # log entries kept behind a snapshot (Timing.snapshot_catchup_entries)
     raft: dict = field(default_factory=dict)
 
     def describe(self) -> str:
@@ -61,8 +62,8 @@ class Knobs:
             f"duplicate={self.duplicate:.3f} delay={self.delay:.3f} reorder={self.reorder} "
             f"partition_gap={self.partition_gap} crash_gap={self.crash_gap} "
             f"operator_gap={self.operator_gap} skew={self.skew} phases={self.phases} "
-            f"buggify={self.buggify} early_send={self.early_send} lazy_commit={self.lazy_commit} "
-            f"fsync_ms={self.fsync_ms}\n"
+            f"buggify={self.buggify} fsync_ms={self.fsync_ms} "
+            f"follower_sync_inline={self.follower_sync_inline} catchup_entries={self.catchup_entries}\n"
             f"  raft: {raft}"
         )
 
@@ -102,9 +103,11 @@ def draw_knobs(rng: random.Random, faults: frozenset[str], voters: int | None) -
         pre_vote=rng.random() < 0.85,
         check_quorum=rng.random() < 0.75,
     )
-    # How the runtime honours the Ready contract, both ways the contract allows.
+    # How the runtime is tuned: fsync latency, where a follower syncs, how much log a
+    # snapshot leaves behind (none: lagging peers need snapshots).
     runtime = dict(
-        early_send=rng.random() < 0.5, lazy_commit=rng.random() < 0.5, fsync_ms=rng.choice((0, 0, 1, 3, 8))
+        fsync_ms=rng.choice((0, 0, 1, 3, 8)), follower_sync_inline=rng.random() < 0.5,
+        catchup_entries=rng.choice((0, 0, 1, 3, 10)),
     )
     return Knobs(**knobs, **runtime, raft=raft)
 
@@ -135,40 +138,41 @@ class Nemesis:
         for node in self.sim.nodes.values():
             node.crash_point = None
 
-    def fault_for_ready(self, node: "SimNode", rd: Ready) -> str | None:
-        """The fault this Ready suffers, if any: a crash point, or "isolate"."""
+    def buggify(self, node: "SimNode", call: str) -> str | None:
+        """At the two moments that matter — a new leader's first append (its election) and
+        its first commit — with the seed's probability, a fault: the node is cut off from
+        everyone, or a crash point is armed (or, "before-persist", fires now)."""
         core, k = node.core, self.knobs
-        elected = rd.soft_state is not None and rd.soft_state[0] is Role.LEADER
-        first_commit = (
-            core.role is Role.LEADER
-            and node.leader_commits != core.term
-            and rd.hard_state is not None
-            and rd.hard_state.commit > node.storage.hard_state.commit
-        )
+        if core is None or core.role is not Role.LEADER or not k.buggify or self.stopped:
+            return None
+        elected = call == "append" and node.elected_term != core.term
+        first_commit = (call == "hard-state" and node.leader_commits != core.term
+                        and core.log.committed > node.disk.durable.hard_state.commit)
+        if elected:
+            node.elected_term = core.term
         if first_commit:
             node.leader_commits = core.term
-        if (elected or first_commit) and k.buggify and not self.stopped:
-            if self.rng.random() < k.buggify:
-                # Mostly the two faults that strand the Ready's entries on this node alone.
-                faults, weights = [], []
-                if k.partition_gap:
-                    faults.append("isolate")
-                    weights.append(45)
-                if k.crash_gap and self._down() < self._max_down():
-                    faults += ["after-persist", "before-persist", "after-send", "after-apply"]
-                    weights += [45, 4, 3, 3]
-                if faults:
-                    fault = self.rng.choices(faults, weights)[0]
-                    moment = "elected" if elected else "first commit"
-                    self.sim.trace.add(self.sim.now, node.id, f"buggify ({moment}): {fault}")
-                    return fault
-        if node.crash_point is None:
+        if not (elected or first_commit) or self.rng.random() >= k.buggify:
             return None
-        point, expires = node.crash_point
-        if self.sim.now > expires:
-            node.crash_point = None
+        # Mostly the two faults that strand the leader's newest entries on it alone.
+        faults, weights = [], []
+        if k.partition_gap:
+            faults.append("isolate")
+            weights.append(45)
+        if k.crash_gap and self._down() < self._max_down():
+            faults += ["after-persist", "before-persist", "during-sync", "after-send", "after-apply"]
+            weights += [40, 4, 5, 3, 3]
+        if not faults:
             return None
-        return point
+        fault = self.rng.choices(faults, weights)[0]
+        self.sim.trace.add(self.sim.now, node.id, f"buggify ({'elected' if elected else 'first commit'}): {fault}")
+        if fault == "isolate":
+            self.isolate(node)
+            return None
+        if fault == "before-persist":
+            return fault
+        node.crash_point = fault, self.sim.now + 2000
+        return None
 
     def isolate(self, node: "SimNode") -> None:
         sim = self.sim
@@ -264,4 +268,4 @@ class Nemesis:
         else:
             node = self._victim(live)
             node.crash_point = point, sim.now + self.rng.randint(200, 2000)
-            sim.trace.add(sim.now, node.id, f"will crash at its next Ready ({point})")
+            sim.trace.add(sim.now, node.id, f"armed crash point {point}")

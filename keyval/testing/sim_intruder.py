@@ -23,11 +23,11 @@ import random
 from collections import deque
 from typing import TYPE_CHECKING
 
+from keyval.kv import encode_put
 from keyval.raft import Entry, Membership, SnapshotMeta
 from keyval.raft import messages as m
 
 from .sim_checks import SafetyViolation
-from .sim_node import encode_command
 
 if TYPE_CHECKING:
     from .simulator import Simulation
@@ -84,8 +84,7 @@ class Intruder:
             if node is None or node.core is None or node.stopped:
                 continue
             sim.trace.add(sim.now, msg.to, f"REPLAY from removed {removed}: {type(msg).__name__} t{msg.term}")
-            node.core.step(msg)
-            sim.dirty.add(node.id)
+            node.deliver(msg)
             sim.stats["intruder-replayed"] += 1
 
     def _forge(self, node) -> None:
@@ -103,7 +102,7 @@ class Intruder:
             m.TimeoutNow(term, INTRUDER, to),
         ]
         if core.in_lease():
-            evil = encode_command("put", rng.choice(sim.clients.keys), "intruder", -2, 0)
+            evil = encode_put(rng.choice(sim.clients.keys).encode(), b"intruder", client="intruder", seq=1)
             choices += [
                 m.AppendEntries(up, INTRUDER, to, last, core.log.last_term(),
                                 (Entry(up, last + 1, data=evil),), last + 1, transferee=INTRUDER),
@@ -115,7 +114,7 @@ class Intruder:
         before = self._state(core)
         dropped = core.dropped_non_member
         sim.trace.add(sim.now, to, f"FORGED by {INTRUDER}: {type(msg).__name__} t{msg.term}")
-        core.step(msg)
+        node.deliver(msg)
         sim.stats["intruder-forged"] += 1
         after = self._state(core)
         if after != before:

@@ -2,27 +2,34 @@
 
 Clients
     Each client runs one operation at a time on a small key set (so histories are contentious)
-    and records it in a HistoryRecorder with simulated time. As in Jepsen, a client is
-    connected to one node, which forwards to the leader it knows across the simulated network
-    (so a partition stands between a client and a leader on the other side; a client of a
-    deposed leader keeps talking to it). A write is ``propose``; it completes OK when the node
-    that accepted it applies the entry at the (term, index) ``propose`` returned, fails when
-    another entry is applied there (or when no node ever accepted it), and is indeterminate
-    otherwise — after a timeout, a crash of its node, or a snapshot that jumped over it. As in Jepsen, a client
-    whose operation is indeterminate continues as a new process. A read is ``read_index`` on
-    the leader, served from that node's map once it has applied the ReadState's index; reads
-    have no effect, so every unhappy ending of a read is a plain failure.
+    and records it in a HistoryRecorder with simulated time. A client talks to the node's
+    request layer (``Node.submit``, ``Node.read_barrier``) as the service does for a real
+    client. As in Jepsen it is connected to one node, and reaches the leader that node knows
+    across the simulated network (so a partition stands between a client and a leader on the
+    other side; a client of a deposed leader keeps talking to it).
+
+    A write carries the client's session (client id, seq), as a real client's does, and is
+    retried — same session — when an attempt's outcome is unknown (a timeout, its node
+    crashing) or definitely nothing (not the leader, dropped, superseded), until the
+    operation's deadline. It completes OK with the first answer, fails if no attempt can have
+    taken effect, and is indeterminate otherwise; as in Jepsen, a client whose operation is
+    indeterminate continues as a new process. A read is a read barrier on the leader and then
+    a read of that node's state; reads have no effect, so every unhappy ending is a failure.
 
 Operator
-    At random times, through the leader: add a learner (a fresh, empty, unbootstrapped node),
-    promote a learner, remove a voter or learner (the leader included), transfer leadership to
-    a voter — or to a learner, which must be refused. Refusals are counted, not errors.
+    At random times, through the leader's facade: add a learner (a fresh, empty,
+    unbootstrapped node), promote a learner, remove a voter or learner (the leader included),
+    transfer leadership to a voter — or to a learner, which must be refused. Refusals are
+    counted, not errors.
 """
 from __future__ import annotations
 
+import asyncio
 import random
 from typing import TYPE_CHECKING
 
+from keyval.errors import NodeUnavailable, ProposalLost
+from keyval.kv import encode_delete, encode_put
 from keyval.raft import (
     NONE,
     ChangeKind,
@@ -35,22 +42,20 @@ from keyval.raft import (
 )
 
 from .sim_checks import SafetyViolation
-from .sim_node import encode_command
 
 if TYPE_CHECKING:
-    from keyval.raft import Entry, ReadState
-
     from .sim_node import SimNode
     from .simulator import Simulation
 
-WRITE_TIMEOUT = 400  # ms: after that an accepted write is indeterminate
+WRITE_TIMEOUT = 400  # ms: after that a write not answered is indeterminate
 READ_TIMEOUT = 300
+ATTEMPT_TIMEOUT = 0.15  # s: one request's deadline at the node (the service's request timeout)
 MAX_VOTERS = 5
 MAX_MEMBERS = 7
 
 
 class _Op:
-    __slots__ = ("handle", "kind", "key", "value", "data", "ctx", "deadline", "node", "term", "index", "read_index")
+    __slots__ = ("handle", "kind", "key", "value", "data", "seq", "deadline", "node", "unknown", "attempts")
 
     def __init__(self, handle: int, kind: str, key: str, value: str | None, deadline: int) -> None:
         self.handle = handle
@@ -58,12 +63,13 @@ class _Op:
         self.key = key
         self.value = value
         self.data = b""
-        self.ctx = b""
+        self.seq = 0
         self.deadline = deadline
-        self.node: str | None = None  # where it was accepted
-        self.term = 0
-        self.index = 0
-        self.read_index: int | None = None
+        #: the node the current attempt is waiting on
+        self.node: str | None = None
+        #: some attempt's outcome is unknown: the write may have taken effect
+        self.unknown = False
+        self.attempts = 0
 
     def describe(self) -> str:
         if self.kind == "put":
@@ -72,11 +78,14 @@ class _Op:
 
 
 class _Client:
-    __slots__ = ("process", "seq", "op", "home")
+    __slots__ = ("process", "session", "seq", "acked", "op", "home")
 
     def __init__(self, process: int) -> None:
         self.process = process
+        self.session = f"c{process}"
         self.seq = 0
+        #: the highest seq answered: the state machine may forget sessions' results below it
+        self.acked = 0
         self.op: _Op | None = None
         #: the node this client is connected to, as a Jepsen client is
         self.home = NONE
@@ -89,8 +98,6 @@ class Clients:
         self.keys = [f"k{i}" for i in range(keys)]
         self.clients = [_Client(process=i) for i in range(count)]
         self._next_process = count
-        self._writes: dict[str, dict[int, list[tuple[_Client, _Op]]]] = {}  # node -> index -> ops
-        self._reads: dict[bytes, tuple[_Client, _Op]] = {}
         self.stopped = False
 
     def start(self) -> None:
@@ -105,47 +112,73 @@ class Clients:
         r = rng.random()
         kind = "get" if r < 0.4 else "put" if r < 0.85 else "delete"
         key = rng.choice(self.keys)
-        client.seq += 1
-        value = f"{client.process}.{client.seq}" if kind == "put" else None
-        timeout = READ_TIMEOUT if kind == "get" else WRITE_TIMEOUT
+        value = None
+        op_timeout = READ_TIMEOUT
+        if kind != "get":
+            client.seq += 1
+            op_timeout = WRITE_TIMEOUT
+            value = f"{client.process}.{client.seq}" if kind == "put" else None
         handle = sim.history.invoke(client.process, kind, key, value, sim.now)
-        op = _Op(handle, kind, key, value, sim.now + timeout)
-        if kind == "get":
-            op.ctx = f"{client.process}.{client.seq}".encode()
-        else:
-            op.data = encode_command(kind, key, value, client.process, client.seq)
+        op = _Op(handle, kind, key, value, sim.now + op_timeout)
+        if kind != "get":
+            op.seq = client.seq
+            session = dict(client=client.session, seq=client.seq, acked=client.acked)
+            op.data = (encode_put(key.encode(), value.encode(), **session) if kind == "put"
+                       else encode_delete(key.encode(), **session))
         client.op = op
         sim.trace.add(sim.now, f"p{client.process}", f"invoke {op.describe()}")
         sim.schedule(op.deadline, self._timeout, client, op)
         self._attempt(client, op)
 
     def _attempt(self, client: _Client, op: _Op) -> None:
-        if client.op is not op or op.node is not None:
+        if client.op is not op or op.node is not None or self.sim.now >= op.deadline:
             return
         sim = self.sim
-        node = self._target(client)
-        if node is None:
-            sim.schedule(sim.now + self.rng.randint(5, 20), self._attempt, client, op)
+        target = self._target(client)
+        if target is None:
+            self._retry(client, op, 5, 20)
             return
+        node = target.node
         try:
             if op.kind == "get":
-                node.core.read_index(op.ctx)
+                fut = node.read_barrier(ATTEMPT_TIMEOUT)
             else:
-                op.term, op.index = node.core.propose(op.data)
-        except NotLeader:
-            sim.schedule(sim.now + self.rng.randint(1, 5), self._attempt, client, op)
+                fut = node.submit(op.data, ATTEMPT_TIMEOUT, (client.session, op.seq))
+        except (NotLeader, NodeUnavailable):
+            self._retry(client, op, 1, 5)
             return
-        except ProposalDropped:
-            sim.schedule(sim.now + self.rng.randint(5, 20), self._attempt, client, op)
+        op.node = target.id
+        op.attempts += 1
+        fut.add_done_callback(lambda f: self._answered(client, op, target, node, f))
+        sim.trace.add(sim.now, f"p{client.process}", f"attempt #{op.attempts} of {op.describe()} at {target.id}")
+
+    def _retry(self, client: _Client, op: _Op, low: int, high: int) -> None:
+        self.sim.schedule(self.sim.now + self.rng.randint(low, high), self._attempt, client, op)
+
+    def _answered(self, client: _Client, op: _Op, target: "SimNode", node, fut: asyncio.Future) -> None:
+        if client.op is not op or op.node != target.id:
             return
-        sim.dirty.add(node.id)
-        op.node = node.id
+        op.node = None
+        exc = None if fut.cancelled() else fut.exception()
+        if fut.cancelled() or exc is not None:
+            if op.kind != "get" and not isinstance(exc, (NotLeader, ProposalDropped, ProposalLost)):
+                op.unknown = True  # timed out, or its node went away: it may still apply
+            why = "cancelled" if exc is None else type(exc).__name__
+            self.sim.trace.add(self.sim.now, f"p{client.process}", f"attempt of {op.describe()} at {target.id}: {why}")
+            self._retry(client, op, 1, 10)
+            return
         if op.kind == "get":
-            self._reads[op.ctx] = (client, op)
-            sim.trace.add(sim.now, f"p{client.process}", f"read_index at {node.id} ctx={op.ctx.decode()}")
+            if target.node is not node:
+                self._retry(client, op, 1, 10)  # the node crashed before the answer was read
+                return
+            item = node.get(op.key.encode())
+            self._finish(client, op, "ok", value=item.value.decode() if item is not None else None)
+            return
+        result = fut.result()
+        if result is not None and result.ok:
+            self._finish(client, op, "ok")
         else:
-            self._writes.setdefault(node.id, {}).setdefault(op.index, []).append((client, op))
-            sim.trace.add(sim.now, f"p{client.process}", f"proposed at {node.id} as {op.index}/t{op.term}")
+            raise SafetyViolation(f"{target.id} answered {op.describe()} of {client.session}#{op.seq} with {result!r}")
 
     def _target(self, client: _Client) -> "SimNode | None":
         """Who takes the request: the client's home node if it leads; otherwise the leader
@@ -174,16 +207,15 @@ class Clients:
     def _timeout(self, client: _Client, op: _Op) -> None:
         if client.op is not op:
             return
-        if op.node is None:
-            self._finish(client, op, "fail", "no node accepted it before the timeout")
-        elif op.kind == "get":
+        if op.kind == "get":
             self._finish(client, op, "fail", "timed out")
-        else:
+        elif op.unknown or op.node is not None:
             self._finish(client, op, "info", "timed out")
+        else:
+            self._finish(client, op, "fail", "no attempt can have taken effect")
 
     def _finish(self, client: _Client, op: _Op, outcome: str, why: str = "", value: str | None = None) -> None:
         sim = self.sim
-        self._unregister(op)
         if outcome == "ok":
             sim.history.ok(op.handle, sim.now, value)
             shown = f" -> {value!r}" if op.kind == "get" else ""
@@ -192,72 +224,20 @@ class Clients:
             sim.history.fail(op.handle)
             sim.trace.add(sim.now, f"p{client.process}", f"fail {op.describe()}: {why}")
         else:
-            # Indeterminate: leave it unresolved; carry on as a new process, as Jepsen does.
+            # Indeterminate: leave it unresolved; carry on as a new process (and session), as
+            # Jepsen does.
             sim.trace.add(sim.now, f"p{client.process}", f"info {op.describe()}: {why}; now p{self._next_process}")
-            client.process = self._next_process
-            client.seq = 0
+            fresh = _Client(self._next_process)
+            client.process, client.session, client.seq, client.acked = fresh.process, fresh.session, 0, 0
             self._next_process += 1
+        if outcome != "info" and op.kind != "get":
+            client.acked = op.seq
         sim.stats[f"ops-{op.kind}-{outcome}"] += 1
+        if op.attempts > 1 and op.kind != "get":
+            sim.stats["ops-retried"] += 1
         client.op = None
         if not self.stopped:
             sim.schedule(sim.now + self.rng.randint(0, 20), self._invoke, client)
-
-    def _unregister(self, op: _Op) -> None:
-        if op.node is None:
-            return
-        if op.kind == "get":
-            self._reads.pop(op.ctx, None)
-            return
-        by_index = self._writes.get(op.node, {})
-        waiting = by_index.get(op.index, [])
-        waiting[:] = [(c, o) for c, o in waiting if o is not op]
-        if not waiting:
-            by_index.pop(op.index, None)
-
-    # -- events from the nodes --------------------------------------------------------------
-    def on_apply(self, node: "SimNode", entry: "Entry") -> None:
-        waiting = self._writes.get(node.id)
-        if not waiting or entry.index not in waiting:
-            return
-        for client, op in list(waiting[entry.index]):
-            if entry.term != op.term:
-                self._finish(client, op, "fail", f"{node.id} applied {entry.index}/t{entry.term} instead")
-            elif entry.data != op.data:
-                raise SafetyViolation(
-                    f"{node.id} applied {entry.index}/t{entry.term} = {entry.data!r}, but propose() "
-                    f"returned that (term, index) for {op.data!r}"
-                )
-            else:
-                self._finish(client, op, "ok")
-
-    def on_snapshot(self, node: "SimNode", index: int) -> None:
-        waiting = self._writes.get(node.id, {})
-        for at in sorted(i for i in waiting if i <= index):
-            for client, op in list(waiting.get(at, [])):
-                self._finish(client, op, "info", f"{node.id} installed a snapshot at {index}")
-
-    def on_read_state(self, node: "SimNode", rs: "ReadState") -> None:
-        found = self._reads.get(rs.context)
-        if found is not None and found[1].node == node.id:
-            found[1].read_index = rs.index
-
-    def on_read_dropped(self, node: "SimNode", context: bytes) -> None:
-        found = self._reads.get(context)
-        if found is not None and found[1].node == node.id:
-            self._finish(*found, "fail", f"read dropped by {node.id}")
-
-    def serve_reads(self, node: "SimNode") -> None:
-        for client, op in list(self._reads.values()):
-            if op.node == node.id and op.read_index is not None and op.read_index <= node.applied:
-                self._finish(client, op, "ok", value=node.kv.get(op.key))
-
-    def on_crash(self, node: "SimNode") -> None:
-        for at, waiting in sorted(self._writes.get(node.id, {}).items()):
-            for client, op in list(waiting):
-                self._finish(client, op, "info", f"{node.id} crashed")
-        for client, op in list(self._reads.values()):
-            if op.node == node.id:
-                self._finish(client, op, "fail", f"{node.id} crashed")
 
     def stop(self) -> None:
         """No new operations; the ones in flight may still complete."""
@@ -270,7 +250,7 @@ class Clients:
             op = client.op
             if op is None:
                 continue
-            if op.node is None or op.kind == "get":
+            if op.kind == "get" or not (op.unknown or op.node is not None):
                 self._finish(client, op, "fail", "the run ended")
             else:
                 self._finish(client, op, "info", "the run ended")
@@ -335,23 +315,47 @@ class Operator:
             if not learners:
                 return
             target = rng.choice(learners)
-        try:
-            if change is not None:
-                term, index = leader.core.propose_change(change)
-                what = f"proposed {change.kind.value} {target} as {index}/t{term}"
-            else:
-                leader.core.transfer_leadership(target)
-                what = f"transfer leadership to {target}"
-        except (ConfigChangeRefused, TransferRefused, NotLeader, ProposalDropped) as exc:
-            sim.stats[f"refused-{action}-{type(exc).__name__}"] += 1
-            sim.trace.add(sim.now, "oper", f"{action} {target} refused by {leader.id}: {type(exc).__name__}: {exc}")
+        if change is not None:
+            task = sim.loop.create_task(self._change(leader, change, action, target))
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+            if action == "add":
+                self.next_id += 1
             return
-        sim.dirty.add(leader.id)
+        try:
+            leader.node.transfer_leadership(target)
+        except (TransferRefused, NotLeader) as exc:
+            self._refused(leader, action, target, exc)
+            return
         if action == "transfer-learner":
             raise SafetyViolation(f"{leader.id} accepted a leadership transfer to learner {target}")
         sim.stats[f"operator-{action}"] += 1
-        sim.trace.add(sim.now, "oper", f"{what} via {leader.id}")
-        if action == "add":
-            self.next_id += 1
-            self.added += 1
-            sim.add_fresh_node(target)
+        sim.trace.add(sim.now, "oper", f"transfer leadership to {target} via {leader.id}")
+
+    async def _change(self, leader: "SimNode", change: ConfigChange, action: str, target: str) -> None:
+        """A membership change through the leader's facade, as ``kvctl cluster`` makes one."""
+        sim = self.sim
+        try:
+            proposed = leader.node.propose_change(change, 1.0)
+            if action == "add":
+                # The new node starts once the change is proposed, before it commits.
+                sim.loop.call_soon(self._start_learner, leader, change, target)
+            index = await proposed
+        except (ConfigChangeRefused, NotLeader, ProposalDropped) as exc:
+            self._refused(leader, action, target, exc)
+            return
+        except (asyncio.TimeoutError, ProposalLost, NodeUnavailable) as exc:
+            sim.trace.add(sim.now, "oper", f"{action} {target} via {leader.id}: outcome unknown ({type(exc).__name__})")
+            return
+        sim.stats[f"operator-{action}"] += 1
+        sim.trace.add(sim.now, "oper", f"{change.kind.value} {target} applied at {index} via {leader.id}")
+
+    def _start_learner(self, leader: "SimNode", change: ConfigChange, target: str) -> None:
+        if target in self.sim.nodes or target not in leader.core.membership.members if leader.core else True:
+            return  # refused, or not in the leader's configuration any more
+        self.added += 1
+        self.sim.add_fresh_node(target)
+
+    def _refused(self, leader: "SimNode", action: str, target: str, exc: Exception) -> None:
+        sim = self.sim
+        sim.stats[f"refused-{action}-{type(exc).__name__}"] += 1
+        sim.trace.add(sim.now, "oper", f"{action} {target} refused by {leader.id}: {type(exc).__name__}: {exc}")

@@ -1,22 +1,22 @@
-"""Deterministic simulation of a KeyVal Raft cluster, in the FoundationDB / Jepsen manner.
+"""Deterministic simulation of a KeyVal cluster, in the FoundationDB / Jepsen manner.
 
-N RaftCores, each over its own MemoryStorage, wired by a simulated network that loses,
-duplicates, delays and reorders messages and is partitioned now and then (one-way too);
-nodes crash (anywhere in the Ready pipeline: after persisting, before sending...) and restart
-from their storage; clients run a contentious key-value workload; an operator adds, promotes
-and removes members and transfers leadership. One ``random.Random(seed)`` drives all of it,
-so a seed is a complete, replayable description of a run.
+Every simulated server runs the production node runtime — ``keyval.runtime.node.Node`` with
+its Ready driver, request layer, key-value state machine and snapshots — with only its I/O
+swapped: a simulated disk (``sim_disk``: writes durable exactly when the storage contract
+says, lost in a crash otherwise), a simulated network (``sim_net``: it loses, duplicates,
+delays and reorders messages, and is partitioned now and then, one-way too), a simulated
+fsync executor, and simulated time (``sim_loop``: an asyncio loop whose clock jumps from one
+timer to the next). Nodes crash (at any moment, or at a point of the Ready pipeline armed as
+a fault of the disk, network or state machine) and restart from their disks; clients run a
+contentious key-value workload through the same request layer a real client meets, retries
+included; an operator adds, promotes and removes members, transfers leadership and takes
+snapshots. One ``random.Random(seed)`` drives all of it, so a seed is a complete, replayable
+description of a run.
 
-Time is an integer of milliseconds; a Raft tick is about 10 ms, with a per-node skew. The
-run is a heap of timed events; a *step* is one instant at which something happens:
-the due events fire (ticks, deliveries, client and operator actions, faults), every core
-with work has its Ready handled following the contract, and then every safety check runs
-(see ``sim_checks``). The runtime is modelled both ways the contract allows, per seed: an
-fsync may take a few ms (the core keeps stepping meanwhile, and gets no new Ready until the
-last one advances), a leader's messages may leave before its own fsync when the Ready says
-``send_before_persist``, and a commit-only hard state may be written without fsync. After ``--steps`` ms the faults stop, everything heals, and the cluster
-must elect a leader and commit a final proposal within a bound (liveness); then the recorded
-history must be linearizable.
+After each instant of simulated time every safety check runs (``sim_checks``). After
+``--steps`` ms the faults stop, everything heals, and the cluster must elect a leader and
+apply a final write on every member within a bound (liveness); then the recorded history
+must be linearizable.
 
     python -m keyval.testing.simulator --seeds 0-99
     python -m keyval.testing.simulator --seed 1234 --verbose     # replay one seed, full trace
@@ -24,7 +24,7 @@ history must be linearizable.
 from __future__ import annotations
 
 import argparse
-import heapq
+import logging
 import random
 import sys
 import time
@@ -32,24 +32,21 @@ import traceback
 from collections import Counter
 from dataclasses import dataclass, field
 
-from keyval.raft import (
-    InvariantViolation,
-    Membership,
-    MemoryStorage,
-    RaftConfig,
-    RaftCore,
-    RaftError,
-    Role,
-    bootstrap_state,
-)
+from keyval import hookimpl
+from keyval.backends import StorageBackend, TransportBackend
+from keyval.kv import encode_put
+from keyval.plugins import build_plugin_manager
+from keyval.raft import InvariantViolation, Membership, Role
+from keyval.runtime.timing import Timing
 from keyval.testing.linearizability import CheckResult, HistoryRecorder, check_history
 
 from .sim_breaks import BREAKS
 from .sim_checks import SafetyChecker, SafetyViolation
 from .sim_faults import FAULT_KINDS, Knobs, Nemesis, draw_knobs
 from .sim_intruder import Intruder
+from .sim_loop import SimLoop
 from .sim_net import NetFaults, Network
-from .sim_node import SimNode, encode_command
+from .sim_node import SimNode
 from .sim_trace import Trace, fmt_entries, fmt_msg
 from .sim_workload import Clients, Operator
 
@@ -96,6 +93,22 @@ class SimResult:
     wall: float = 0.0
 
 
+class _SimBackends:
+    """The simulated disk and network, registered as storage and transport plugins the way
+    third-party backends are, so each node opens them through its real lifecycle."""
+
+    def __init__(self, sim: "Simulation") -> None:
+        self.sim = sim
+
+    @hookimpl
+    def keyval_storage_backends(self) -> list[StorageBackend]:
+        return [StorageBackend("sim", lambda data_dir, options: self.sim.nodes[options["node"]].open_storage())]
+
+    @hookimpl
+    def keyval_transport_backends(self) -> list[TransportBackend]:
+        return [TransportBackend("sim", lambda options: self.sim.nodes[options["node"]].open_transport())]
+
+
 class Simulation:
     def __init__(self, opts: SimOptions) -> None:
         unknown = [b for b in opts.breaks if b not in BREAKS]
@@ -107,72 +120,102 @@ class Simulation:
         k = self.knobs
         self.trace = Trace(opts.trace_limit, echo=opts.verbose)
         self.stats: Counter = Counter()
-        self.now = 0
-        self._events: list = []
-        self._seq = 0
+        self.loop = SimLoop()
+        self.loop.on_quiet = self._after_step
+        self.plugins = build_plugin_manager([_SimBackends(self)], entry_points=False)
         self.net = Network(self.rng, NetFaults(k.drop, k.duplicate, k.delay, k.reorder))
         self.checker = SafetyChecker(self)
+        self.violation: SafetyViolation | None = None
         self.history = HistoryRecorder()
         self.nodes: dict[str, SimNode] = {}
-        self.dirty: set[str] = set()
         self.healed = False
         self.committed_config: tuple[int, Membership] = (0, Membership())
         self._ever_member: set[str] = set()
         self._liveness_done = False
         self._leader_since: int | None = None
         self._liveness_proposed = -(10**9)
+        self._roles: dict[str, tuple] = {}
 
         ids = [f"n{i}" for i in range(1, k.voters + 1)]
-        initial = Membership(frozenset(ids), frozenset(), tuple((n, f"sim://{n}") for n in ids))
-        hard_state, entries = bootstrap_state(initial)
+        bootstrap = {nid: f"sim://{nid}" for nid in ids}
         for nid in ids:
-            storage = MemoryStorage()
-            storage.append(entries)
-            storage.set_hard_state(hard_state)
-            self._start_node(SimNode(nid, storage))
+            self._start_node(SimNode(self, nid, bootstrap))
         self.nemesis = Nemesis(self, self.rng, k)
         self.clients = Clients(self, self.rng, k.clients, k.keys)
         self.operator = Operator(self, self.rng, next_id=k.voters + 1, gap=k.operator_gap or 1)
         self.intruder = Intruder(self, opts.seed)
 
-    # -- events --------------------------------------------------------------------------
+    # -- time and events ---------------------------------------------------------------------
+    @property
+    def now(self) -> int:
+        """Simulated time in ms."""
+        return round(self.loop.time() * 1000)
+
     def schedule(self, at: int, fn, *args) -> None:
-        self._seq += 1
-        heapq.heappush(self._events, (at, self._seq, fn, args))
+        self.loop.call_at(at / 1000, fn, *args)
 
     def _run_until(self, end: int, stop=None) -> None:
-        events = self._events
-        while events and events[0][0] <= end:
-            now = self.now = events[0][0]
-            if self._leader_since is not None:
-                self.stats["leader-ms"] += now - self._leader_since
-            while events and events[0][0] == now:
-                _, _, fn, args = heapq.heappop(events)
-                fn(*args)
-            self._process_readies()
-            self._leader_since = now if self.checker.after_step() else None
-            self.stats["steps"] += 1
-            if stop is not None and stop():
-                return
-        self.now = max(self.now, end)
+        self.loop.run_until(end / 1000, stop)
+        if self.violation is not None:
+            raise self.violation
+
+    def _after_step(self) -> None:
+        """Everything due at this instant has happened: check."""
+        if self.violation is not None:
+            raise self.violation
+        now = self.now
+        if self._leader_since is not None:
+            self.stats["leader-ms"] += now - self._leader_since
+        for node in self.live_nodes():
+            fatal = node.node.fatal
+            if fatal is not None:
+                raise fatal  # the runtime stopped on an error (a broken invariant, a bug)
+            self._watch_role(node)
+        self._leader_since = now if self.checker.after_step() else None
+        self.stats["steps"] += 1
+
+    def _watch_role(self, node: SimNode) -> None:
+        core = node.core
+        seen = (core.role, core.leader, core.term)
+        if self._roles.get(node.id) != seen:
+            self._roles[node.id] = seen
+            self.trace.add(self.now, node.id, f"{core.role.value} term={core.term} leader={core.leader or '-'}")
+            if core.role is Role.LEADER:
+                self.stats["elections"] += 1
 
     # -- nodes -----------------------------------------------------------------------------
+    def _timing(self, node: SimNode) -> Timing:
+        k = self.knobs
+        raft = dict(k.raft)
+        return Timing(
+            tick_interval=node.tick_interval / 1000,
+            election_ticks=ELECTION_TICK,
+            heartbeat_ticks=raft.pop("heartbeat_tick"),
+            snapshot_threshold=raft.pop("snapshot_threshold"),
+            snapshot_catchup_entries=k.catchup_entries,
+            follower_sync_inline=k.follower_sync_inline,
+            raft=tuple(sorted(raft.items())),
+        )
+
     def _start_node(self, node: SimNode) -> None:
         k = self.knobs
-        config = RaftConfig(id=node.id, election_tick=ELECTION_TICK, applied=0, **k.raft)
-        core = RaftCore(config, node.storage, random.Random(self.rng.getrandbits(64)))
-        for name in self.opts.breaks:
-            BREAKS[name](core, self.stats)
         self.nodes[node.id] = node
-        node.start(core)
         node.tick_interval = TICK_MS + (self.rng.choice((-1, 0, 0, 1)) if k.skew else 0)
-        self.schedule(self.now + self.rng.randint(1, node.tick_interval), self._tick, node, node.incarnation)
-        self.dirty.add(node.id)
+        rng = random.Random(self.rng.getrandbits(64))
+        task = self.loop.create_task(node.start(self._timing(node), rng, k.fsync_ms))
+        task.add_done_callback(lambda t, node=node: self._started(node, t))
+
+    def _started(self, node: SimNode, task) -> None:
+        exc = task.exception()
+        if exc is not None:
+            raise exc  # a node that cannot start from its own disk is a failure
+        for name in self.opts.breaks:
+            BREAKS[name](node.node, self.stats)
         self.checker.on_restart(node)
 
     def add_fresh_node(self, nid: str) -> None:
-        """A new learner: empty storage, no bootstrap — it learns everything from the leader."""
-        self._start_node(SimNode(nid, MemoryStorage()))
+        """A new learner: empty disk, no bootstrap — it learns everything from the leader."""
+        self._start_node(SimNode(self, nid, {}))
         self.trace.add(self.now, nid, "started empty (new learner)")
 
     def live_nodes(self) -> list[SimNode]:
@@ -185,25 +228,8 @@ class Simulation:
                 best = node
         return best
 
-    def _tick(self, node: SimNode, incarnation: int) -> None:
-        if node.core is None or node.incarnation != incarnation:
-            return
-        node.core.tick()
-        self.dirty.add(node.id)
-        self.schedule(self.now + node.tick_interval, self._tick, node, incarnation)
-
-    def _deliver(self, msg) -> None:
-        node = self.nodes.get(msg.to)
-        if node is None or node.core is None:
-            self.trace.add(self.now, msg.to, f"lost (down) {fmt_msg(msg)}")
-        elif self.net.is_cut(msg.frm, msg.to):
-            self.trace.add(self.now, msg.to, f"lost (partition) {fmt_msg(msg)}")
-        else:
-            self.trace.add(self.now, msg.to, f"recv {fmt_msg(msg)}")
-            node.core.step(msg)
-            self.dirty.add(node.id)
-
-    def _send(self, msg) -> None:
+    # -- the network ---------------------------------------------------------------------------
+    def send(self, msg) -> None:
         self.checker.on_send(msg)
         self.intruder.on_send(msg)
         times = self.net.send(msg.frm, msg.to, self.now)
@@ -212,11 +238,26 @@ class Simulation:
         for at in times:
             self.schedule(at, self._deliver, msg)
 
+    def _deliver(self, msg) -> None:
+        node = self.nodes.get(msg.to)
+        if node is None or not node.alive:
+            self.trace.add(self.now, msg.to, f"lost (down) {fmt_msg(msg)}")
+        elif self.net.is_cut(msg.frm, msg.to):
+            self.trace.add(self.now, msg.to, f"lost (partition) {fmt_msg(msg)}")
+        else:
+            self.trace.add(self.now, msg.to, f"recv {fmt_msg(msg)}")
+            node.deliver(msg)
+
+    def trace_entries(self, node: SimNode, entries) -> None:
+        self.trace.add(self.now, node.id, f"persist {fmt_entries(entries)}")
+
+    # -- crashes and stops -----------------------------------------------------------------------
     def crash(self, node: SimNode, where: str) -> None:
+        if not node.alive:
+            return
         node.crash()
         self.stats["crashes"] += 1
         self.trace.add(self.now, node.id, f"CRASH ({where})")
-        self.clients.on_crash(node)
         if not node.stopped:
             self.schedule(self.now + self.rng.randint(10, 400), self._restart, node)
 
@@ -224,12 +265,13 @@ class Simulation:
         if node.alive or node.stopped:
             return
         self._start_node(node)
-        snap = node.storage.snapshot.meta
+        durable = node.disk.durable
+        hs = durable.hard_state
         self.trace.add(
             self.now, node.id,
-            f"RESTART #{node.incarnation} term={node.core.term} vote={node.core.vote or '-'} "
-            f"snapshot={snap.index} log={node.storage.first_index()}..{node.storage.last_index()} "
-            f"commit={node.storage.hard_state.commit}",
+            f"RESTART #{node.incarnation + 1} term={hs.term} vote={hs.vote or '-'} "
+            f"snapshot={durable.snapshot_meta().index} log={durable.first_index()}..{durable.last_index()} "
+            f"commit={hs.commit}",
         )
 
     def _stop(self, node: SimNode) -> None:
@@ -238,157 +280,25 @@ class Simulation:
         node.stopped = True
         if node.alive:
             node.crash()
-            self.clients.on_crash(node)
         self.trace.add(self.now, node.id, "STOPPED (removed from the cluster)")
 
-    # -- the Ready contract ------------------------------------------------------------------
-    def _process_readies(self) -> None:
-        rounds = 0
-        while self.dirty:
-            batch = sorted(self.dirty)
-            self.dirty.clear()
-            for nid in batch:
-                node = self.nodes[nid]
-                if node.core is not None and node.in_flight is None and node.core.has_ready():
-                    self._handle_ready(node)
-                    self.dirty.add(nid)  # more may be ready (e.g. committed entries cut by size)
-            rounds += 1
-            if rounds > 10_000:
-                raise SafetyViolation(f"Ready loop does not quiesce: {sorted(self.dirty)}")
-
-    def _handle_ready(self, node: SimNode) -> None:
-        core, now = node.core, self.now
-        rd = core.ready()
-        crash = self.nemesis.fault_for_ready(node, rd)
-        if rd.soft_state is not None:
-            role, leader, term = rd.soft_state
-            self.trace.add(now, node.id, f"{role.value} term={term} leader={leader or '-'}")
-            if role is Role.LEADER:
-                self.stats["elections"] += 1
-        # A leader's messages may go out before its own fsync (Ready.send_before_persist), as
-        # the runtime does; a crash "before persisting" then loses entries followers hold.
-        early = rd.send_before_persist and bool(rd.messages) and self.knobs.early_send
-        if early:
-            self._send_all(rd.messages)
-        leading = core.term if core.role is Role.LEADER else None
-        if self.knobs.fsync_ms and self._needs_sync(node, rd):
-            # The fsync takes time: meanwhile the core keeps receiving messages and ticks (and
-            # a crash loses the write), but it hands out no new Ready until this one advances.
-            node.in_flight = rd
-            done = self.now + self.rng.randint(1, self.knobs.fsync_ms)
-            self.schedule(done, self._fsynced, node, node.incarnation, rd, crash, early, leading)
-            return
-        self._finish_ready(node, rd, crash, early, leading)
-
-    def _needs_sync(self, node: SimNode, rd) -> bool:
-        if rd.entries or rd.snapshot is not None:
-            return True
-        hs, prev = rd.hard_state, node.storage.hard_state
-        return hs is not None and (not self.knobs.lazy_commit or (hs.term, hs.vote) != (prev.term, prev.vote))
-
-    def _fsynced(self, node: SimNode, incarnation: int, rd, crash, early, leading) -> None:
-        if node.incarnation != incarnation or node.in_flight is not rd:
-            return  # the node crashed during the fsync: the write is lost
-        node.in_flight = None
-        self.dirty.add(node.id)
-        self._finish_ready(node, rd, crash, early, leading)
-
-    def _finish_ready(self, node: SimNode, rd, crash, early: bool, leading: int | None) -> None:
-        """Steps 1 (persist) to 4 (advance) of the Ready contract; sending is step 2 unless
-        the messages went out early."""
-        core, storage, now = node.core, node.storage, self.now
+    def _snapshot_event(self) -> None:
+        """Now and then a node snapshots and compacts unasked (an operator's ``kvctl snapshot``)."""
         if self.healed:
-            crash = None  # decided before the heal, due after it (the Ready waited for its fsync)
-        if crash == "before-persist":
-            return self.crash(node, "before persisting its Ready" + (" (sent early)" if early else ""))
-        # 1. persist: snapshot, entries, hard state
-        if rd.snapshot is not None:
-            storage.apply_snapshot(rd.snapshot)
-            self.trace.add(now, node.id, f"persist snapshot @{rd.snapshot.meta.index}/t{rd.snapshot.meta.term}")
-        if rd.entries:
-            self.checker.before_append(node, rd.entries, leading)
-            storage.append(rd.entries)
-            self.checker.on_persisted_entries(node, rd.entries)
-            self.trace.add(now, node.id, f"persist {fmt_entries(rd.entries)}")
-        self._persist_hard_state(node, rd)
-        self.checker.after_persist(node)
-        if crash == "after-persist":
-            return self.crash(node, "after persisting" + ("" if early else ", before sending"))
-        if crash == "isolate":
-            self.nemesis.isolate(node)  # its messages go out into a partition
-        # 2. send
-        if not early:
-            self._send_all(rd.messages)
-        if crash == "after-send":
-            return self.crash(node, "after sending, before applying")
-        # 3. apply
-        if rd.snapshot is not None:
-            node.apply_snapshot(rd.snapshot)
-            self.checker.on_apply_snapshot(node, rd.snapshot)
-            self.clients.on_snapshot(node, rd.snapshot.meta.index)
-            self._config_applied(rd.snapshot.meta.index, rd.snapshot.meta.membership)
-            self.stats["snapshots-installed"] += 1
-            self.trace.add(now, node.id, f"installed snapshot @{rd.snapshot.meta.index} kv={node.kv_digest()}")
-        if rd.committed_entries:
-            for entry in rd.committed_entries:
-                node.apply_entry(entry)
-                self.checker.on_apply(node, entry)
-                self.clients.on_apply(node, entry)
-                if entry.type.name == "CONFIG":
-                    self._config_applied(entry.index, node.membership)
-            self.trace.add(now, node.id, f"apply {fmt_entries(rd.committed_entries)}")
-        for rs in rd.read_states:
-            self.clients.on_read_state(node, rs)
-        for ctx in rd.dropped_reads:
-            self.clients.on_read_dropped(node, ctx)
-        self.clients.serve_reads(node)
-        if crash == "after-apply":
-            return self.crash(node, "after applying, before advance")
-        core.advance(rd)
-        # 4. snapshots: when asked, and now and then unasked
-        if rd.snapshot_request or self.rng.random() < 0.005:
-            self._snapshot(node, rd.snapshot_request)
-
-    def _persist_hard_state(self, node: SimNode, rd) -> None:
-        """Term and vote are synced before anything depends on them; a new commit index alone
-        may be written lazily (no fsync), as the runtime does: then a crash can lose it, until
-        the next fsync (of entries, a snapshot, a term or a vote) carries it to disk."""
-        hs, storage = rd.hard_state, node.storage
-        synced = bool(rd.entries) or rd.snapshot is not None
-        if hs is not None:
-            prev = storage.hard_state
-            if self.knobs.lazy_commit and not synced and (hs.term, hs.vote) == (prev.term, prev.vote):
-                node.unsynced_hard_state = hs
-                return
-        elif synced and node.unsynced_hard_state is not None:
-            hs = node.unsynced_hard_state
-        if hs is not None:
-            self.checker.on_hard_state(node, hs)
-            storage.set_hard_state(hs)
-            node.unsynced_hard_state = None
-
-    def _send_all(self, messages) -> None:
-        # Stable-sorted by destination: only per-peer order is meaningful, and this keeps the
-        # run independent of the order in which the core happens to produce them.
-        for msg in sorted(messages, key=lambda msg: msg.to):
-            self._send(msg)
-
-    def _snapshot(self, node: SimNode, requested: int) -> None:
-        storage = node.storage
-        if node.applied <= storage.snapshot.meta.index:
             return
-        storage.create_snapshot(node.applied, node.membership, node.snapshot_data())
-        # Keep a tail of the log sometimes, none other times, so lagging peers need snapshots.
-        keep = self.rng.choice((0, 0, 1, 3, 10))
-        storage.compact(node.applied - keep)
-        self.stats["snapshots-taken"] += 1
-        why = f"requested at {requested}" if requested else "unrequested"
-        self.trace.add(
-            self.now, node.id,
-            f"snapshot @{node.applied} ({why}), log now {storage.first_index()}..{storage.last_index()}",
-        )
+        self.schedule(self.now + self.rng.randint(100, 1500), self._snapshot_event)
+        live = self.live_nodes()
+        if not live:
+            return
+        node = self.rng.choice(live)
+        full = self.rng.random() < 0.3
+        if node.node.snapshots.busy() or not node.core.membership.members:
+            return
+        self.trace.add(self.now, node.id, f"snapshot asked ({'full compaction' if full else 'keeping a tail'})")
+        task = node.node.snapshots.start(full)
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
-    def _config_applied(self, index: int, membership: Membership) -> None:
+    def config_applied(self, index: int, membership: Membership) -> None:
         """Track the committed configuration; stop members once their removal is committed."""
         if index <= self.committed_config[0]:
             return
@@ -403,6 +313,10 @@ class Simulation:
     def run(self) -> SimResult:
         started = time.perf_counter()
         result = SimResult(seed=self.opts.seed, ok=False, stats=self.stats)
+        # The runtime logs for operators; here its lines would only slow the run down
+        # (``--verbose`` prints the simulator's own trace).
+        logger = logging.getLogger("keyval")
+        level, logger.level = logger.level, logging.CRITICAL + 1
         try:
             self._play()
             result.lin = lin = check_history(self.history.operations(), max_states=self.opts.max_states)
@@ -419,6 +333,9 @@ class Simulation:
             result.kind, result.failure = "core-invariant", traceback.format_exc()
         except Exception:
             result.kind, result.failure = "exception", traceback.format_exc()
+        finally:
+            logger.level = level
+            self.loop.close()
         result.digest = self.trace.digest()
         result.wall = time.perf_counter() - started
         if not result.ok:
@@ -433,6 +350,7 @@ class Simulation:
         self.nemesis.start()
         if "intruder" in self.opts.faults:
             self.intruder.start()
+        self.schedule(self.now + self.rng.randint(100, 1500), self._snapshot_event)
         self._run_until(self.opts.steps)
         self._heal()
         self._settle()
@@ -472,20 +390,21 @@ class Simulation:
 
     def _liveness_probe(self) -> None:
         leader = self.current_leader()
-        value = f"final-{self.opts.seed}"
+        value = f"final-{self.opts.seed}".encode()
         if leader is not None:
             members = [self.nodes.get(n) for n in sorted(leader.core.membership.members)]
-            if all(n is not None and n.alive and n.kv.get(LIVENESS_KEY) == value for n in members):
+            if all(n is not None and n.alive and _value(n, LIVENESS_KEY) == value for n in members):
                 self._liveness_done = True
                 self.trace.add(self.now, "sim", f"LIVE: final proposal applied on {sorted(leader.core.membership.members)}")
                 return
-            if leader.kv.get(LIVENESS_KEY) != value and self.now - self._liveness_proposed > 200:
+            if _value(leader, LIVENESS_KEY) != value and self.now - self._liveness_proposed > 200:
                 try:
-                    leader.core.propose(encode_command("put", LIVENESS_KEY, value, -1, 0))
-                    self._liveness_proposed = self.now
-                    self.dirty.add(leader.id)
-                except RaftError:
+                    fut = leader.node.submit(encode_put(LIVENESS_KEY.encode(), value), 1.0)
+                except Exception:  # not the leader after all, or not started yet: try again soon
                     pass
+                else:
+                    fut.add_done_callback(lambda f: f.cancelled() or f.exception())
+                    self._liveness_proposed = self.now
         self.schedule(self.now + 10, self._liveness_probe)
 
     def failure_report(self, result: SimResult) -> str:
@@ -500,6 +419,11 @@ class Simulation:
             f"  replay: {opts.replay_command()}",
         ]
         return "\n".join(lines)
+
+
+def _value(node: SimNode, key: str) -> bytes | None:
+    item = node.kv.get(key.encode())
+    return item.value if item is not None else None
 
 
 def run_seed(seed: int, **options) -> SimResult:
