@@ -21,10 +21,15 @@ class NodeStateMachine:
         self.node_id = node_id
         self.kv = kv
         self.membership = Membership()
+        #: the index of the last entry applied (or of the snapshot restored). It runs ahead of
+        #: the core's applied index within a Ready (the core learns at ``advance``), so a
+        #: snapshot of ``kv`` is taken at this index, never the core's.
+        self.applied = 0
         self._on_membership = on_membership
         self._term = term
 
     def apply(self, entry: Entry) -> WriteResult | None:
+        self.applied = entry.index
         if entry.type is EntryType.CONFIG:
             self.membership = Membership.decode(entry.data)
             self._on_membership(entry.index, entry.term, self.membership, False)
@@ -37,6 +42,7 @@ class NodeStateMachine:
         return result
 
     def restore(self, snapshot: Snapshot) -> None:
+        self.applied = snapshot.meta.index
         self.kv.restore(snapshot.data)
         self.membership = snapshot.meta.membership
         log.info("node %s term %d: restored snapshot at index %d (%d keys)",

@@ -153,6 +153,7 @@ class Node:
             self.kv.restore(snapshot.data)
         if snapshot is not None:
             self.machine.membership = snapshot.meta.membership
+            self.machine.applied = snapshot.meta.index
         raft_config = RaftConfig(
             id=self.id,
             election_tick=self.timing.election_ticks,
@@ -341,7 +342,8 @@ class Node:
 
     @property
     def applied_index(self) -> int:
-        return self.core.log.applied if self.core is not None else 0
+        """The state machine's applied index: what ``get``, ``scan`` and ``freeze`` reflect."""
+        return self.machine.applied
 
     @property
     def membership(self) -> Membership:

@@ -74,7 +74,7 @@ class NodeSnapshots:
         storage = node.storage
         async with self.lock:
             started = time.monotonic()
-            index, membership = node.core.log.applied, node.applied_membership
+            index, membership = node.applied_index, node.applied_membership
             first_before = storage.first_index()
             taken = index > storage.snapshot_meta().index
             if taken:

@@ -229,6 +229,8 @@ class SafetyChecker:
         """What the core treats as durable (its stable log, which a leader counts toward
         commitment) is durable on the disk."""
         log, durable = node.core.log, node.disk.durable
+        if log.pending_snapshot is not None:
+            return  # a received snapshot the next Ready persists: the core knows it is not durable
         stable = log.persisted_index()
         if stable < durable.first_index():
             return

@@ -97,8 +97,8 @@ def draw_knobs(rng: random.Random, faults: frozenset[str], voters: int | None) -
         max_bytes_per_msg=rng.choice((100, 300, 1 << 20)),
         max_inflight=rng.choice((1, 2, 4, 64)),
         max_apply_bytes=rng.choice((50, 200, 4 << 20)),
-        # Snapshots of a few keys still cross in several chunks.
-        snapshot_chunk_size=rng.choice((16, 32, 64, 128)),
+        # Snapshots of a few keys (and the clients' sessions) still cross in several chunks.
+        snapshot_chunk_size=rng.choice((64, 128, 256, 512)),
         snapshot_threshold=rng.choice((4, 8, 16, 64)),
         pre_vote=rng.random() < 0.85,
         check_quorum=rng.random() < 0.75,

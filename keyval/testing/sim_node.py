@@ -62,6 +62,14 @@ class ObservedMachine:
     def membership(self, value) -> None:
         self.inner.membership = value
 
+    @property
+    def applied(self) -> int:
+        return self.inner.applied
+
+    @applied.setter
+    def applied(self, value: int) -> None:
+        self.inner.applied = value
+
     def apply(self, entry: Entry):
         node = self.sim_node
         node.sim.checker.before_apply(node, entry)

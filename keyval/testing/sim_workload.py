@@ -320,6 +320,7 @@ class Operator:
             task.add_done_callback(lambda t: t.cancelled() or t.exception())
             if action == "add":
                 self.next_id += 1
+                self.added += 1
             return
         try:
             leader.node.transfer_leadership(target)
@@ -332,28 +333,21 @@ class Operator:
         sim.trace.add(sim.now, "oper", f"transfer leadership to {target} via {leader.id}")
 
     async def _change(self, leader: "SimNode", change: ConfigChange, action: str, target: str) -> None:
-        """A membership change through the leader's facade, as ``kvctl cluster`` makes one."""
+        """A membership change through the leader's facade, as ``kvctl cluster`` makes one;
+        a node being added is started unless the change was refused."""
         sim = self.sim
         try:
-            proposed = leader.node.propose_change(change, 1.0)
-            if action == "add":
-                # The new node starts once the change is proposed, before it commits.
-                sim.loop.call_soon(self._start_learner, leader, change, target)
-            index = await proposed
+            index = await leader.node.propose_change(change, 1.0)
         except (ConfigChangeRefused, NotLeader, ProposalDropped) as exc:
             self._refused(leader, action, target, exc)
             return
         except (asyncio.TimeoutError, ProposalLost, NodeUnavailable) as exc:
             sim.trace.add(sim.now, "oper", f"{action} {target} via {leader.id}: outcome unknown ({type(exc).__name__})")
-            return
-        sim.stats[f"operator-{action}"] += 1
-        sim.trace.add(sim.now, "oper", f"{change.kind.value} {target} applied at {index} via {leader.id}")
-
-    def _start_learner(self, leader: "SimNode", change: ConfigChange, target: str) -> None:
-        if target in self.sim.nodes or target not in leader.core.membership.members if leader.core else True:
-            return  # refused, or not in the leader's configuration any more
-        self.added += 1
-        self.sim.add_fresh_node(target)
+        else:
+            sim.stats[f"operator-{action}"] += 1
+            sim.trace.add(sim.now, "oper", f"{change.kind.value} {target} applied at {index} via {leader.id}")
+        if action == "add" and target not in sim.nodes:
+            sim.add_fresh_node(target)
 
     def _refused(self, leader: "SimNode", action: str, target: str, exc: Exception) -> None:
         sim = self.sim
