@@ -10,6 +10,7 @@ Role behaviour is dispatched through ``self._step_role`` (one step function per 
 """
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -52,6 +53,18 @@ def bootstrap_state(membership: Membership) -> tuple[HardState, list[Entry]]:
         raise ValueError("a new cluster needs at least one voter")
     entry = Entry(term=1, index=1, type=EntryType.CONFIG, data=membership.encode())
     return HardState(term=1, vote=NONE, commit=1), [entry]
+
+
+def _configs_needed(storage: LogStorage, committed: int) -> list[Entry]:
+    """The configuration entries the history must start with: the newest at or below
+    ``committed`` and every one above it, read one by one — never the whole log.
+
+    Older ones can never be in force again: a configuration is in force once appended, and
+    only a truncation brings back an older one, which never reaches below the commit index.
+    (A stale persisted commit index only makes this keep a few more.)"""
+    indexes = storage.config_indexes()
+    start = max(bisect_right(indexes, committed) - 1, 0)
+    return [storage.entries(index, index + 1)[0] for index in indexes[start:]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,14 +115,10 @@ class RaftCore(LeaderRole):
         hard_state, snap_meta = storage.initial_state()
         self.term = hard_state.term
         self.vote = hard_state.vote
-        # Configuration history: (index, membership) of every config entry in the log, the
+        # Configuration history: (index, membership) of the config entries in the log, the
         # snapshot's at its base. The last one is in force (it takes effect when appended).
         self._configs: list[tuple[int, Membership]] = [(snap_meta.index, snap_meta.membership)]
-        first, last = storage.first_index(), storage.last_index()
-        while first <= last:
-            batch = storage.entries(first, last + 1, 4 << 20)
-            self._track_configs(batch)
-            first = batch[-1].index + 1
+        self._track_configs(_configs_needed(storage, self.log.committed))
         # Who may talk to this node: see _refresh_senders and _accepts_non_member.
         self._senders: frozenset[NodeId] = frozenset()
         self._senders_recheck = 0

@@ -33,8 +33,8 @@ NO_META_PLUGIN = """
     import keyval
     from keyval.backends import StorageBackend
 
-    FORWARDED = ("initial_state", "first_index", "last_index", "term", "entries", "snapshot_chunk",
-                 "append", "set_hard_state", "sync", "apply_snapshot", "create_snapshot",
+    FORWARDED = ("initial_state", "first_index", "last_index", "term", "entries", "config_indexes",
+                 "snapshot_chunk", "append", "set_hard_state", "sync", "apply_snapshot", "create_snapshot",
                  "load_snapshot", "list_snapshots", "compact", "close")
 
 
@@ -115,7 +115,7 @@ def test_serve_refuses_a_transport_without_stats(run_script, make_dist, tmp_path
 
 
 def test_the_protocols_name_every_member():
-    assert len(protocol_members(Storage)) == 16  # the 7 reads the core makes, 9 writes of the runtime
+    assert len(protocol_members(Storage)) == 17  # the 8 reads the core makes, 9 writes of the runtime
     assert protocol_members(Transport) == {"start": True, "address": False, "cluster_id": False,
                                            "set_cluster_id": True, "send": True, "stats": True, "close": True}
 
