@@ -7,6 +7,8 @@ persists, sends, applies, then calls ``advance(ready)``.
 
 No clock, no I/O, no global state: time is ticks, randomness is the injected ``rng``.
 Role behaviour is dispatched through ``self._step_role`` (one step function per role).
+A follower reassembles snapshot chunks here, in bounded memory: ``_handle_snapshot_chunk``
+says why that protocol state belongs to the core.
 """
 from __future__ import annotations
 
@@ -103,6 +105,8 @@ class Status:
     last_non_member: NodeId = NONE
     #: Votes asking to skip the leader lease (``transfer``) from a node the leader did not name.
     refused_transfer_votes: int = 0
+    #: Snapshot transfers dropped for passing ``RaftConfig.max_snapshot_bytes``.
+    oversized_snapshots: int = 0
 
 
 class RaftCore(LeaderRole):
@@ -126,6 +130,7 @@ class RaftCore(LeaderRole):
         self.dropped_non_member = 0
         self.last_non_member: NodeId = NONE
         self.refused_transfer_votes = 0
+        self.oversized_snapshots = 0
 
         self.role = Role.FOLLOWER
         self.leader: NodeId = NONE
@@ -464,6 +469,7 @@ class RaftCore(LeaderRole):
             dropped_non_member=self.dropped_non_member,
             last_non_member=self.last_non_member,
             refused_transfer_votes=self.refused_transfer_votes,
+            oversized_snapshots=self.oversized_snapshots,
         )
 
     def _hard_state(self) -> HardState:
@@ -744,6 +750,25 @@ class RaftCore(LeaderRole):
         )
 
     def _handle_snapshot_chunk(self, msg: m.InstallSnapshot) -> None:
+        """Reassemble a leader's snapshot chunk by chunk; restore it when the last arrives.
+
+        Why here, in the pure core, when etcd-io/raft hands its core a whole snapshot (etcd's
+        rafthttp streams the data to disk over its own connection and steps in only the
+        metadata) and hashicorp/raft streams it through a transport reader into a snapshot
+        sink: KeyVal has no such side channel. Transports are plugins that carry bounded
+        messages, and the chunks travel as ordinary Raft messages. Their offsets and rejects
+        are then protocol state, the follower's half of the leader's ``Progress`` in the
+        SNAPSHOT state (``snapshot_offset``, the resend timer): an offset out of order, a
+        new leader or a newer snapshot restarts the transfer, and the answer tells the
+        leader where to resume. Kept together, one deterministic state machine decides both
+        halves and the simulator checks them under loss, reordering and crashes; split
+        between core and runtime, every driver would have to repeat that bookkeeping.
+
+        The cost is memory: the data is held here until the last chunk, as the restore
+        would hold it anyway (the state machine is in memory). ``max_snapshot_bytes`` bounds
+        it: no message states a total, so it is the bytes actually received that are
+        counted, and a transfer that passes the bound is dropped (``oversized_snapshots``).
+        """
         meta = msg.meta
 
         def reply(offset: int, *, done: bool = False, reject: bool = False) -> None:
@@ -758,6 +783,11 @@ class RaftCore(LeaderRole):
             incoming = self._incoming_snapshot = (meta, bytearray())
         if incoming is None or incoming[0] != meta or msg.offset != len(incoming[1]):
             reply(len(incoming[1]) if incoming is not None and incoming[0] == meta else 0, reject=True)
+            return
+        if len(incoming[1]) + len(msg.data) > self.config.max_snapshot_bytes:
+            self._incoming_snapshot = None
+            self.oversized_snapshots += 1
+            reply(0, reject=True)
             return
         incoming[1].extend(msg.data)
         if not msg.done:
