@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import contextlib
 import heapq
 import itertools
 import logging
@@ -19,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from keyval.config import NodeConfig
-from keyval.contracts import IncompleteBackend, check_backend
+from keyval.contracts import open_backend as _open_backend
 from keyval.datadir import DataDirLock, cluster_id_for
 from keyval.errors import KeyvalError, NodeUnavailable, ProposalLost
 from keyval.kv import KVStore, Limits, WriteResult
@@ -44,33 +43,8 @@ from keyval.raft import (
     bootstrap_state,
 )
 from keyval.raft import messages as m
-from keyval.raft.storage import StorageError
 
 log = logging.getLogger("keyval.node")
-
-
-def _open_backend(plugins: Plugins, kind: str, name: str, protocol: type, open_it):
-    """Open a plugin's backend and check it against its contract (every member of
-    ``protocol``); whatever goes wrong becomes one clear line, not a traceback."""
-    try:
-        backend = open_it()
-    except KeyvalError:
-        raise
-    except StorageError as exc:  # the backend's own one-line reason (e.g. a damaged data dir)
-        raise KeyvalError(str(exc)) from exc
-    except Exception as exc:
-        raise KeyvalError(f"{kind} backend {name!r} failed to open: {type(exc).__name__}: {exc}") from exc
-    info = plugins.backends.get(kind, {}).get(name)
-    plugin = info.source.describe() if info is not None else "a plugin"
-    try:
-        return check_backend(kind, name, plugin, backend, protocol)
-    except IncompleteBackend:
-        # A refused storage is closed here, since the node never holds it: its files are
-        # let go before the data-dir lock is. A transport has not started: nothing to release.
-        if kind == "storage" and callable(getattr(backend, "close", None)):
-            with contextlib.suppress(Exception):
-                backend.close()
-        raise
 
 
 @dataclass(frozen=True)
