@@ -146,11 +146,17 @@ def recover(ctx: click.Context, data_dir: str, force_new_cluster: bool, node_id:
         fail(ctx, "nothing to do: pass --force-new-cluster to make this node the only voter", USAGE_ERROR)
     if not Path(data_dir).is_dir():
         fail(ctx, f"data dir {data_dir!r} does not exist")
+    from keyval.contracts import open_backend
     from keyval.recover import force_new_cluster as make_sole_voter
+    from keyval.storage import Storage
 
     try:
-        backend = choose_storage(build_plugin_manager(), storage)
-        recovery = make_sole_voter(data_dir, lambda d: backend.factory(d, {}), node_id, dry_run)
+        plugins = build_plugin_manager()
+        backend = choose_storage(plugins, storage)
+        recovery = make_sole_voter(data_dir, lambda d: open_backend(
+            plugins, "storage", storage, Storage, lambda: backend.factory(d, {})), node_id, dry_run)
+    except IncompleteBackend as exc:  # as keyval serve: the chosen plugin is unusable, like a bad flag
+        fail(ctx, str(exc), USAGE_ERROR)
     except (KeyvalError, StorageError, OSError) as exc:
         fail(ctx, str(exc))
     except Exception as exc:  # noqa: BLE001 - a damaged data dir gets one line, not a traceback

@@ -3,13 +3,18 @@
 The contracts are the Protocols ``keyval.storage.Storage`` and ``keyval.transport.Transport``;
 this module reads their members from the classes themselves, so a method added to a Protocol
 is checked at startup without a second list to keep in step. A backend that lacks one would
-otherwise start serving and fail later, mid-request, with a traceback.
+otherwise start serving and fail later, mid-request, with a traceback. Every command that
+opens a backend (``keyval serve``, ``keyval recover``) opens it through ``open_backend``.
 """
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+from typing import TYPE_CHECKING, Any, Callable
 
-from keyval.errors import PluginError
+from keyval.errors import KeyvalError, PluginError, StorageError
+
+if TYPE_CHECKING:
+    from keyval.plugins import Plugins
 
 
 class IncompleteBackend(PluginError):
@@ -60,3 +65,27 @@ def check_backend(kind: str, name: str, plugin: str, backend: Any, protocol: typ
     if missing:
         raise IncompleteBackend(kind, name, plugin, backend, missing)
     return backend
+
+
+def open_backend(plugins: Plugins, kind: str, name: str, protocol: type, open_it: Callable[[], Any]) -> Any:
+    """Open a plugin's backend with ``open_it()`` and check it against its contract (every
+    member of ``protocol``); whatever goes wrong becomes one clear line, not a traceback."""
+    try:
+        backend = open_it()
+    except KeyvalError:
+        raise
+    except StorageError as exc:  # the backend's own one-line reason (e.g. a damaged data dir)
+        raise KeyvalError(str(exc)) from exc
+    except Exception as exc:
+        raise KeyvalError(f"{kind} backend {name!r} failed to open: {type(exc).__name__}: {exc}") from exc
+    info = plugins.backends.get(kind, {}).get(name)
+    plugin = info.source.describe() if info is not None else "a plugin"
+    try:
+        return check_backend(kind, name, plugin, backend, protocol)
+    except IncompleteBackend:
+        # A refused storage is closed here, since the caller never holds it: its files are
+        # let go before the data-dir lock is. A transport has not started: nothing to release.
+        if kind == "storage" and callable(getattr(backend, "close", None)):
+            with contextlib.suppress(Exception):
+                backend.close()
+        raise

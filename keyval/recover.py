@@ -148,15 +148,12 @@ def _rewrite(storage, data_dir: str, node_id: str | None, dry_run: bool) -> Reco
 
 def _current_membership(storage, membership: Membership) -> Membership:
     """The configuration in force: the last one in the log, else the snapshot's."""
-    first, last = storage.first_index(), storage.last_index()
-    while first <= last:
-        batch = storage.entries(first, last + 1, 4 << 20)
-        for entry in batch:
-            if entry.type is EntryType.CONFIG:
-                try:
-                    membership = Membership.decode(entry.data)
-                except ValueError as exc:
-                    raise KeyvalError(f"the configuration entry at index {entry.index} is damaged ({exc}); "
-                                      f"restore this node from a backup or recover another survivor") from None
-        first = batch[-1].index + 1
-    return membership
+    indexes = storage.config_indexes()
+    if not indexes:
+        return membership
+    (entry,) = storage.entries(indexes[-1], indexes[-1] + 1)
+    try:
+        return Membership.decode(entry.data)
+    except ValueError as exc:
+        raise KeyvalError(f"the configuration entry at index {entry.index} is damaged ({exc}); "
+                          f"restore this node from a backup or recover another survivor") from None

@@ -2,7 +2,7 @@
 
 The Raft core reads the log through the narrow read-only view ``keyval.raft.storage.LogStorage``
 (``initial_state``, ``first_index``, ``last_index``, ``term``, ``entries``, ``snapshot_meta``,
-``snapshot_chunk``, with the named errors ``Compacted``, ``Unavailable``,
+``config_indexes``, ``snapshot_chunk``, with the named errors ``Compacted``, ``Unavailable``,
 ``SnapshotUnavailable``). The node runtime adds the writes below, following each ``Ready``:
 persist (snapshot, entries, hard state, then ``sync``), send, apply, advance.
 
@@ -37,8 +37,8 @@ class SnapshotInfo:
 class Storage(LogStorage, Protocol):
     """The whole storage contract: the core's read view (``LogStorage``: ``initial_state``,
     ``first_index``, ``last_index``, ``term``, ``entries``, ``snapshot_meta``,
-    ``snapshot_chunk``) and the writes below. ``keyval serve`` checks every member before it
-    serves; ``keyval.testing.storage_conformance`` checks every promise.
+    ``config_indexes``, ``snapshot_chunk``) and the writes below. ``keyval serve`` checks every
+    member before it serves; ``keyval.testing.storage_conformance`` checks every promise.
 
     The runtime calls ``sync``, ``create_snapshot``, ``apply_snapshot`` and ``compact`` from
     a worker thread while other calls come from its event loop thread: a backend serialises

@@ -21,6 +21,10 @@ class RaftConfig:
     #: Committed entries handed out per Ready, by bytes.
     max_apply_bytes: int = 4 << 20
     snapshot_chunk_size: int = 1 << 20
+    #: The largest snapshot a follower reassembles from a leader's chunks. It is held in
+    #: memory whole (and restored into the in-memory state machine), so this bounds what one
+    #: leader, buggy or hostile, can make it allocate; a bigger one is refused and counted.
+    max_snapshot_bytes: int = 8 << 30
     #: Ask the runtime for a snapshot once this many applied entries follow the last one.
     snapshot_threshold: int = 10_000
     pre_vote: bool = True
@@ -38,3 +42,5 @@ class RaftConfig:
             raise ValueError("max_inflight and max_entries_per_msg must be positive")
         if self.snapshot_chunk_size <= 0:
             raise ValueError("snapshot_chunk_size must be positive")
+        if self.max_snapshot_bytes <= 0:
+            raise ValueError("max_snapshot_bytes must be positive")

@@ -7,9 +7,12 @@ persists, sends, applies, then calls ``advance(ready)``.
 
 No clock, no I/O, no global state: time is ticks, randomness is the injected ``rng``.
 Role behaviour is dispatched through ``self._step_role`` (one step function per role).
+A follower reassembles snapshot chunks here, in bounded memory: ``_handle_snapshot_chunk``
+says why that protocol state belongs to the core.
 """
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -54,6 +57,18 @@ def bootstrap_state(membership: Membership) -> tuple[HardState, list[Entry]]:
     return HardState(term=1, vote=NONE, commit=1), [entry]
 
 
+def _configs_needed(storage: LogStorage, committed: int) -> list[Entry]:
+    """The configuration entries the history must start with: the newest at or below
+    ``committed`` and every one above it, read one by one — never the whole log.
+
+    Older ones can never be in force again: a configuration is in force once appended, and
+    only a truncation brings back an older one, which never reaches below the commit index.
+    (A stale persisted commit index only makes this keep a few more.)"""
+    indexes = storage.config_indexes()
+    start = max(bisect_right(indexes, committed) - 1, 0)
+    return [storage.entries(index, index + 1)[0] for index in indexes[start:]]
+
+
 @dataclass(frozen=True, slots=True)
 class PeerStatus:
     id: NodeId
@@ -90,6 +105,8 @@ class Status:
     last_non_member: NodeId = NONE
     #: Votes asking to skip the leader lease (``transfer``) from a node the leader did not name.
     refused_transfer_votes: int = 0
+    #: Snapshot transfers dropped for passing ``RaftConfig.max_snapshot_bytes``.
+    oversized_snapshots: int = 0
 
 
 class RaftCore(LeaderRole):
@@ -102,14 +119,10 @@ class RaftCore(LeaderRole):
         hard_state, snap_meta = storage.initial_state()
         self.term = hard_state.term
         self.vote = hard_state.vote
-        # Configuration history: (index, membership) of every config entry in the log, the
+        # Configuration history: (index, membership) of the config entries in the log, the
         # snapshot's at its base. The last one is in force (it takes effect when appended).
         self._configs: list[tuple[int, Membership]] = [(snap_meta.index, snap_meta.membership)]
-        first, last = storage.first_index(), storage.last_index()
-        while first <= last:
-            batch = storage.entries(first, last + 1, 4 << 20)
-            self._track_configs(batch)
-            first = batch[-1].index + 1
+        self._track_configs(_configs_needed(storage, self.log.committed))
         # Who may talk to this node: see _refresh_senders and _accepts_non_member.
         self._senders: frozenset[NodeId] = frozenset()
         self._senders_recheck = 0
@@ -117,6 +130,7 @@ class RaftCore(LeaderRole):
         self.dropped_non_member = 0
         self.last_non_member: NodeId = NONE
         self.refused_transfer_votes = 0
+        self.oversized_snapshots = 0
 
         self.role = Role.FOLLOWER
         self.leader: NodeId = NONE
@@ -455,6 +469,7 @@ class RaftCore(LeaderRole):
             dropped_non_member=self.dropped_non_member,
             last_non_member=self.last_non_member,
             refused_transfer_votes=self.refused_transfer_votes,
+            oversized_snapshots=self.oversized_snapshots,
         )
 
     def _hard_state(self) -> HardState:
@@ -735,6 +750,25 @@ class RaftCore(LeaderRole):
         )
 
     def _handle_snapshot_chunk(self, msg: m.InstallSnapshot) -> None:
+        """Reassemble a leader's snapshot chunk by chunk; restore it when the last arrives.
+
+        Why here, in the pure core, when etcd-io/raft hands its core a whole snapshot (etcd's
+        rafthttp streams the data to disk over its own connection and steps in only the
+        metadata) and hashicorp/raft streams it through a transport reader into a snapshot
+        sink: KeyVal has no such side channel. Transports are plugins that carry bounded
+        messages, and the chunks travel as ordinary Raft messages. Their offsets and rejects
+        are then protocol state, the follower's half of the leader's ``Progress`` in the
+        SNAPSHOT state (``snapshot_offset``, the resend timer): an offset out of order, a
+        new leader or a newer snapshot restarts the transfer, and the answer tells the
+        leader where to resume. Kept together, one deterministic state machine decides both
+        halves and the simulator checks them under loss, reordering and crashes; split
+        between core and runtime, every driver would have to repeat that bookkeeping.
+
+        The cost is memory: the data is held here until the last chunk, as the restore
+        would hold it anyway (the state machine is in memory). ``max_snapshot_bytes`` bounds
+        it: no message states a total, so it is the bytes actually received that are
+        counted, and a transfer that passes the bound is dropped (``oversized_snapshots``).
+        """
         meta = msg.meta
 
         def reply(offset: int, *, done: bool = False, reject: bool = False) -> None:
@@ -749,6 +783,11 @@ class RaftCore(LeaderRole):
             incoming = self._incoming_snapshot = (meta, bytearray())
         if incoming is None or incoming[0] != meta or msg.offset != len(incoming[1]):
             reply(len(incoming[1]) if incoming is not None and incoming[0] == meta else 0, reject=True)
+            return
+        if len(incoming[1]) + len(msg.data) > self.config.max_snapshot_bytes:
+            self._incoming_snapshot = None
+            self.oversized_snapshots += 1
+            reply(0, reject=True)
             return
         incoming[1].extend(msg.data)
         if not msg.done:

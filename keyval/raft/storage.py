@@ -5,9 +5,10 @@ storage plugin (see ``keyval/hookspecs.py``) adapts to this interface.
 """
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from typing import Protocol
 
-from .types import Entry, HardState, Snapshot, SnapshotMeta
+from .types import Entry, EntryType, HardState, Snapshot, SnapshotMeta
 
 
 class StorageError(Exception):
@@ -75,6 +76,17 @@ class LogStorage(Protocol):
     def snapshot_meta(self) -> SnapshotMeta:
         """Metadata of the newest snapshot (index 0 when there is none)."""
 
+    def config_indexes(self) -> list[int]:
+        """Indexes of the configuration entries (``EntryType.CONFIG``) held, ascending: every
+        one in ``first_index()..last_index()`` and none outside.
+
+        The core reads these few entries at startup instead of the whole log to rebuild its
+        configuration history (as etcd's ``InitialState`` hands over a ConfState). So they
+        follow the log exactly: an append that truncates a suffix drops that suffix's indexes,
+        compaction and a snapshot install drop those they cover, and after a reopen they
+        describe the log the reopen recovered (a torn tail cut off drops its indexes too).
+        """
+
     def snapshot_chunk(self, index: int, offset: int, size: int) -> bytes:
         """Up to ``size`` bytes of the newest snapshot's data from ``offset``.
 
@@ -94,6 +106,9 @@ class MemoryStorage:
         self.snapshot = Snapshot(SnapshotMeta())
         # entries[0] is a dummy standing for the snapshot (index, term).
         self._entries: list[Entry] = [Entry(term=0, index=0)]
+        # Invariant: the indexes of the CONFIG entries in _entries[1:], ascending; every
+        # change to _entries below changes it alike.
+        self._config_indexes: list[int] = []
 
     # -- read side (LogStorage) -----------------------------------------------------------
     def initial_state(self) -> tuple[HardState, SnapshotMeta]:
@@ -124,6 +139,9 @@ class MemoryStorage:
     def snapshot_meta(self) -> SnapshotMeta:
         return self.snapshot.meta
 
+    def config_indexes(self) -> list[int]:
+        return list(self._config_indexes)
+
     def snapshot_chunk(self, index: int, offset: int, size: int) -> bytes:
         if self.snapshot.meta.index != index:
             raise SnapshotUnavailable(index)
@@ -149,6 +167,8 @@ class MemoryStorage:
             raise ValueError(f"gap: appending {first} after last index {self.last_index()}")
         del self._entries[first - offset :]
         self._entries.extend(entries)
+        del self._config_indexes[bisect_left(self._config_indexes, first) :]
+        self._config_indexes += [e.index for e in entries if e.type is EntryType.CONFIG]
 
     def apply_snapshot(self, snapshot: Snapshot) -> None:
         """Replace the log with a received snapshot (keeps a matching suffix, like etcd)."""
@@ -163,6 +183,7 @@ class MemoryStorage:
         tail = self._entries[meta.index - offset + 1 :] if keep else []
         self.snapshot = snapshot
         self._entries = [Entry(term=meta.term, index=meta.index), *tail]
+        self._config_indexes = [i for i in self._config_indexes if i > meta.index] if keep else []
 
     def create_snapshot(self, index: int, membership, data: bytes) -> Snapshot:
         """Record a snapshot of the state machine at ``index`` (which must be applied)."""
@@ -180,3 +201,4 @@ class MemoryStorage:
         if index > self.snapshot.meta.index:
             raise ValueError(f"compact {index} beyond snapshot {self.snapshot.meta.index}")
         self._entries = [Entry(term=self.term(index), index=index), *self._entries[index - offset + 1 :]]
+        del self._config_indexes[: bisect_right(self._config_indexes, index)]

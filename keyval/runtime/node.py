@@ -12,14 +12,13 @@ loop's own.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
 from typing import Any, Callable, Iterable, Sequence
 
 from keyval.config import NodeConfig
-from keyval.contracts import IncompleteBackend, check_backend
+from keyval.contracts import open_backend
 from keyval.datadir import DataDirLock, cluster_id_for
 from keyval.errors import KeyvalError, NodeUnavailable
 from keyval.kv import KVStore, Limits, WriteResult
@@ -30,7 +29,6 @@ from keyval.storage import Storage
 from keyval.transport import Transport
 from keyval.raft import NONE, ConfigChange, Membership, NotLeader, RaftConfig, RaftCore, Role, Status, bootstrap_state
 from keyval.raft import messages as m
-from keyval.raft.storage import StorageError
 
 from .driver import DriverParts, OffLoop, ReadyDriver
 from .machine import NodeStateMachine
@@ -41,32 +39,6 @@ from .sync_thread import SyncThread
 from .timing import Timing
 
 log = logging.getLogger("keyval.node")
-
-
-def _open_backend(plugins: Plugins, kind: str, name: str, protocol: type, open_it):
-    """Open a plugin's backend and check it against its contract (every member of
-    ``protocol``); whatever goes wrong becomes one clear line, not a traceback."""
-    try:
-        backend = open_it()
-    except KeyvalError:
-        raise
-    except StorageError as exc:  # the backend's own one-line reason (e.g. a damaged data dir)
-        raise KeyvalError(str(exc)) from exc
-    except Exception as exc:
-        raise KeyvalError(f"{kind} backend {name!r} failed to open: {type(exc).__name__}: {exc}") from exc
-    info = plugins.backends.get(kind, {}).get(name)
-    plugin = info.source.describe() if info is not None else "a plugin"
-    try:
-        return check_backend(kind, name, plugin, backend, protocol)
-    except IncompleteBackend:
-        # A refused storage is closed here, since the node never holds it: its files are
-        # let go before the data-dir lock is. A transport has not started: nothing to release.
-        if kind == "storage" and callable(getattr(backend, "close", None)):
-            with contextlib.suppress(Exception):
-                backend.close()
-        raise
-
-
 
 
 class ThreadOffLoop:
@@ -145,7 +117,7 @@ class Node:
             raise
 
     async def _open(self) -> None:
-        self.storage = _open_backend(self.plugins, "storage", self.config.storage, Storage, lambda: choose_storage(
+        self.storage = open_backend(self.plugins, "storage", self.config.storage, Storage, lambda: choose_storage(
             self.plugins, self.config.storage).factory(self.config.data_dir, dict(self.config.storage_options)))
         self._maybe_bootstrap()
         snapshot = self.storage.load_snapshot()
@@ -164,7 +136,7 @@ class Node:
         self.core = core = RaftCore(raft_config, self.storage, self._rng)
         self.initial_commit = core.log.committed
         self._check_cluster_identity()
-        self.transport = _open_backend(self.plugins, "transport", self.config.transport, Transport, lambda: choose_transport(
+        self.transport = open_backend(self.plugins, "transport", self.config.transport, Transport, lambda: choose_transport(
             self.plugins, self.config.transport).factory(dict(self.config.transport_options)))
         self._adopt_cluster_id(core.membership.cluster_id)
         use_versions = getattr(self.transport, "use_peer_versions", None)

@@ -30,6 +30,7 @@ from typing import Any, Callable
 import pytest
 
 from keyval.testing.crash import run_then_kill
+from keyval.testing.storage_config_checks import ConfigChecks
 from keyval.testing.storage_durability_checks import DurabilityChecks
 from keyval.testing.storage_log_checks import LogChecks
 from keyval.testing.storage_snapshot_checks import SnapshotChecks
@@ -64,7 +65,7 @@ class _Instances:
             self.open_ones.pop().close()
 
 
-class StorageConformance(LogChecks, SnapshotChecks, DurabilityChecks):
+class StorageConformance(LogChecks, SnapshotChecks, ConfigChecks, DurabilityChecks):
     """Subclass as ``Test<Something>`` and set ``backend`` (or override ``open_storage``)."""
 
     backend: str | None = None

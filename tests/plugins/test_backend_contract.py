@@ -33,8 +33,8 @@ NO_META_PLUGIN = """
     import keyval
     from keyval.backends import StorageBackend
 
-    FORWARDED = ("initial_state", "first_index", "last_index", "term", "entries", "snapshot_chunk",
-                 "append", "set_hard_state", "sync", "apply_snapshot", "create_snapshot",
+    FORWARDED = ("initial_state", "first_index", "last_index", "term", "entries", "config_indexes",
+                 "snapshot_chunk", "append", "set_hard_state", "sync", "apply_snapshot", "create_snapshot",
                  "load_snapshot", "list_snapshots", "compact", "close")
 
 
@@ -87,6 +87,30 @@ NO_STATS_PLUGIN = """
         return [TransportBackend("nostats", open_transport, "forgot stats")]
 """
 
+# The same omission over real files: a segment store behind a wrapper without ``snapshot_meta``.
+NO_META_SEGMENT_PLUGIN = """
+    import keyval
+    from keyval.backends import StorageBackend
+
+
+    class NoMetaSegment:
+        def __init__(self, inner):
+            for name in dir(inner):
+                if not name.startswith("_") and name != "snapshot_meta":
+                    setattr(self, name, getattr(inner, name))
+
+
+    def open_store(data_dir, options):
+        from plugins.storage.segment.storage import SegmentStorage
+
+        return NoMetaSegment(SegmentStorage(data_dir))
+
+
+    @keyval.hookimpl
+    def keyval_storage_backends():
+        return [StorageBackend("nometaseg", open_store, "forgot snapshot_meta")]
+"""
+
 SERVE = ("keyval", "serve", "--id", "n1", "--peer-addr", "127.0.0.1:0", "--client-addr", "127.0.0.1:0",
          "--bootstrap", "n1=127.0.0.1:0", "--insecure-peers")
 
@@ -102,6 +126,30 @@ def test_serve_refuses_a_storage_without_snapshot_meta(run_script, make_dist, tm
         "NoMetaStorage that is not a storage: missing snapshot_meta (see keyval/storage.py); refusing to start")
 
 
+def test_recover_refuses_a_storage_without_snapshot_meta_as_serve_does(run_script, make_dist, tmp_path):
+    from keyval.raft import Membership, bootstrap_state
+    from plugins.storage.segment.storage import SegmentStorage
+
+    data_dir = str(tmp_path / "n1")
+    store = SegmentStorage(data_dir)
+    hard_state, entries = bootstrap_state(Membership(frozenset({"n1", "n2", "n3"})))
+    store.append(entries)
+    store.set_hard_state(hard_state)
+    store.close()
+    site = make_dist("nometaseg-keyval", "1.0", {"keyval.storage": {"nometaseg": "nometaseg_mod"}},
+                     {"nometaseg_mod": NO_META_SEGMENT_PLUGIN})
+    result = run_script("keyval", "recover", "--data-dir", data_dir, "--force-new-cluster", "--id", "n1",
+                        "--storage", "nometaseg", env=env_with_path(site))
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines() == [
+        "keyval recover: storage backend 'nometaseg' from plugin 'nometaseg' (package nometaseg-keyval 1.0) returned "
+        "a NoMetaSegment that is not a storage: missing snapshot_meta (see keyval/storage.py); refusing to start"]
+    store = SegmentStorage(data_dir)  # nothing was written: still the bootstrap entry alone
+    assert (store.last_index(), store.initial_state()[0]) == (1, hard_state)
+    store.close()
+
+
 def test_serve_refuses_a_transport_without_stats(run_script, make_dist, tmp_path):
     site = make_dist("nostats-keyval", "0.3", {"keyval.transport": {"nostats": "nostats_mod"}},
                      {"nostats_mod": NO_STATS_PLUGIN})
@@ -115,7 +163,7 @@ def test_serve_refuses_a_transport_without_stats(run_script, make_dist, tmp_path
 
 
 def test_the_protocols_name_every_member():
-    assert len(protocol_members(Storage)) == 16  # the 7 reads the core makes, 9 writes of the runtime
+    assert len(protocol_members(Storage)) == 17  # the 8 reads the core makes, 9 writes of the runtime
     assert protocol_members(Transport) == {"start": True, "address": False, "cluster_id": False,
                                            "set_cluster_id": True, "send": True, "stats": True, "close": True}
 

@@ -22,8 +22,12 @@ MEMBERS = Membership(frozenset({"a", "b"}))
 SEEDS = int(os.environ.get("SEGMENT_MODEL_SEEDS", "4"))
 
 
+KINDS = (EntryType.NORMAL,) * 9 + (EntryType.CONFIG,)
+
+
 def make_entries(rng: random.Random, first: int, count: int, term: int) -> list[Entry]:
-    return [Entry(term, i, EntryType.NORMAL, rng.randbytes(rng.choice((0, 5, 60, 400)))) for i in range(first, first + count)]
+    # One in ten a configuration entry, so that config_indexes() is compared too.
+    return [Entry(term, i, rng.choice(KINDS), rng.randbytes(rng.choice((0, 5, 60, 400)))) for i in range(first, first + count)]
 
 
 def same(store: SegmentStorage, model: MemoryStorage, rng: random.Random) -> None:
@@ -31,6 +35,7 @@ def same(store: SegmentStorage, model: MemoryStorage, rng: random.Random) -> Non
     assert (store.first_index(), store.last_index()) == (first, last)
     assert store.snapshot_meta() == model.snapshot_meta()
     assert store.term(first - 1) == model.term(first - 1)
+    assert store.config_indexes() == model.config_indexes()
     if last >= first:
         assert store.entries(first, last + 1) == model.entries(first, last + 1)
         lo = rng.randint(first, last)

@@ -25,6 +25,10 @@ log = logging.getLogger(__name__)
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS log (
     idx INTEGER PRIMARY KEY, term INTEGER NOT NULL, type INTEGER NOT NULL, data BLOB NOT NULL);
+-- The configuration entries, for config_indexes() without a scan of the log. Kept by SQLite
+-- in the same transactions as the log, so it always matches it; a database from before it
+-- existed gets it built here on open.
+CREATE INDEX IF NOT EXISTS log_config ON log (idx) WHERE type = 1;
 -- One row: the hard state, and the (index, term) the log was compacted up to.
 CREATE TABLE IF NOT EXISTS state (
     id INTEGER PRIMARY KEY CHECK (id = 0), term INTEGER NOT NULL, vote TEXT NOT NULL,
@@ -107,6 +111,12 @@ class SqliteStorage:
         if row is None:
             return SnapshotMeta()
         return SnapshotMeta(row[0], row[1], Membership.decode(row[2]))
+
+    @locked
+    def config_indexes(self) -> list[int]:
+        # type = 1 is EntryType.CONFIG, spelled as in the partial index so SQLite uses it.
+        rows = self._db.execute("SELECT idx FROM log WHERE type = 1 AND idx > ? ORDER BY idx", (self._base_index,))
+        return [idx for (idx,) in rows]
 
     @locked
     def snapshot_chunk(self, index: int, offset: int, size: int) -> bytes:

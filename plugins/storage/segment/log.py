@@ -86,6 +86,17 @@ class SegmentLog:
     def last_index(self) -> int:
         return self.base + len(self.terms) - 1
 
+    def config_indexes(self, lo: int) -> list[int]:
+        """Indexes of the CONFIG entries from ``lo`` to the last, found in ``types``: a byte
+        per live entry that opening rebuilds from the entry tables it reads anyway, and that
+        append, truncate, drop and reset keep in step. No entry is read or decoded."""
+        types, base, kind = self.types, self.base, int(EntryType.CONFIG)
+        found, j = [], max(lo - base, 0)
+        while (j := types.find(kind, j)) >= 0:
+            found.append(base + j)
+            j += 1
+        return found
+
     # -- opening ----------------------------------------------------------------------------
     def _recover(self) -> None:
         found = []

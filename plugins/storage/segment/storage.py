@@ -148,6 +148,11 @@ class SegmentStorage:
     def snapshot_meta(self) -> SnapshotMeta:
         return self._snap_meta
 
+    def config_indexes(self) -> list[int]:
+        with self._lock:
+            # The log may still hold compacted entries (a segment goes only when all of it can).
+            return self._log.config_indexes(self._offset + 1)
+
     def snapshot_chunk(self, index: int, offset: int, size: int) -> bytes:
         """From the decompressed newest snapshot, loaded once for all the chunks of a send."""
         sent = self._sent
