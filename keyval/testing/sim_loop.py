@@ -92,6 +92,13 @@ class SimLoop(asyncio.SelectorEventLoop):
         if self._now < when and (stop is None or not stop()):
             self._now = when
 
+    def close(self) -> None:
+        """End the run: the tasks still pending (a restart not yet begun, a node's driver)
+        are dropped where they stand, as a power-off would."""
+        for task in asyncio.all_tasks(self):
+            task.get_coro().close()
+        super().close()
+
     # -- the loop's inner workings ----------------------------------------------------------
     def _quiet(self) -> None:
         """Nothing is ready now: check, then move time to the next timer."""

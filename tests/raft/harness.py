@@ -18,6 +18,16 @@ flight until ``release()``; ``deliver(...)`` / ``drop(...)`` act on chosen messa
 ``trace`` collects one readable line per event (messages sent and dropped, role changes,
 persisted and applied ranges, test notes); the conftest prints it when a test fails.
 
+Why this harness stays below the runtime's Ready driver (``keyval.runtime.driver``): these
+tests are about the core alone, told as stories in which the test decides every message's
+fate — hold this one, drop that one, deliver them in this order. The driver is asyncio code
+that owns time (a tick task) and sends as soon as a Ready allows, which is what production
+needs and what a scenario must not have. ``stabilize()`` is therefore the Ready contract in
+its plainest synchronous form, with no early send, no fsync delay and no early apply — the
+things the driver adds. The driver itself is exercised by the simulator, which runs every
+simulated node's real ``keyval.runtime`` (``keyval/testing/simulator.py``), and by the node
+tests over real processes.
+
 The harness also checks Raft's safety properties on the fly and raises AssertionError:
 at most one leader per term, state machines never disagree on an index, entries are applied
 in order without gaps, and a ReadState is never below an index that was already committed
