@@ -16,7 +16,7 @@ from keyval import __version__, event_loop
 from keyval.config import NodeConfig, merge_settings, node_config
 from keyval.contracts import IncompleteBackend
 from keyval.errors import KeyvalError, StorageError
-from keyval.peer_secret import with_peer_secret
+from keyval.peer.secret import with_peer_secret
 from keyval.plugins import build_plugin_manager, choose_storage, choose_transport, list_plugins
 
 USAGE_ERROR = 2
@@ -172,7 +172,7 @@ def secret_create(ctx: click.Context, path: str) -> None:
 
     Copy it to every node of the cluster and start each with --secret-file FILE.
     """
-    from keyval.peer_secret import create_secret
+    from keyval.peer.secret import create_secret
 
     try:
         create_secret(path)

@@ -28,7 +28,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from keyval import client_protocol as p
 from keyval import tls
-from keyval.auth import load_secret, read_owner_only
+from keyval.peer.auth import load_secret, read_owner_only
 from keyval.client import AsyncClient
 from keyval.config import NodeConfig
 from keyval.errors import ConfigError

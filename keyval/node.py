@@ -25,7 +25,7 @@ from keyval.errors import KeyvalError, NodeUnavailable, ProposalLost
 from keyval.kv import KVStore, Limits, WriteResult
 from keyval.metrics import NodeMetrics
 from keyval.node_snapshots import NodeSnapshots, SnapshotOutcome
-from keyval.peer_versions import PeerVersions
+from keyval.peer.versions import PeerVersions
 from keyval.plugins import Plugins, choose_storage, choose_transport, notify
 from keyval.recover import record_node_id
 from keyval.storage import Storage

@@ -37,8 +37,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from keyval import codec
-from keyval.auth import Authenticator
+from keyval.peer import codec
+from keyval.peer.auth import Authenticator
 from keyval.raft.messages import (
     AppendEntries, AppendResponse, Heartbeat, HeartbeatResponse, InstallSnapshot, Message,
     RequestVote, SnapshotResponse, TimeoutNow, VoteResponse,

@@ -18,8 +18,8 @@ import random
 import secrets
 from typing import Any
 
-from keyval.codec import Advert, encode_message
-from keyval.peer_versions import PeerVersions
+from keyval.peer.codec import Advert, encode_message
+from keyval.peer.versions import PeerVersions
 from keyval.raft.messages import Message
 from keyval.transport import Deliver
 

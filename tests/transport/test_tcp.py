@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from keyval.auth import Authenticator
-from keyval.codec import encode_message
+from keyval.peer.auth import Authenticator
+from keyval.peer.codec import encode_message
 from keyval.errors import ConfigError
 from keyval.plugins import build_plugin_manager, choose_transport, list_plugins
 from keyval.raft.messages import Heartbeat, Message, TimeoutNow

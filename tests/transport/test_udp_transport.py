@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from keyval.auth import Authenticator
-from keyval import codec
-from keyval.codec import encode_message
+from keyval.peer.auth import Authenticator
+from keyval.peer import codec
+from keyval.peer.codec import encode_message
 from keyval.errors import ConfigError
 from keyval.plugins import build_plugin_manager, choose_transport
 from keyval.raft.messages import AppendEntries, InstallSnapshot
