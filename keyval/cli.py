@@ -14,10 +14,10 @@ import click
 
 from keyval import __version__, event_loop
 from keyval.config import NodeConfig, merge_settings, node_config
-from keyval.contracts import IncompleteBackend
+from keyval.plugin_api.contracts import IncompleteBackend
 from keyval.errors import KeyvalError, StorageError
 from keyval.peer.secret import with_peer_secret
-from keyval.plugins import build_plugin_manager, choose_storage, choose_transport, list_plugins
+from keyval.plugin_api.loading import build_plugin_manager, choose_storage, choose_transport, list_plugins
 
 USAGE_ERROR = 2
 

@@ -23,7 +23,7 @@ from keyval.kv import encode_meta
 from keyval.maintenance import Maintenance
 from keyval.metrics import MetricsServer
 from keyval.node import Node, Timing
-from keyval.plugins import Plugins
+from keyval.plugin_api.loading import Plugins
 from keyval.service import CLIENT_ADDRESS_META, ClientService
 
 log = logging.getLogger("keyval.server")

@@ -39,11 +39,11 @@ import asyncio_dgram
 
 from keyval import hookimpl
 from keyval.peer.auth import Authenticator, AuthError, load_secret
-from keyval.backends import TransportBackend
+from keyval.plugin_api.backends import TransportBackend
 from keyval.peer.codec import DecodeError, decode_envelope, encode_message
 from keyval.peer.versions import PeerVersions
 from keyval.raft.messages import Message
-from keyval.transport import Deliver
+from keyval.plugin_api.transport import Deliver
 
 from . import udp_wire as wire
 from .peer_identity import ClusterIdentity, PeerAddresses

@@ -7,7 +7,7 @@ from click.testing import CliRunner
 from keyval.cli import cli
 from keyval.datadir import DataDirLock
 from keyval.errors import KeyvalError
-from keyval.plugins import build_plugin_manager, choose_storage
+from keyval.plugin_api.loading import build_plugin_manager, choose_storage
 from keyval.raft import (
     Entry,
     EntryType,

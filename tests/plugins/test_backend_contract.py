@@ -13,13 +13,13 @@ import types
 import pytest
 
 import keyval
-from keyval.backends import StorageBackend
+from keyval.plugin_api.backends import StorageBackend
 from keyval.config import NodeConfig
-from keyval.contracts import IncompleteBackend, missing_members, protocol_members
+from keyval.plugin_api.contracts import IncompleteBackend, missing_members, protocol_members
 from keyval.node import Node
-from keyval.plugins import build_plugin_manager
-from keyval.storage import Storage
-from keyval.transport import Transport
+from keyval.plugin_api.loading import build_plugin_manager
+from keyval.plugin_api.storage import Storage
+from keyval.plugin_api.transport import Transport
 
 
 
@@ -31,7 +31,7 @@ def env_with_path(site) -> dict[str, str]:
 # backend and forwards every call but one, so only ``snapshot_meta`` is missing.
 NO_META_PLUGIN = """
     import keyval
-    from keyval.backends import StorageBackend
+    from keyval.plugin_api.backends import StorageBackend
 
     FORWARDED = ("initial_state", "first_index", "last_index", "term", "entries", "snapshot_chunk",
                  "append", "set_hard_state", "sync", "apply_snapshot", "create_snapshot",
@@ -58,7 +58,7 @@ NO_META_PLUGIN = """
 # A transport that never grew ``stats``: it wraps the built-in tcp transport.
 NO_STATS_PLUGIN = """
     import keyval
-    from keyval.backends import TransportBackend
+    from keyval.plugin_api.backends import TransportBackend
 
 
     class NoStatsTransport:
@@ -99,7 +99,7 @@ def test_serve_refuses_a_storage_without_snapshot_meta(run_script, make_dist, tm
     assert "Traceback" not in result.stderr
     assert result.stderr.splitlines()[-1] == (
         "keyval serve: storage backend 'nometa' from plugin 'nometa' (package nometa-keyval 1.0) returned a "
-        "NoMetaStorage that is not a storage: missing snapshot_meta (see keyval/storage.py); refusing to start")
+        "NoMetaStorage that is not a storage: missing snapshot_meta (see keyval/plugin_api/storage.py); refusing to start")
 
 
 def test_serve_refuses_a_transport_without_stats(run_script, make_dist, tmp_path):
@@ -111,7 +111,7 @@ def test_serve_refuses_a_transport_without_stats(run_script, make_dist, tmp_path
     assert "Traceback" not in result.stderr
     assert result.stderr.splitlines()[-1] == (
         "keyval serve: transport backend 'nostats' from plugin 'nostats' (package nostats-keyval 0.3) returned a "
-        "NoStatsTransport that is not a transport: missing stats (see keyval/transport.py); refusing to start")
+        "NoStatsTransport that is not a transport: missing stats (see keyval/plugin_api/transport.py); refusing to start")
 
 
 def test_the_protocols_name_every_member():
