@@ -145,7 +145,7 @@ def recover(ctx: click.Context, data_dir: str, force_new_cluster: bool, node_id:
         fail(ctx, "nothing to do: pass --force-new-cluster to make this node the only voter", USAGE_ERROR)
     if not Path(data_dir).is_dir():
         fail(ctx, f"data dir {data_dir!r} does not exist")
-    from keyval.recover import force_new_cluster as make_sole_voter
+    from keyval.ops.recover import force_new_cluster as make_sole_voter
 
     try:
         backend = choose_storage(build_plugin_manager(), storage)

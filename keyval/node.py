@@ -27,7 +27,7 @@ from keyval.metrics import NodeMetrics
 from keyval.node_snapshots import NodeSnapshots, SnapshotOutcome
 from keyval.peer.versions import PeerVersions
 from keyval.plugin_api.loading import Plugins, choose_storage, choose_transport, notify
-from keyval.recover import record_node_id
+from keyval.ops.recover import record_node_id
 from keyval.plugin_api.storage import Storage
 from keyval.sync_thread import SyncThread
 from keyval.plugin_api.transport import Transport

@@ -8,7 +8,7 @@ import logging
 import signal
 import sys
 
-from keyval.admin import AdminOperations
+from keyval.ops.admin import AdminOperations
 from keyval.client import AsyncClient
 from keyval.client_limits import ClientLimits
 from keyval.client_auth import ClientSecurity
@@ -20,7 +20,7 @@ from keyval.descriptors import (DescriptorPlan, nofile_limit, on_accept_out_of_d
 from keyval.errors import ConfigError, KeyvalError
 from keyval.event_loop import loop_name
 from keyval.kv import encode_meta
-from keyval.maintenance import Maintenance
+from keyval.ops.maintenance import Maintenance
 from keyval.metrics import MetricsServer
 from keyval.node import Node, Timing
 from keyval.plugin_api.loading import Plugins

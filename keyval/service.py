@@ -15,7 +15,7 @@ from typing import Awaitable, Callable
 
 from keyval import __version__
 from keyval import client_protocol as p
-from keyval.admin import OperationRefused, UnknownOperation
+from keyval.ops.admin import OperationRefused, UnknownOperation
 from keyval.client_limits import ClientLimiter, ClientLimits
 from keyval.client_auth import ClientGate, Session
 from keyval.config import parse_address

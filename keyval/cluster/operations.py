@@ -18,7 +18,7 @@ import logging
 import time
 from typing import Any
 
-from keyval.admin import AdminOperations, OperationRefused
+from keyval.ops.admin import AdminOperations, OperationRefused
 from keyval.client import AsyncClient
 from keyval.cluster.membership import MembershipManager, MembershipRefused
 from keyval.cluster.tasks import AutoPromoter, RemovalWatch

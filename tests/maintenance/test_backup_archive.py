@@ -8,7 +8,7 @@ import tarfile
 
 import pytest
 
-from keyval.backup import (
+from keyval.ops.backup import (
     DATA_NAME,
     MANIFEST_NAME,
     ArchiveError,
