@@ -102,7 +102,7 @@ def serve(ctx: click.Context, config_file: str | None, check_config: bool, **fla
         config = with_peer_secret(node_config(settings), create=not check_config)
         event_loop.loop_factory(config.event_loop)  # uvloop asked for but missing: say so now
         if check_config:
-            from keyval.client_auth import ClientSecurity
+            from keyval.clientport.auth import ClientSecurity
 
             ClientSecurity.from_config(config, None)  # reads the secret, tokens and TLS files
     except KeyvalError as exc:

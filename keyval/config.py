@@ -51,8 +51,8 @@ class NodeConfig:
     client_ca: str | None = None
     #: Tokens with roles (read, readwrite, admin) that clients must present on the client port
     tokens_file: str | None = None
-    #: Client-port limits (keyval/client_limits.py). Connections beyond the maximum are
-    #: refused; it is lowered to what the descriptor limit leaves (keyval/descriptors.py).
+    #: Client-port limits (keyval/clientport/limits.py). Connections beyond the maximum are
+    #: refused; it is lowered to what the descriptor limit leaves (keyval/clientport/descriptors.py).
     max_client_connections: int = 4096
     #: seconds without a request (or inside one unfinished frame) before a connection is closed
     client_idle_timeout: float = 300.0
