@@ -158,7 +158,7 @@ def client_options(credentials: dict | None) -> dict:
     reach the worker processes; each process builds its own TLS context)."""
     if not credentials:
         return {}
-    from keyval.tls import client_context
+    from keyval.client.tls import client_context
 
     return {"token": credentials["token"],
             "tls": client_context(credentials["cacert"], credentials["cert"], credentials["key"])}

@@ -12,7 +12,7 @@ from keyval.ops.admin import AdminOperations
 from keyval.client import AsyncClient
 from keyval.clientport.auth import ClientSecurity
 from keyval.clientport.limits import ClientLimits
-from keyval.client_protocol import RegisterClientAddress
+from keyval.client.protocol import RegisterClientAddress
 from keyval.cluster.operations import ClusterOperations
 from keyval.config import NodeConfig
 from keyval.clientport.descriptors import (DescriptorPlan, nofile_limit, on_accept_out_of_descriptors, open_descriptors,

@@ -15,8 +15,8 @@ import time
 from typing import Any, Awaitable, Callable, TypeVar
 
 from keyval.client import AsyncClient
-from keyval.config import ConfigError, parse_address, parse_node_id
-from keyval.errors import KeyvalError, Unreachable
+from keyval.errors import ConfigError, KeyvalError, Unreachable
+from keyval.wire_bounds import parse_address, parse_node_id
 from kvctl import connect
 from kvctl.endpoints import Endpoints, resolve
 from kvctl.output import UNREACHABLE, USAGE, Failure, settings

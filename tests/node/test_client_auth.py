@@ -8,7 +8,7 @@ import urllib.request
 
 import pytest
 
-from keyval import client_protocol as p
+from keyval.client import protocol as p
 from keyval.client import Client
 from keyval.clientport.auth import node_credential
 from keyval.errors import RequestRefused
