@@ -37,7 +37,8 @@ def _is_type_checking(test: ast.expr) -> bool:
 
 
 class _Imports(ast.NodeVisitor):
-    """Collects (imported name, line) pairs; `from a import b` yields `a.b` and `a`."""
+    """Collects ([candidate module names], line): `import a.b` gives [a.b]; `from a import b`
+    gives [a.b, a], since b is a submodule of a or a name defined in it."""
 
     def __init__(self, module: str, is_package: bool):
         self.module, self.is_package, self.found = module, is_package, []
@@ -73,15 +74,25 @@ def _graph() -> tuple[dict[str, set[str]], dict[str, list[tuple[str, int]]]]:
         visitor.visit(ast.parse(path.read_text(), str(path)))
         edges[name], raw[name] = set(), []
         for candidates, line in visitor.found:
-            raw[name].append((candidates[-1] if len(candidates) == 1 else candidates[0], line))
+            raw[name].append((candidates[0], line))
             target = next((c for c in candidates if c in modules), None)
             if target is None and len(candidates) == 1:
                 # `import a.b.c` of something not a module of ours: walk up to its package.
                 parts = candidates[0].split(".")
-                target = next((".".join(parts[:i]) for i in range(len(parts), 0, -1) if ".".join(parts[:i]) in modules), None)
+                prefixes = (".".join(parts[:i]) for i in range(len(parts), 0, -1))
+                target = next((prefix for prefix in prefixes if prefix in modules), None)
             if target is not None and target != name:
                 edges[name].add(target)
+                edges[name].update(_packages_run_first(target, name, modules))
     return edges, raw
+
+
+def _packages_run_first(target: str, importer: str, modules) -> set[str]:
+    """Importing ``a.b.c`` runs ``a/__init__`` and ``a/b/__init__`` first: edges too, except to
+    the importer's own packages, which are already running when it is."""
+    parts = target.split(".")
+    ancestors = {".".join(parts[:i]) for i in range(1, len(parts))}
+    return {a for a in ancestors if a in modules and a != importer and not importer.startswith(a + ".")}
 
 
 def _cycles(edges: dict[str, set[str]]) -> list[list[str]]:
@@ -170,7 +181,14 @@ def test_no_import_cycles():
     assert not cycles, "import cycles:\n" + "\n".join(cycles)
 
 
-def test_the_graph_sees_function_local_imports():
-    # Guards the walker itself: kvctl.cli dispatches through function-local imports.
-    edges, _ = _graph()
-    assert len(edges) > 60 and sum(map(len, edges.values())) > 150
+def test_the_walker_counts_function_local_imports_and_skips_type_checking_ones():
+    source = (
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n    import keyval.kv\nelse:\n    import keyval.errors\n"
+        "def f():\n    from . import codec\n"
+    )
+    walker = _Imports("keyval.peer.auth", is_package=False)
+    walker.visit(ast.parse(source))
+    found = {candidates[0] for candidates, _ in walker.found}
+    assert {"keyval.peer.codec", "keyval.errors"} <= found
+    assert "keyval.kv" not in found
