@@ -18,18 +18,18 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from keyval.config import NodeConfig
-from keyval.contracts import open_backend as _open_backend
+from keyval.plugin_api.contracts import open_backend as _open_backend
 from keyval.datadir import DataDirLock, cluster_id_for
 from keyval.errors import KeyvalError, NodeUnavailable, ProposalLost
 from keyval.kv import KVStore, Limits, WriteResult
 from keyval.metrics import NodeMetrics
 from keyval.node_snapshots import NodeSnapshots, SnapshotOutcome
-from keyval.peer_versions import PeerVersions
-from keyval.plugins import Plugins, choose_storage, choose_transport, notify
-from keyval.recover import record_node_id
-from keyval.storage import Storage
+from keyval.peer.versions import PeerVersions
+from keyval.plugin_api.loading import Plugins, choose_storage, choose_transport, notify
+from keyval.ops.recover import record_node_id
+from keyval.plugin_api.storage import Storage
 from keyval.sync_thread import SyncThread
-from keyval.transport import Transport
+from keyval.plugin_api.transport import Transport
 from keyval.raft import (
     NONE,
     ConfigChange,
