@@ -6,12 +6,12 @@
 
 With real processes on loopback, in a new temp dir:
 
-1. a 3-node cluster made through kvctl's Python API, as ``python -m keyval.bench`` makes it
-   (``keyval.bench.BenchCluster``: what ``kvctl local up --dir TMP --base-port FREE`` does;
+1. a 3-node cluster made as ``python -m keyval.bench`` makes it
+   (``keyval.bench.BenchCluster``: ``kvctl local up --dir TMP --base-port FREE``;
    segment storage, tcp transport), with the ports of a 4th node kept free;
 2. N keys loaded fast, by restore: a ``KVStore`` filled in this process (16-byte keys
    ``b"key-%012d"``, distinct 100-byte printable values), its data written as a backup
-   archive by ``keyval.backup.ArchiveWriter`` (what ``kvctl backup`` writes), then
+   archive by ``keyval.ops.backup.ArchiveWriter`` (what ``kvctl backup`` writes), then
    ``kvctl restore ARCHIVE --yes``;
 3. ``kvctl compact`` (unless ``--no-compact``), so that the leader's log no longer holds the
    restore and the learner must be sent a snapshot; which path was taken is printed;
@@ -57,7 +57,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from keyval import __version__  # noqa: E402
-from keyval.backup import ArchiveWriter, Manifest, iso_time  # noqa: E402
+from keyval.ops.backup import ArchiveWriter, Manifest, iso_time  # noqa: E402
 from keyval.bench import KEY_SIZE, VALUE_SIZE, BenchCluster, find_leader, key  # noqa: E402
 from keyval.client import AsyncClient  # noqa: E402
 from keyval.errors import ClientError  # noqa: E402
@@ -309,7 +309,7 @@ def run(a: argparse.Namespace, root: Path) -> dict:
         if w.durable is None or w.promoted is None or w.applied is None:
             raise BenchError(f"{NEW_NODE} did not catch up within {a.max_wait:g}s (last seen: {w.member})")
 
-        restored_at = log_time(cluster.local.log_file(NEW_NODE), "restored snapshot at index")
+        restored_at = log_time(cluster.log_file(NEW_NODE), "restored snapshot at index")
         path = "snapshot" if restored_at is not None or w.saw_snapshot_state else "log"
         caught_s, caught_bytes = w.durable
         result = {

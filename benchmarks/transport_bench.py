@@ -30,7 +30,7 @@ from typing import Callable
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from keyval.plugins import build_plugin_manager, choose_transport  # noqa: E402
+from keyval.plugin_api.loading import build_plugin_manager, choose_transport  # noqa: E402
 from keyval.raft.messages import AppendEntries  # noqa: E402
 from keyval.raft.types import Entry  # noqa: E402
 

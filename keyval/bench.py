@@ -44,6 +44,7 @@ import random
 import shutil
 import socket
 import string
+import subprocess
 import sys
 import tempfile
 import time
@@ -157,7 +158,7 @@ def client_options(credentials: dict | None) -> dict:
     reach the worker processes; each process builds its own TLS context)."""
     if not credentials:
         return {}
-    from keyval.tls import client_context
+    from keyval.client.tls import client_context
 
     return {"token": credentials["token"],
             "tls": client_context(credentials["cacert"], credentials["cert"], credentials["key"])}
@@ -317,74 +318,67 @@ def free_base_port(nodes: int = 3) -> int:
     raise SystemExit("no free block of ports found")
 
 
+def kvctl(*args: str, timeout: float = 120.0) -> subprocess.CompletedProcess:
+    """``kvctl ARGS`` as a user runs it. A subprocess, not an import: the keyval package sits
+    below kvctl and never imports it (tests/test_layering.py)."""
+    return subprocess.run([sys.executable, "-m", "kvctl.cli", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
 class BenchCluster:
-    """A throw-away local cluster made through kvctl's Python API (what `kvctl local up --dir D
-    --base-port P` does): segment storage (fdatasync before every acknowledged batch), tcp.
+    """A throw-away local cluster: ``kvctl local up --dir D --base-port P`` on a free block of
+    ports, with segment storage (fdatasync before every acknowledged batch) and tcp by default.
     ``spare``: how many more nodes' ports (node N+1...) to find free as well, for nodes that
     ``kvctl local start`` adds later."""
 
     def __init__(self, directory: str | None, nodes: int, storage: str, transport: str, spare: int = 0,
                  insecure_peers: bool = False, secure: bool = False) -> None:
-        from kvctl.localcluster import LocalCluster
-
         self.own_dir = directory is None
         self.dir = Path(directory or tempfile.mkdtemp(prefix="keyval-bench-")).absolute()
-        self.local = LocalCluster(self.dir)
         self.nodes, self.storage, self.transport, self.spare = nodes, storage, transport, spare
         self.insecure_peers = insecure_peers
         self.secure = secure
-        self.spec = None
+        self.started = False
         self.endpoints: list[str] = []
         self.pids: list[int] = []
+        self.pid_by_node: dict[str, int] = {}
 
     def up(self, timeout: float = 30.0) -> None:
-        from kvctl.localcluster import ClusterSpec, check_ports_free
-        from kvctl.output import Failure
-        from kvctl.probe import wait_until_up
-
-        if self.local.load() is not None:
+        if (self.dir / "cluster.json").exists():
             raise SystemExit(f"{self.dir} already holds a cluster; give an empty --dir")
+        flags = ["--dir", str(self.dir), "--nodes", str(self.nodes), "--storage", self.storage,
+                 "--transport", self.transport, "--timeout", str(timeout), "--json"]
+        flags += ["--secure"] * self.secure + ["--insecure-peers"] * self.insecure_peers
         for attempt in range(3):  # a port taken between the check and the bind: try another block
-            self.spec = ClusterSpec.new(self.nodes, free_base_port(self.nodes + self.spare), self.storage,
-                                        self.transport)
-            self.spec.insecure_peers = self.insecure_peers
-            self.spec.secure = self.secure
-            started = {}
-            try:
-                for node in self.spec.nodes.values():
-                    check_ports_free(node, self.transport)
-                self.local.save(self.spec)
-                for node in self.spec.nodes.values():
-                    started[node.id] = self.local.start(self.spec, node)
-                asyncio.run(wait_until_up(self.local, self.spec, started, list(self.spec.nodes), True, timeout))
+            self.started = True
+            done = kvctl("local", "up", "--base-port", str(free_base_port(self.nodes + self.spare)), *flags,
+                         timeout=timeout + 60)
+            if done.returncode == 0:
                 break
-            except Failure as exc:
-                self.local.stop(list(started), grace=5.0)
-                for node_id in self.spec.nodes:  # its data names these ports: start afresh
-                    shutil.rmtree(self.local.node_dir(node_id), ignore_errors=True)
-                if attempt == 2:
-                    raise SystemExit(f"could not start the cluster in {self.dir}: {exc}") from None
-        self.endpoints = [n.client_address for n in self.spec.nodes.values()]
-        self.pid_by_node = {n: pid for n in self.spec.nodes if (pid := self.local.pid(n)) is not None}
+            kvctl("local", "down", "--dir", str(self.dir), "--purge")  # its data names these ports
+            if attempt == 2:
+                why = (done.stderr or done.stdout).strip()
+                raise SystemExit(f"could not start the cluster in {self.dir}: {why}")
+        rows = json.loads(done.stdout)
+        self.endpoints = [row["client_address"] for row in rows]
+        self.pid_by_node = {row["id"]: row["pid"] for row in rows if row["pid"] is not None}
         self.pids = list(self.pid_by_node.values())
 
+    def log_file(self, node_id: str) -> Path:
+        return self.dir / node_id / "keyval.log"
+
     def credentials(self) -> dict | None:
-        """The CA, kvctl's certificate and the admin token of a ``secure`` cluster, as paths."""
+        """The CA, kvctl's certificate and the admin token of a ``secure`` cluster, as paths
+        (where ``kvctl local up --secure`` writes them)."""
         if not self.secure:
             return None
-        local = self.local
-        return {"cacert": str(local.tls_ca), "cert": str(local.cert_file("kvctl")), "key": str(local.key_file("kvctl")),
-                "token": local.token_file("admin").read_text().strip()}
+        tls = self.dir / "tls"
+        return {"cacert": str(tls / "ca.pem"), "cert": str(tls / "kvctl.pem"), "key": str(tls / "kvctl.key"),
+                "token": (self.dir / "tokens" / "admin").read_text().strip()}
 
     def down(self) -> None:
-        if self.spec is not None:
-            from kvctl.output import Failure
-
-            try:  # cluster.json also lists the nodes `kvctl local start` added since `up`
-                spec = self.local.load() or self.spec
-            except Failure:
-                spec = self.spec
-            self.local.stop(list(spec.nodes))
+        if self.started:  # also stops the nodes `kvctl local start` added since `up`
+            kvctl("local", "down", "--dir", str(self.dir))
         if self.own_dir:
             shutil.rmtree(self.dir, ignore_errors=True)
 

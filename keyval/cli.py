@@ -15,10 +15,10 @@ import click
 from keyval import __version__
 from keyval.runtime import event_loop
 from keyval.config import NodeConfig, merge_settings, node_config
-from keyval.contracts import IncompleteBackend
+from keyval.plugin_api.contracts import IncompleteBackend
 from keyval.errors import KeyvalError, StorageError
-from keyval.peer_secret import with_peer_secret
-from keyval.plugins import build_plugin_manager, choose_storage, choose_transport, list_plugins
+from keyval.peer.secret import with_peer_secret
+from keyval.plugin_api.loading import build_plugin_manager, choose_storage, choose_transport, list_plugins
 
 USAGE_ERROR = 2
 
@@ -103,7 +103,7 @@ def serve(ctx: click.Context, config_file: str | None, check_config: bool, **fla
         config = with_peer_secret(node_config(settings), create=not check_config)
         event_loop.loop_factory(config.event_loop)  # uvloop asked for but missing: say so now
         if check_config:
-            from keyval.client_auth import ClientSecurity
+            from keyval.clientport.auth import ClientSecurity
 
             ClientSecurity.from_config(config, None)  # reads the secret, tokens and TLS files
     except KeyvalError as exc:
@@ -146,9 +146,9 @@ def recover(ctx: click.Context, data_dir: str, force_new_cluster: bool, node_id:
         fail(ctx, "nothing to do: pass --force-new-cluster to make this node the only voter", USAGE_ERROR)
     if not Path(data_dir).is_dir():
         fail(ctx, f"data dir {data_dir!r} does not exist")
-    from keyval.contracts import open_backend
-    from keyval.recover import force_new_cluster as make_sole_voter
-    from keyval.storage import Storage
+    from keyval.plugin_api.contracts import open_backend
+    from keyval.ops.recover import force_new_cluster as make_sole_voter
+    from keyval.plugin_api.storage import Storage
 
     try:
         plugins = build_plugin_manager()
@@ -179,7 +179,7 @@ def secret_create(ctx: click.Context, path: str) -> None:
 
     Copy it to every node of the cluster and start each with --secret-file FILE.
     """
-    from keyval.peer_secret import create_secret
+    from keyval.peer.secret import create_secret
 
     try:
         create_secret(path)

@@ -12,10 +12,10 @@ from typing import Any
 
 import yaml
 
-from keyval.client_protocol import MAX_FRAME
+from keyval.client.protocol import MAX_FRAME
 from keyval.errors import ConfigError
 from keyval.runtime.event_loop import EVENT_LOOPS
-from keyval.wire_bounds import MAX_NODE_ID, NODE_ID, address_ok  # peers check ids against the same bound
+from keyval.wire_bounds import parse_address, parse_node_id
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -51,8 +51,8 @@ class NodeConfig:
     client_ca: str | None = None
     #: Tokens with roles (read, readwrite, admin) that clients must present on the client port
     tokens_file: str | None = None
-    #: Client-port limits (keyval/client_limits.py). Connections beyond the maximum are
-    #: refused; it is lowered to what the descriptor limit leaves (keyval/descriptors.py).
+    #: Client-port limits (keyval/clientport/limits.py). Connections beyond the maximum are
+    #: refused; it is lowered to what the descriptor limit leaves (keyval/clientport/descriptors.py).
     max_client_connections: int = 4096
     #: seconds without a request (or inside one unfinished frame) before a connection is closed
     client_idle_timeout: float = 300.0
@@ -69,26 +69,6 @@ class NodeConfig:
 KEYS = tuple(NodeConfig.__dataclass_fields__)
 REQUIRED = ("id", "peer_addr", "client_addr")
 PATH_KEYS = ("secret_file", "client_cert", "client_key", "client_ca", "tokens_file")
-
-
-def parse_node_id(text: str, what: str = "id") -> str:
-    if not isinstance(text, str) or len(text) > MAX_NODE_ID or not NODE_ID.match(text):
-        raise ConfigError(f"{what}: {text!r} is not a valid node id (letters, digits, '.', '_', '-'; "
-                          f"at most {MAX_NODE_ID})")
-    return text
-
-
-def parse_address(text: str, what: str = "address") -> str:
-    """Check ``HOST:PORT`` (``[v6]:PORT`` for IPv6) and return it unchanged."""
-    if not isinstance(text, str):
-        raise ConfigError(f"{what}: expected HOST:PORT, got {text!r}")
-    host, sep, port = text.rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    # address_ok: the shape peers accept in a configuration they receive (keyval.wire_bounds)
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535 or not address_ok(text):
-        raise ConfigError(f"{what}: expected HOST:PORT, got {text!r}")
-    return text
 
 
 def parse_bootstrap(value: str | dict[str, str]) -> dict[str, str]:

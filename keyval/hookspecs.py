@@ -5,7 +5,7 @@ the hooks below. Third-party packages make theirs known through the entry-point 
 ``keyval.storage`` and ``keyval.transport``; the built-in backends in ``plugins/`` register
 the same way.
 
-The last four hooks are *events*. The node calls them through ``keyval.plugins.notify``:
+The last four hooks are *events*. The node calls them through ``keyval.plugin_api.loading.notify``:
 every plugin gets each event, and one that raises is logged (once per plugin and hook) and
 skipped, never allowed to stop the others or the node. They run synchronously on the node's
 event loop, the thread that also drives Raft and serves clients: while a plugin's function
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
-    from keyval.backends import StorageBackend, TransportBackend
+    from keyval.plugin_api.backends import StorageBackend, TransportBackend
 
 PROJECT = "keyval"
 
@@ -34,7 +34,7 @@ def keyval_storage_backends() -> list[StorageBackend]:
 
     Called once on every plugin; the operator picks one backend by name (``--storage``).
     ``factory(data_dir, options)`` returns an open storage: an object with every member of
-    the Protocol ``keyval.storage.Storage``, where each one's promise is written (and only
+    the Protocol ``keyval.plugin_api.storage.Storage``, where each one's promise is written (and only
     there). ``keyval serve`` checks every member before it serves and refuses a backend that
     lacks one; ``keyval.testing.storage_conformance`` checks the promises.
     """
@@ -46,7 +46,7 @@ def keyval_transport_backends() -> list[TransportBackend]:
 
     Called once on every plugin; the operator picks one backend by name (``--transport``).
     ``factory(options)`` returns a transport: an object with every member of the Protocol
-    ``keyval.transport.Transport``, where each one's promise is written (and only there).
+    ``keyval.plugin_api.transport.Transport``, where each one's promise is written (and only there).
     ``keyval serve`` checks every member before it serves and refuses a backend that lacks
     one; ``keyval.testing.transport_conformance`` checks the promises.
     """

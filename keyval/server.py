@@ -8,23 +8,23 @@ import logging
 import signal
 import sys
 
-from keyval.admin import AdminOperations
+from keyval.ops.admin import AdminOperations
 from keyval.client import AsyncClient
-from keyval.client_limits import ClientLimits
-from keyval.client_auth import ClientSecurity
-from keyval.client_protocol import RegisterClientAddress
+from keyval.clientport.auth import ClientSecurity
+from keyval.clientport.limits import ClientLimits
+from keyval.client.protocol import RegisterClientAddress
 from keyval.cluster.operations import ClusterOperations
 from keyval.config import NodeConfig
-from keyval.descriptors import (DescriptorPlan, nofile_limit, on_accept_out_of_descriptors, open_descriptors,
+from keyval.clientport.descriptors import (DescriptorPlan, nofile_limit, on_accept_out_of_descriptors, open_descriptors,
                                 plan_descriptors, raise_nofile_limit)
 from keyval.errors import ConfigError, KeyvalError
 from keyval.runtime.event_loop import loop_name
 from keyval.kv import encode_meta
-from keyval.maintenance import Maintenance
+from keyval.ops.maintenance import Maintenance
 from keyval.runtime.metrics import MetricsServer
 from keyval.runtime.node import Node
 from keyval.runtime.timing import Timing
-from keyval.plugins import Plugins
+from keyval.plugin_api.loading import Plugins
 from keyval.service import CLIENT_ADDRESS_META, ClientService
 
 log = logging.getLogger("keyval.server")

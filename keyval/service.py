@@ -14,11 +14,11 @@ import ssl
 from typing import Awaitable, Callable
 
 from keyval import __version__
-from keyval import client_protocol as p
-from keyval.admin import OperationRefused, UnknownOperation
-from keyval.client_limits import ClientLimiter, ClientLimits
-from keyval.client_auth import ClientGate, Session
-from keyval.config import parse_address
+from keyval.client import protocol as p
+from keyval.ops.admin import OperationRefused, UnknownOperation
+from keyval.clientport.auth import ClientGate, Session
+from keyval.clientport.limits import ClientLimiter, ClientLimits
+from keyval.wire_bounds import parse_address
 from keyval.errors import ConfigError
 from keyval.kv import CommandError, check_limits, encode_delete, encode_meta, encode_put
 from keyval.errors import NodeUnavailable, ProposalLost

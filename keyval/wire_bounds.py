@@ -18,10 +18,14 @@ refused by peers, which is a stalled cluster, never a crash or an overflow. The 
 refuses such a value with ``ValueError`` (the transports count it) rather than write it.
 
 Node ids follow ``NODE_ID`` (``keyval serve --id`` is checked against the same pattern).
+``parse_node_id`` and ``parse_address`` check one against these bounds, for the config file
+and for clients' endpoints alike.
 """
 from __future__ import annotations
 
 import re
+
+from keyval.errors import ConfigError
 
 MAX_WIRE_INT = 2**62
 #: The largest term or index storage holds: the segment log's signed 64-bit term column.
@@ -88,3 +92,23 @@ def membership_problem(voters, learners, addresses, cluster_id: str) -> str | No
     if not isinstance(cluster_id, str) or len(cluster_id) > MAX_CLUSTER_ID or not re.match(CLUSTER_ID_PATTERN, cluster_id):
         return f"cluster id {cluster_id!r} out of bounds"
     return None
+
+
+def parse_node_id(text: str, what: str = "id") -> str:
+    if not isinstance(text, str) or len(text) > MAX_NODE_ID or not NODE_ID.match(text):
+        raise ConfigError(f"{what}: {text!r} is not a valid node id (letters, digits, '.', '_', '-'; "
+                          f"at most {MAX_NODE_ID})")
+    return text
+
+
+def parse_address(text: str, what: str = "address") -> str:
+    """Check ``HOST:PORT`` (``[v6]:PORT`` for IPv6) and return it unchanged."""
+    if not isinstance(text, str):
+        raise ConfigError(f"{what}: expected HOST:PORT, got {text!r}")
+    host, sep, port = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    # address_ok: the shape peers accept in a configuration they receive
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535 or not address_ok(text):
+        raise ConfigError(f"{what}: expected HOST:PORT, got {text!r}")
+    return text

@@ -1,7 +1,7 @@
 """``kvctl backup PATH`` and ``kvctl restore PATH [--yes]``.
 
 backup: the leader captures its state after a linearizable barrier and serves it in chunks;
-kvctl checks the checksum the leader announced and writes the archive (``keyval.backup``)
+kvctl checks the checksum the leader announced and writes the archive (``keyval.ops.backup``)
 beside PATH, renaming it into place only when complete.
 
 restore: the archive is checked completely first (nothing is sent before that), then, once
@@ -21,7 +21,7 @@ from typing import Any
 import click
 
 from keyval import __version__
-from keyval.backup import ArchiveError, ArchiveWriter, Manifest, iso_time, read_archive
+from keyval.ops.backup import ArchiveError, ArchiveWriter, Manifest, iso_time, read_archive
 from keyval.client import AsyncClient
 from keyval.errors import ClientError
 from kvctl import connect

@@ -11,6 +11,7 @@ import sys
 import click
 
 from keyval import __version__
+from kvctl.backup import add_backup_commands
 from kvctl.cluster import add_cluster_commands
 from kvctl.data import add_data_commands
 from kvctl.local import add_local_commands
@@ -50,6 +51,7 @@ def build_cli() -> click.Group:
     cli.add_command(command("status", "Each endpoint's own status: role, term, indexes, its version and its "
                             "peers' versions (--json: the nodes' status documents).", status))
     add_maintenance_commands(cli)
+    add_backup_commands(cli)
     add_local_commands(cli)
     return cli
 

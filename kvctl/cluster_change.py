@@ -8,27 +8,12 @@ from __future__ import annotations
 
 import click
 
-from keyval.client import AsyncClient
-from keyval.config import ConfigError, parse_address, parse_node_id
-from kvctl.cluster_client import admin, call, introduce, run
+from kvctl.cluster_client import add_member, call, check_usage, run
+from kvctl.cluster_replace import REPLACE_TIMEOUT, replace
 from kvctl.options import arg, command, opt
-from kvctl.output import DEFAULT_TIMEOUT, USAGE, Failure, emit, handles_errors, settings
+from kvctl.output import DEFAULT_TIMEOUT, emit, handles_errors, settings
 
 TRANSFER_TIMEOUT = 10.0
-REPLACE_TIMEOUT = 300.0
-
-
-def check_usage(ids: tuple[str | None, ...] = (), address: str | None = None) -> None:
-    """Bad ids or addresses are the user's typing, not the cluster's refusal: exit 2 here,
-    before anything is sent."""
-    try:
-        for node_id in ids:
-            if node_id is not None:
-                parse_node_id(node_id, "ID")
-        if address is not None:
-            parse_address(address, "ADDR")
-    except ConfigError as exc:
-        raise Failure(f"{exc} (see --help)", USAGE, "usage") from None
 
 
 def _report(result: dict) -> None:
@@ -36,19 +21,6 @@ def _report(result: dict) -> None:
         emit(result)
     else:
         click.echo(result.get("message", "done"))
-
-
-async def add_member(client: AsyncClient, deadline: float, node_id: str, address: str, **options) -> dict:
-    """Add the node. Its transport answers the leader at the address the leader's own
-    traffic came from, so introducing it first (only possible when it is among kvctl's
-    endpoints) is harmless but not needed, and never a reason to fail."""
-    doc = await admin(client, deadline, "cluster_status")
-    if all(m["id"] != node_id for m in doc["members"]):
-        try:
-            await introduce(node_id, doc)
-        except Exception:  # noqa: BLE001 - best effort: the add below is what matters
-            pass
-    return await admin(client, deadline, "add", id=node_id, address=address, **options)
 
 
 @handles_errors
@@ -86,7 +58,6 @@ def _threshold() -> click.Option:
 
 
 def add_change_commands(cluster: click.Group) -> None:
-    from kvctl.cluster_replace import replace  # it adds members as `add` does
     cluster.add_command(command(
         "add", "Add node ID, reachable at peer address ADDR, as a learner (non-voting); it is promoted to "
         "voter once caught up.", add, arg("id"), arg("addr"), _threshold(),

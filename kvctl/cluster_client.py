@@ -15,10 +15,11 @@ import time
 from typing import Any, Awaitable, Callable, TypeVar
 
 from keyval.client import AsyncClient
-from keyval.errors import KeyvalError, Unreachable
+from keyval.errors import ConfigError, KeyvalError, Unreachable
+from keyval.wire_bounds import parse_address, parse_node_id
 from kvctl import connect
 from kvctl.endpoints import Endpoints, resolve
-from kvctl.output import UNREACHABLE, Failure, settings
+from kvctl.output import UNREACHABLE, USAGE, Failure, settings
 from kvctl.route import leader_first
 
 T = TypeVar("T")
@@ -92,3 +93,29 @@ def call(op: str, budget: float | None = None, **args: Any) -> dict[str, Any]:
     """One operation on the leader, within ``--timeout`` (or ``budget`` if given)."""
     budget = budget if budget is not None else settings().request_timeout()
     return run(lambda client, deadline: admin(client, deadline, op, **args), budget)
+
+
+def check_usage(ids: tuple[str | None, ...] = (), address: str | None = None) -> None:
+    """Bad ids or addresses are the user's typing, not the cluster's refusal: exit 2 here,
+    before anything is sent."""
+    try:
+        for node_id in ids:
+            if node_id is not None:
+                parse_node_id(node_id, "ID")
+        if address is not None:
+            parse_address(address, "ADDR")
+    except ConfigError as exc:
+        raise Failure(f"{exc} (see --help)", USAGE, "usage") from None
+
+
+async def add_member(client: AsyncClient, deadline: float, node_id: str, address: str, **options) -> dict:
+    """Add the node. Its transport answers the leader at the address the leader's own
+    traffic came from, so introducing it first (only possible when it is among kvctl's
+    endpoints) is harmless but not needed, and never a reason to fail."""
+    doc = await admin(client, deadline, "cluster_status")
+    if all(m["id"] != node_id for m in doc["members"]):
+        try:
+            await introduce(node_id, doc)
+        except Exception:  # noqa: BLE001 - best effort: the add below is what matters
+            pass
+    return await admin(client, deadline, "add", id=node_id, address=address, **options)

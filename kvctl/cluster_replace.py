@@ -15,8 +15,7 @@ import click
 
 from keyval.client import AsyncClient
 from keyval.errors import RequestRefused
-from kvctl.cluster_change import add_member
-from kvctl.cluster_client import admin, run
+from kvctl.cluster_client import add_member, admin, check_usage, run
 from kvctl.output import UNREACHABLE, USAGE, Failure, emit, handles_errors, settings
 
 REPLACE_TIMEOUT = 300.0
@@ -119,7 +118,6 @@ async def _retrying(attempt, deadline: float) -> dict[str, Any]:
 
 @handles_errors
 def replace(old: str, new: str, addr: str, catchup_threshold: int | None) -> None:
-    from kvctl.cluster_change import check_usage  # it imports this module's replace
     check_usage((old, new), addr)
     if old == new:
         raise Failure("OLD and NEW must be different members", USAGE, "usage")

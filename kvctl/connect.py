@@ -15,7 +15,7 @@ import click
 
 from keyval.client import AsyncClient
 from keyval.errors import ConfigError
-from keyval.tls import client_context
+from keyval.client.tls import client_context
 from kvctl.endpoints import ENV as ENDPOINTS_ENV, LOCAL_DIR
 from kvctl.localcluster import LocalCluster
 from kvctl.output import USAGE, Failure, Settings, settings

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from keyval.client_auth import token_hash
+from keyval.clientport.auth import token_hash
 
 VALIDITY = datetime.timedelta(days=825)
 ROLES = ("admin", "readwrite", "read")

@@ -6,7 +6,7 @@ import os
 import re
 from dataclasses import dataclass
 
-from keyval.config import parse_address
+from keyval.wire_bounds import parse_address
 from keyval.errors import ConfigError
 from kvctl.localcluster import LocalCluster
 from kvctl.output import FAILED, UNREACHABLE, USAGE, Failure, Settings

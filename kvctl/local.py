@@ -85,7 +85,8 @@ def _existing(ctx: click.Context, local: LocalCluster, spec: ClusterSpec, nodes:
 
 
 @handles_errors
-def up(nodes: int, dir: str, base_port: int, storage: str | None, transport: str | None, secure: bool) -> None:
+def up(nodes: int, dir: str, base_port: int, storage: str | None, transport: str | None, secure: bool,
+       insecure_peers: bool) -> None:
     ctx = click.get_current_context()
     local = LocalCluster(dir)
     spec = local.load()
@@ -94,6 +95,7 @@ def up(nodes: int, dir: str, base_port: int, storage: str | None, transport: str
         spec = _existing(ctx, local, spec, nodes, base_port, storage, transport, secure)
     else:
         spec = ClusterSpec.new(nodes, base_port, storage or DEFAULT_STORAGE, transport or DEFAULT_TRANSPORT, secure)
+        spec.insecure_peers = insecure_peers
     for node in spec.nodes.values():
         check_ports_free(node, spec.transport)
     local.save(spec)
@@ -228,7 +230,9 @@ def add_local_commands(cli: click.Group) -> None:
         opt("--storage", metavar="NAME", help=f"Storage backend (default {DEFAULT_STORAGE})."),
         opt("--transport", metavar="NAME", help=f"Transport backend (default {DEFAULT_TRANSPORT})."),
         opt("--secure", is_flag=True, help="TLS and tokens on the client ports: makes a CA, node certificates and "
-            "admin/readwrite/read tokens in DIR, which kvctl run there uses.")))
+            "admin/readwrite/read tokens in DIR, which kvctl run there uses."),
+        opt("--insecure-peers", is_flag=True, help="Run the nodes without a cluster secret (unauthenticated "
+            "peer traffic; benchmarks compare both). Kept on a restart.")))
     local.add_command(command(
         "start", "Start node ID: a stopped one resumes with its data; a new nodeN starts "
         "uninitialised on P+N/P+1000+N, waiting for `kvctl cluster add`.", start, arg("id"), _dir()))

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from keyval.errors import ConfigError
-from keyval.peer_secret import create_secret
+from keyval.peer.secret import create_secret
 from kvctl import processes, secure_files
 from kvctl.output import Failure
 

@@ -187,8 +187,6 @@ def compact() -> None:
 
 
 def add_maintenance_commands(cli: click.Group) -> None:
-    from kvctl.backup import add_backup_commands
-
     snapshot = group("snapshot", "Snapshots of the state machine.")
     cli.add_command(snapshot)
     snapshot.add_command(command(
@@ -198,5 +196,4 @@ def add_maintenance_commands(cli: click.Group) -> None:
         opt("--node", metavar="ID", help="List this member's snapshots instead.")))
     cli.add_command(command(
         "compact", "Snapshot every member at its applied index and discard its log up to it.", compact))
-    add_backup_commands(cli)
 

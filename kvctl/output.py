@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import click
 
-from keyval.client_protocol import DENIED_MESSAGE, PERMISSION_DENIED
+from keyval.client.protocol import DENIED_MESSAGE, PERMISSION_DENIED
 from keyval.errors import ClientError, RequestRefused, Timeout, Unreachable
 
 DEFAULT_TIMEOUT = 5.0

@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from keyval.client import AsyncClient
-from keyval.client_protocol import PERMISSION_DENIED
+from keyval.client.protocol import PERMISSION_DENIED
 from keyval.errors import RequestRefused, Unreachable
 from kvctl import connect
 from kvctl.output import UNREACHABLE, Failure

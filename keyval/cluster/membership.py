@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any, Iterable, Mapping
 
-from keyval.admin import OperationRefused
+from keyval.ops.admin import OperationRefused
 from keyval.raft.quorum import majority
 
 VOTER = "Voter"

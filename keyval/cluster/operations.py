@@ -18,17 +18,18 @@ import logging
 import time
 from typing import Any
 
-from keyval.admin import AdminOperations, OperationRefused
+from keyval.ops.admin import AdminOperations, OperationRefused
 from keyval.client import AsyncClient
 from keyval.cluster.membership import MembershipManager, MembershipRefused
 from keyval.cluster.tasks import AutoPromoter, RemovalWatch
 from keyval.cluster.view import LEARNER_SETTINGS_META, LeaderView, ProgressTracker, describe_change
-from keyval.config import NodeConfig, parse_address, parse_node_id
+from keyval.config import NodeConfig
 from keyval.errors import ConfigError, KeyvalError
 from keyval.kv import encode_meta
 from keyval.errors import ProposalLost
 from keyval.runtime.node import Node
 from keyval.raft import NONE, ChangeKind, ConfigChange, ConfigChangeRefused, NotLeader, Role
+from keyval.wire_bounds import parse_address, parse_node_id
 
 log = logging.getLogger("keyval.cluster")
 

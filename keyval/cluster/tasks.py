@@ -88,7 +88,7 @@ class AutoPromoter:
 class RemovalWatch:
     def __init__(self, node, request_shutdown, busy, connect=AsyncClient) -> None:
         """``connect(addresses, timeout)``: a client for a peer's client port, holding this
-        node's credential (keyval.client_auth.NodeCaller)."""
+        node's credential (keyval.clientport.auth.NodeCaller)."""
         self.node = node
         self._connect = connect
         self._request_shutdown = request_shutdown

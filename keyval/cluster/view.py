@@ -13,7 +13,7 @@ from typing import Any
 
 from keyval import __version__
 from keyval.cluster.membership import LEARNER, VOTER, Member, MembershipManager
-from keyval.codec import PROTOCOL_VERSION
+from keyval.peer.codec import PROTOCOL_VERSION
 from keyval.raft import Membership, Role
 
 CLIENT_ADDRESS_META = "client_address/"  # keyval.service's key, repeated to keep this import-light

@@ -50,7 +50,7 @@ def limit_size(entries: list[Entry], max_bytes: int | None) -> list[Entry]:
 
 
 class LogStorage(Protocol):
-    """What the core reads of persisted state; ``keyval.storage.Storage`` adds the writes."""
+    """What the core reads of persisted state; ``keyval.plugin_api.storage.Storage`` adds the writes."""
 
     def initial_state(self) -> tuple[HardState, SnapshotMeta]:
         """The persisted hard state and the metadata of the newest snapshot."""

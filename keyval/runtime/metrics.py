@@ -20,8 +20,8 @@ from keyval.errors import ProposalLost
 from keyval.raft import RaftError
 
 if TYPE_CHECKING:
-    from keyval.client_limits import ClientLimiter
-    from keyval.descriptors import DescriptorPlan
+    from keyval.clientport.limits import ClientLimiter
+    from keyval.clientport.descriptors import DescriptorPlan
     from keyval.runtime.node import Node
     from keyval.raft import RaftCore
 
@@ -188,7 +188,7 @@ class _ClientPortCollector:
         return []
 
     def collect(self):
-        from keyval.descriptors import open_descriptors
+        from keyval.clientport.descriptors import open_descriptors
 
         limiter, limits = self.limiter, self.limiter.limits
         for name, help_text, value in (

@@ -18,15 +18,15 @@ import time
 from typing import Any, Callable, Iterable, Sequence
 
 from keyval.config import NodeConfig
-from keyval.contracts import open_backend
+from keyval.plugin_api.contracts import open_backend
 from keyval.datadir import DataDirLock, cluster_id_for
 from keyval.errors import KeyvalError, NodeUnavailable
 from keyval.kv import KVStore, Limits, WriteResult
-from keyval.peer_versions import PeerVersions
-from keyval.plugins import Plugins, choose_storage, choose_transport, notify
-from keyval.recover import record_node_id
-from keyval.storage import Storage
-from keyval.transport import Transport
+from keyval.peer.versions import PeerVersions
+from keyval.plugin_api.loading import Plugins, choose_storage, choose_transport, notify
+from keyval.ops.recover import record_node_id
+from keyval.plugin_api.storage import Storage
+from keyval.plugin_api.transport import Transport
 from keyval.raft import NONE, ConfigChange, Membership, NotLeader, RaftConfig, RaftCore, Role, Status, bootstrap_state
 from keyval.raft import messages as m
 

@@ -21,7 +21,7 @@ import copy
 from typing import Any, Iterable, Protocol, Sequence
 
 from keyval.raft import Entry, HardState, Membership, Snapshot, SnapshotMeta
-from keyval.storage import SnapshotInfo
+from keyval.plugin_api.storage import SnapshotInfo
 from plugins.storage.memory_storage import MemoryBackend
 
 from .sim_loop import SimulatedCrash

@@ -33,9 +33,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from keyval import hookimpl
-from keyval.backends import StorageBackend, TransportBackend
+from keyval.plugin_api.backends import StorageBackend, TransportBackend
 from keyval.kv import encode_put
-from keyval.plugins import build_plugin_manager
+from keyval.plugin_api.loading import build_plugin_manager
 from keyval.raft import InvariantViolation, Membership, Role
 from keyval.runtime.timing import Timing
 from keyval.testing.linearizability import CheckResult, HistoryRecorder, check_history

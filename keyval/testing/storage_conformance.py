@@ -18,7 +18,7 @@ With ``backend`` set, storage is opened the way a node opens it: through the rea
 manager and your package's entry point, so a broken registration fails here too. Override
 ``open_storage(data_dir)`` instead to open it any other way.
 
-The promises are the docstrings of ``keyval/storage.py`` and ``keyval/raft/storage.py``.
+The promises are the docstrings of ``keyval/plugin_api/storage.py`` and ``keyval/raft/storage.py``.
 Crashes are real: the reopen checks fork a child that writes through the backend and then
 dies by SIGKILL (no close, no flush), and open the same directory again in the test.
 """
@@ -76,10 +76,10 @@ class StorageConformance(LogChecks, SnapshotChecks, ConfigChecks, DurabilityChec
     crash_rounds: int = 3
 
     def open_storage(self, data_dir: str) -> Any:
-        """Return an open ``keyval.storage.Storage`` on ``data_dir`` (which exists)."""
+        """Return an open ``keyval.plugin_api.storage.Storage`` on ``data_dir`` (which exists)."""
         if self.backend is None:
             raise NotImplementedError(f"{type(self).__name__}: set `backend = NAME` or override open_storage()")
-        from keyval.plugins import build_plugin_manager, choose_storage
+        from keyval.plugin_api.loading import build_plugin_manager, choose_storage
 
         chosen = choose_storage(build_plugin_manager(), self.backend)
         return chosen.factory(data_dir, dict(self.options))

@@ -17,8 +17,8 @@ class LogChecks:
     # == a fresh store ===================================================================
     def test_has_every_member_of_the_contract(self, store):
         # What `keyval serve` checks before it serves: a backend lacking one is refused.
-        from keyval.contracts import missing_members
-        from keyval.storage import Storage
+        from keyval.plugin_api.contracts import missing_members
+        from keyval.plugin_api.storage import Storage
 
         assert missing_members(store, Storage) == [], "keyval serve would refuse this backend"
 

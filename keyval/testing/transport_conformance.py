@@ -1,4 +1,4 @@
-"""The transport conformance suite: checks a transport backend against ``keyval/transport.py``.
+"""The transport conformance suite: checks a transport backend against ``keyval/plugin_api/transport.py``.
 
 A plugin author subclasses ``TransportConformance`` in a pytest test module and names the
 backend; pytest then runs every check below against real transports on loopback::
@@ -37,8 +37,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from keyval import codec
-from keyval.auth import Authenticator
+from keyval.peer import codec
+from keyval.peer.auth import Authenticator
 from keyval.raft.messages import (
     AppendEntries, AppendResponse, Heartbeat, HeartbeatResponse, InstallSnapshot, Message,
     RequestVote, SnapshotResponse, TimeoutNow, VoteResponse,
@@ -296,7 +296,7 @@ class TransportConformance:
         """Return a new, unstarted transport (called on the test's event loop)."""
         if self.backend is None:
             raise NotImplementedError(f"{type(self).__name__}: set `backend = NAME` or override open_transport()")
-        from keyval.plugins import build_plugin_manager, choose_transport
+        from keyval.plugin_api.loading import build_plugin_manager, choose_transport
 
         return choose_transport(build_plugin_manager(), self.backend).factory(dict(options))
 
@@ -344,8 +344,8 @@ class TransportConformance:
     # -- delivery ------------------------------------------------------------------------
     def test_has_every_member_of_the_contract(self):
         # What `keyval serve` checks before it serves: a backend lacking one is refused.
-        from keyval.contracts import missing_members
-        from keyval.transport import Transport
+        from keyval.plugin_api.contracts import missing_members
+        from keyval.plugin_api.transport import Transport
 
         assert missing_members(self.open_transport(dict(self.options)), Transport) == [], \
             "keyval serve would refuse this backend"

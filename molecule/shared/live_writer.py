@@ -36,7 +36,7 @@ from pathlib import Path
 
 from keyval.client import AsyncClient
 from keyval.errors import KeyvalError
-from keyval.tls import client_context
+from keyval.client.tls import client_context
 
 PREFIX = "live/"
 

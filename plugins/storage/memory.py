@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from keyval import hookimpl
-from keyval.backends import StorageBackend
+from keyval.plugin_api.backends import StorageBackend
 
 
 def open_memory(data_dir: str | None, options: dict[str, Any]):

@@ -1,4 +1,4 @@
-"""The ``memory`` backend's storage: the whole ``keyval.storage.Storage`` contract in memory.
+"""The ``memory`` backend's storage: the whole ``keyval.plugin_api.storage.Storage`` contract in memory.
 
 Built on the core's reference ``MemoryStorage``, which already holds the log, the read view
 and its named errors; this adds what the runtime needs beyond it: snapshots kept and listed
@@ -11,7 +11,7 @@ from typing import Iterable
 
 from keyval.raft.storage import MemoryStorage
 from keyval.raft.types import Membership, Snapshot, SnapshotMeta
-from keyval.storage import SnapshotInfo
+from keyval.plugin_api.storage import SnapshotInfo
 
 
 class MemoryBackend(MemoryStorage):

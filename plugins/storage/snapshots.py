@@ -35,7 +35,7 @@ import zstandard
 
 from keyval.errors import CorruptSnapshot
 from keyval.raft.types import Membership, Snapshot, SnapshotMeta
-from keyval.storage import SnapshotInfo
+from keyval.plugin_api.storage import SnapshotInfo
 
 log = logging.getLogger(__name__)
 

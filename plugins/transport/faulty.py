@@ -50,10 +50,10 @@ import time
 from typing import Any
 
 from keyval import hookimpl
-from keyval.backends import TransportBackend
+from keyval.plugin_api.backends import TransportBackend
 from keyval.errors import ConfigError
 from keyval.raft.messages import Message
-from keyval.transport import Deliver
+from keyval.plugin_api.transport import Deliver
 
 from .faulty_rules import Fate, RuleError, Rules, decide, parse_rules
 
@@ -239,7 +239,7 @@ class FaultyTransport:
 
 def _open_inner(name: str, options: dict[str, Any]) -> Any:
     # Imported here: plugin loading is only needed when a faulty transport is opened.
-    from keyval.plugins import build_plugin_manager, choose_transport
+    from keyval.plugin_api.loading import build_plugin_manager, choose_transport
 
     if name == "faulty":
         raise ConfigError("transport_options.inner: the faulty transport cannot wrap itself")

@@ -4,7 +4,7 @@ A node started empty (no ``--bootstrap``) knows neither until its first configur
 arrives, and that configuration comes from a leader it must answer first. So while the node
 has not set a cluster id, a transport adopts the one of the first message addressed to it,
 and it always remembers where each peer that wrote to it listens; the node then sends with
-``address=None`` to a peer its configuration does not name yet (``keyval/transport.py``).
+``address=None`` to a peer its configuration does not name yet (``keyval/plugin_api/transport.py``).
 """
 from __future__ import annotations
 

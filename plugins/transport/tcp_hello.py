@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import msgspec
 
-from keyval.auth import Authenticator
+from keyval.peer.auth import Authenticator
 
 MAGIC = b"KH"
 CHALLENGE_MAGIC = b"KN"

@@ -16,8 +16,8 @@ import asyncio
 import secrets
 from typing import TYPE_CHECKING
 
-from keyval.auth import AuthError
-from keyval.codec import DecodeError, decode_envelope
+from keyval.peer.auth import AuthError
+from keyval.peer.codec import DecodeError, decode_envelope
 
 from .tcp_hello import (NONCE_BYTES, PREAUTH_FRAME_BYTES, Hello, HelloError, as_seen, decode_hello,
                         encode_challenge, peek_hello)

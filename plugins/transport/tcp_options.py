@@ -6,8 +6,8 @@ import ssl
 from dataclasses import dataclass
 from typing import Any
 
-from keyval.auth import Authenticator, load_secret
-from keyval.codec import MAX_MESSAGE_BYTES
+from keyval.peer.auth import Authenticator, load_secret
+from keyval.peer.codec import MAX_MESSAGE_BYTES
 from keyval.errors import ConfigError
 
 from .tcp_identity import normalise_refusal

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-from keyval.auth import AuthError, Authenticator
+from keyval.peer.auth import AuthError, Authenticator
 
 LENGTH_BYTES = 4
 TAG_BYTES = Authenticator.TAG_SIZE

@@ -1,4 +1,4 @@
-"""The ``tcp`` transport: length-prefixed frames over asyncio (see keyval/transport.py).
+"""The ``tcp`` transport: length-prefixed frames over asyncio (see keyval/plugin_api/transport.py).
 
 A frame is a 4-byte big-endian length and that many bytes: the codec's encoding of one
 message, followed by its HMAC tag when a cluster secret is configured. Each connection
@@ -18,10 +18,10 @@ import random
 import secrets
 from typing import Any
 
-from keyval.codec import Advert, encode_message
-from keyval.peer_versions import PeerVersions
+from keyval.peer.codec import Advert, encode_message
+from keyval.peer.versions import PeerVersions
 from keyval.raft.messages import Message
-from keyval.transport import Deliver
+from keyval.plugin_api.transport import Deliver
 
 from .peer_identity import ClusterIdentity, PeerAddresses
 from .tcp_hello import NONCE_BYTES, encode_hello, split_address

@@ -1,6 +1,6 @@
 """The ``udp`` transport backend: Raft messages as UDP datagrams (asyncio-dgram).
 
-One socket per node. A message is encoded with ``keyval.codec`` and, when larger than a
+One socket per node. A message is encoded with ``keyval.peer.codec`` and, when larger than a
 datagram, split into fragments that the receiver reassembles (``udp_fragment``); small
 messages queued for the same peer at the same time share a datagram, which is what lets
 many small messages cost fewer system calls and event-loop turns than one datagram each.
@@ -38,12 +38,12 @@ from typing import Any
 import asyncio_dgram
 
 from keyval import hookimpl
-from keyval.auth import Authenticator, AuthError, load_secret
-from keyval.backends import TransportBackend
-from keyval.codec import DecodeError, decode_envelope, encode_message
-from keyval.peer_versions import PeerVersions
+from keyval.peer.auth import Authenticator, AuthError, load_secret
+from keyval.plugin_api.backends import TransportBackend
+from keyval.peer.codec import DecodeError, decode_envelope, encode_message
+from keyval.peer.versions import PeerVersions
 from keyval.raft.messages import Message
-from keyval.transport import Deliver
+from keyval.plugin_api.transport import Deliver
 
 from . import udp_wire as wire
 from .peer_identity import ClusterIdentity, PeerAddresses

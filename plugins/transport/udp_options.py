@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
-from keyval.codec import MAX_MESSAGE_BYTES
+from keyval.peer.codec import MAX_MESSAGE_BYTES
 from keyval.errors import ConfigError
 
 from .udp_wire import MAX_UDP_PAYLOAD

@@ -18,7 +18,7 @@ A datagram is a header followed by one or more records (all integers big-endian)
     4      4     fragment index (0-based)
     8      4     fragment count
     12     4     total length of the encoded message
-    16     n     fragment bytes, part of one ``keyval.codec`` encoded message
+    16     n     fragment bytes, part of one ``keyval.peer.codec`` encoded message
 
 A record carries no length of its own: a message of ``total`` bytes in ``count`` fragments
 has fragments of ``ceil(total / count)`` bytes (the last one shorter), so ``n`` follows from

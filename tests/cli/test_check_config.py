@@ -5,7 +5,7 @@ import yaml
 from click.testing import CliRunner
 
 from keyval.cli import cli
-from keyval.peer_secret import SECRET_NAME, create_secret
+from keyval.peer.secret import SECRET_NAME, create_secret
 
 BOOTSTRAP = {"node1": "127.0.0.1:7001", "node2": "127.0.0.1:7002", "node3": "127.0.0.1:7003"}
 

@@ -1,6 +1,7 @@
 import pytest
 
-from keyval.config import NodeConfig, load_node_config, parse_address, parse_bootstrap
+from keyval.config import NodeConfig, load_node_config, parse_bootstrap
+from keyval.wire_bounds import parse_address
 from keyval.errors import ConfigError
 
 REQUIRED = {"id": "node1", "peer_addr": "127.0.0.1:7001", "client_addr": "127.0.0.1:8001"}

@@ -6,11 +6,11 @@ import stat
 import pytest
 from click.testing import CliRunner
 
-from keyval.auth import load_secret
+from keyval.peer.auth import load_secret
 from keyval.cli import cli
 from keyval.config import node_config
 from keyval.errors import ConfigError
-from keyval.peer_secret import SECRET_NAME, create_secret, with_peer_secret
+from keyval.peer.secret import SECRET_NAME, create_secret, with_peer_secret
 
 NODE = {"id": "node1", "peer_addr": "127.0.0.1:7001", "client_addr": "127.0.0.1:8001"}
 TWO = "node1=127.0.0.1:7001,node2=127.0.0.1:7002"

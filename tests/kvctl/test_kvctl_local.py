@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from keyval.client import Client
-from kvctl_harness import BACKENDS, free_base_port, kvctl, ok, pid_alive
+from kvctl_harness import BACKENDS, Cluster, free_base_port, kvctl, ok, pid_alive, take_down
 
 FIELDS = {"id", "pid", "peer_address", "client_address", "running"}
 
@@ -95,3 +96,20 @@ def test_local_commands_without_a_cluster(tmp_path):
     assert "no local cluster" in ok(kvctl("local", "down", cwd=tmp_path)).stdout
     result = kvctl("local", "start", "node1", cwd=tmp_path)
     assert result.returncode == 1 and "kvctl local up" in result.stderr
+
+
+def test_insecure_peers_is_chosen_at_up_and_kept_on_restart(tmp_path):
+    # What `python -m keyval.bench --insecure-peers` asks for, to compare with authenticated peers.
+    c = Cluster(tmp_path, free_base_port(), 1)
+    try:
+        c.up("--insecure-peers")
+        for restart in (False, True):
+            if restart:
+                ok(c.kvctl("local", "down"))
+                ok(c.kvctl("local", "up"))
+            ok(c.kvctl("put", "k", str(restart)))
+            pid = c.status()[0]["pid"]
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            assert b"--insecure-peers" in argv and b"--secret-file" not in argv
+    finally:
+        take_down(c)

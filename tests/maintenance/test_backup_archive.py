@@ -8,7 +8,7 @@ import tarfile
 
 import pytest
 
-from keyval.backup import (
+from keyval.ops.backup import (
     DATA_NAME,
     MANIFEST_NAME,
     ArchiveError,
@@ -18,7 +18,7 @@ from keyval.backup import (
     read_archive,
 )
 from keyval.kv import KVStore, encode_put
-from keyval.kv_snapshot import decode_snapshot
+from keyval.kv.snapshot import decode_snapshot
 
 
 def snapshot_data(keys: int = 300) -> bytes:

@@ -4,8 +4,8 @@ import json
 import tarfile
 import threading
 
-from keyval.backup import DATA_NAME, MANIFEST_NAME, read_archive
-from keyval.kv_snapshot import decode_snapshot
+from keyval.ops.backup import DATA_NAME, MANIFEST_NAME, read_archive
+from keyval.kv.snapshot import decode_snapshot
 
 NODES = (1, 2, 3)
 

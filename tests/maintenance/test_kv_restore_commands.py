@@ -15,7 +15,7 @@ from keyval.kv import (
     encode_restore_chunk,
     encode_restore_commit,
 )
-from keyval.kv_snapshot import decode_snapshot
+from keyval.kv.snapshot import decode_snapshot
 
 
 def store_with(items: dict[bytes, bytes]) -> KVStore:

@@ -6,9 +6,9 @@ import pytest
 from click.testing import CliRunner
 
 from keyval.cli import cli
-from keyval.plugins import build_plugin_manager, choose_storage
+from keyval.plugin_api.loading import build_plugin_manager, choose_storage
 from keyval.raft import Entry, EntryType, HardState, Membership, Snapshot, SnapshotMeta
-from keyval.recover import record_node_id
+from keyval.ops.recover import record_node_id
 from keyval.wire_bounds import MAX_WIRE_INT as B
 from plugins.storage.segment import hardstate
 

@@ -7,7 +7,7 @@ from click.testing import CliRunner
 from keyval.cli import cli
 from keyval.datadir import DataDirLock
 from keyval.errors import KeyvalError
-from keyval.plugins import build_plugin_manager, choose_storage
+from keyval.plugin_api.loading import build_plugin_manager, choose_storage
 from keyval.raft import (
     Entry,
     EntryType,
@@ -18,7 +18,7 @@ from keyval.raft import (
     Role,
     bootstrap_state,
 )
-from keyval.recover import force_new_cluster, record_node_id
+from keyval.ops.recover import force_new_cluster, record_node_id
 
 ADDRESSES = {"n1": "127.0.0.1:7001", "n2": "127.0.0.1:7002", "n3": "127.0.0.1:7003", "n4": "127.0.0.1:7004"}
 

@@ -6,7 +6,7 @@ import resource
 import socket
 import time
 
-from keyval import client_protocol as p
+from keyval.client import protocol as p
 
 
 def allow_descriptors(count: int) -> None:

@@ -1,6 +1,6 @@
 """What an attacker on the network sends to a node's peer port: forged Raft messages, raw.
 
-Built by hand from the documented wire formats (keyval/codec.py, plugins/transport/tcp*.py,
+Built by hand from the documented wire formats (keyval/peer/codec.py, plugins/transport/tcp*.py,
 plugins/transport/udp_wire.py) so that out-of-range values our own encoder refuses can be
 sent too. Nothing here knows the cluster secret unless it is handed one.
 """
@@ -14,12 +14,12 @@ import time
 
 import msgspec
 
-from keyval.auth import Authenticator
+from keyval.peer.auth import Authenticator
 from plugins.transport import udp_wire
 from plugins.transport.tcp_hello import CHALLENGE_BYTES, decode_challenge, encode_hello
 from plugins.transport.tcp_session import FrameSealer, session_key
 
-#: codec message tags (keyval/codec.py TAGS)
+#: codec message tags (keyval/peer/codec.py TAGS)
 APPEND_ENTRIES, REQUEST_VOTE = 1, 3
 ENTRY_NORMAL = 0
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from keyval.client import Client
 from keyval.errors import KeyvalError
-from keyval.peer_secret import create_secret
+from keyval.peer.secret import create_secret
 
 
 def free_ports(count: int) -> list[int]:

@@ -8,9 +8,9 @@ import urllib.request
 
 import pytest
 
-from keyval import client_protocol as p
+from keyval.client import protocol as p
 from keyval.client import Client
-from keyval.client_auth import node_credential
+from keyval.clientport.auth import node_credential
 from keyval.errors import RequestRefused
 from kvctl.credentials import new_token, tokens_file_text
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 
-from keyval import client_protocol as p
+from keyval.client import protocol as p
 from keyval.client import Client
 from keyval.errors import KeyvalError
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from keyval import client_protocol as p
+from keyval.client import protocol as p
 from keyval.client import Client
 
 from .client_floods import host_port

@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from keyval import client_protocol as p
+from keyval.client import protocol as p
 from keyval.client import AsyncClient
 from keyval.errors import Timeout
 

@@ -4,7 +4,7 @@ import pytest
 
 from keyval.client import Client
 from keyval.errors import Unreachable
-from keyval.tls import client_context
+from keyval.client.tls import client_context
 from kvctl.credentials import cert_pem, issue, key_pem, new_ca, write_private
 
 from .procs import LocalCluster

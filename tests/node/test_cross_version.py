@@ -2,7 +2,7 @@
 
 The old node runs the 0.1.0 tree itself, extracted with `git archive v0.1.0` and run from
 source. A 0.2.0 node writes protocol 1 (with its advert trailing, which 0.1.0 ignores) to a
-peer until that peer advertises protocol 2, and protocol 2 after (keyval.peer_versions).
+peer until that peer advertises protocol 2, and protocol 2 after (keyval.peer.versions).
 Checked over tcp and udp: writes through every node are read back from every node; the old
 node is upgraded to 0.2.0 and a 0.2.0 node rolled back to 0.1.0, and writes keep working;
 status's `peer_versions` and `kvctl cluster members --json` say who runs what.

@@ -1,7 +1,7 @@
-"""How a node shares its descriptors among its ports (keyval/descriptors.py)."""
+"""How a node shares its descriptors among its ports (keyval/clientport/descriptors.py)."""
 import pytest
 
-from keyval.descriptors import ACCEPT_BURST, LISTENERS, plan_descriptors
+from keyval.clientport.descriptors import ACCEPT_BURST, LISTENERS, plan_descriptors
 from keyval.errors import KeyvalError
 
 
@@ -26,7 +26,7 @@ def test_accept_out_of_descriptors_is_counted_not_a_traceback():
     import asyncio
     import errno
 
-    from keyval.descriptors import on_accept_out_of_descriptors
+    from keyval.clientport.descriptors import on_accept_out_of_descriptors
 
     reports, others = [], []
     loop = asyncio.new_event_loop()

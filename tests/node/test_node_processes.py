@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from keyval import client_protocol as p
+from keyval.client import protocol as p
 from keyval.client import Client
 from keyval.errors import RequestRefused
 

@@ -11,7 +11,7 @@ import time
 import msgspec
 import pytest
 
-from keyval import codec
+from keyval.peer import codec
 
 from . import forge
 from .procs import LocalCluster

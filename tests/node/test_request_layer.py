@@ -8,7 +8,7 @@ import socket
 
 from keyval.config import NodeConfig
 from keyval.kv import encode_put
-from keyval.plugins import build_plugin_manager
+from keyval.plugin_api.loading import build_plugin_manager
 from keyval.runtime.node import Node
 from keyval.runtime.timing import Timing
 

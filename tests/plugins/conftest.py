@@ -58,7 +58,7 @@ def run_script():
 
 GOOD_PLUGIN = """
     import keyval
-    from keyval.backends import StorageBackend
+    from keyval.plugin_api.backends import StorageBackend
 
     def open_store(data_dir, options):
         return {"data_dir": data_dir, "options": options}

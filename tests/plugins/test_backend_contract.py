@@ -13,13 +13,13 @@ import types
 import pytest
 
 import keyval
-from keyval.backends import StorageBackend
+from keyval.plugin_api.backends import StorageBackend
 from keyval.config import NodeConfig
-from keyval.contracts import IncompleteBackend, missing_members, protocol_members
+from keyval.plugin_api.contracts import IncompleteBackend, missing_members, protocol_members
 from keyval.runtime.node import Node
-from keyval.plugins import build_plugin_manager
-from keyval.storage import Storage
-from keyval.transport import Transport
+from keyval.plugin_api.loading import build_plugin_manager
+from keyval.plugin_api.storage import Storage
+from keyval.plugin_api.transport import Transport
 
 
 
@@ -31,7 +31,7 @@ def env_with_path(site) -> dict[str, str]:
 # backend and forwards every call but one, so only ``snapshot_meta`` is missing.
 NO_META_PLUGIN = """
     import keyval
-    from keyval.backends import StorageBackend
+    from keyval.plugin_api.backends import StorageBackend
 
     FORWARDED = ("initial_state", "first_index", "last_index", "term", "entries", "config_indexes",
                  "snapshot_chunk", "append", "set_hard_state", "sync", "apply_snapshot", "create_snapshot",
@@ -58,7 +58,7 @@ NO_META_PLUGIN = """
 # A transport that never grew ``stats``: it wraps the built-in tcp transport.
 NO_STATS_PLUGIN = """
     import keyval
-    from keyval.backends import TransportBackend
+    from keyval.plugin_api.backends import TransportBackend
 
 
     class NoStatsTransport:
@@ -90,7 +90,7 @@ NO_STATS_PLUGIN = """
 # The same omission over real files: a segment store behind a wrapper without ``snapshot_meta``.
 NO_META_SEGMENT_PLUGIN = """
     import keyval
-    from keyval.backends import StorageBackend
+    from keyval.plugin_api.backends import StorageBackend
 
 
     class NoMetaSegment:
@@ -123,7 +123,7 @@ def test_serve_refuses_a_storage_without_snapshot_meta(run_script, make_dist, tm
     assert "Traceback" not in result.stderr
     assert result.stderr.splitlines()[-1] == (
         "keyval serve: storage backend 'nometa' from plugin 'nometa' (package nometa-keyval 1.0) returned a "
-        "NoMetaStorage that is not a storage: missing snapshot_meta (see keyval/storage.py); refusing to start")
+        "NoMetaStorage that is not a storage: missing snapshot_meta (see keyval/plugin_api/storage.py); refusing to start")
 
 
 def test_recover_refuses_a_storage_without_snapshot_meta_as_serve_does(run_script, make_dist, tmp_path):
@@ -144,7 +144,7 @@ def test_recover_refuses_a_storage_without_snapshot_meta_as_serve_does(run_scrip
     assert "Traceback" not in result.stderr
     assert result.stderr.splitlines() == [
         "keyval recover: storage backend 'nometaseg' from plugin 'nometaseg' (package nometaseg-keyval 1.0) returned "
-        "a NoMetaSegment that is not a storage: missing snapshot_meta (see keyval/storage.py); refusing to start"]
+        "a NoMetaSegment that is not a storage: missing snapshot_meta (see keyval/plugin_api/storage.py); refusing to start"]
     store = SegmentStorage(data_dir)  # nothing was written: still the bootstrap entry alone
     assert (store.last_index(), store.initial_state()[0]) == (1, hard_state)
     store.close()
@@ -159,7 +159,7 @@ def test_serve_refuses_a_transport_without_stats(run_script, make_dist, tmp_path
     assert "Traceback" not in result.stderr
     assert result.stderr.splitlines()[-1] == (
         "keyval serve: transport backend 'nostats' from plugin 'nostats' (package nostats-keyval 0.3) returned a "
-        "NoStatsTransport that is not a transport: missing stats (see keyval/transport.py); refusing to start")
+        "NoStatsTransport that is not a transport: missing stats (see keyval/plugin_api/transport.py); refusing to start")
 
 
 def test_the_protocols_name_every_member():

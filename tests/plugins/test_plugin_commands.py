@@ -55,7 +55,7 @@ def test_serve_accepts_a_third_party_backend(run_script, good_dist, broken_dist)
         "keyval serve: storage backend 'goodstore' from plugin 'good' (package goodplug-keyval 2.0) returned a "
         "dict that is not a storage: missing append, apply_snapshot, close, compact, config_indexes, "
         "create_snapshot, entries, first_index, initial_state, last_index, list_snapshots, load_snapshot, "
-        "set_hard_state, snapshot_chunk, snapshot_meta, sync, term (see keyval/storage.py); refusing to start")
+        "set_hard_state, snapshot_chunk, snapshot_meta, sync, term (see keyval/plugin_api/storage.py); refusing to start")
     assert "brokenplug" in result.stderr
 
 

@@ -4,9 +4,9 @@ import types
 import pytest
 
 import keyval
-from keyval.backends import StorageBackend, TransportBackend
+from keyval.plugin_api.backends import StorageBackend, TransportBackend
 from keyval.errors import KeyvalError, UnknownBackend
-from keyval.plugins import (
+from keyval.plugin_api.loading import (
     backend_names,
     build_plugin_manager,
     choose_storage,
@@ -109,7 +109,7 @@ def test_working_third_party_plugin_is_listed_and_choosable(good_dist):
 def test_one_module_in_both_groups_is_registered_once(make_dist):
     source = """
         import keyval
-        from keyval.backends import StorageBackend, TransportBackend
+        from keyval.plugin_api.backends import StorageBackend, TransportBackend
 
         @keyval.hookimpl
         def keyval_storage_backends():

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from keyval.errors import ConfigError
-from keyval.plugins import build_plugin_manager, choose_storage
+from keyval.plugin_api.loading import build_plugin_manager, choose_storage
 from keyval.raft.types import Entry
 from plugins.storage.segment.options import SegmentOptions, parse_options
 

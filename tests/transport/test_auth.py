@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from keyval.auth import AuthError, Authenticator, load_secret
+from keyval.peer.auth import AuthError, Authenticator, load_secret
 from keyval.errors import ConfigError
 
 

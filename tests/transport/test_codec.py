@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from keyval import codec
-from keyval.codec import DecodeError, decode_message, encode_message
+from keyval.peer import codec
+from keyval.peer.codec import DecodeError, decode_message, encode_message
 from keyval.raft.messages import (
     ALL_MESSAGE_TYPES,
     AppendEntries,

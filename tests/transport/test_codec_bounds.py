@@ -9,8 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from keyval import codec, wire_bounds
-from keyval.codec import DecodeError, decode_message, encode_message
+from keyval import wire_bounds
+from keyval.peer import codec
+from keyval.peer.codec import DecodeError, decode_message, encode_message
 from keyval.raft.messages import AppendEntries, Heartbeat, InstallSnapshot, RequestVote, TimeoutNow
 from keyval.raft.types import Entry, EntryType, Membership, SnapshotMeta
 from keyval.wire_bounds import MAX_WIRE_INT

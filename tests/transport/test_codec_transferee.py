@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import msgspec
 
-from keyval.codec import decode_message, encode_message
+from keyval.peer.codec import decode_message, encode_message
 from keyval.raft import Entry
 from keyval.raft.messages import AppendEntries, Heartbeat
 

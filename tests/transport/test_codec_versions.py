@@ -9,8 +9,9 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from keyval import __version__, codec
-from keyval.codec import Advert, DecodeError, decode_envelope, decode_message, encode_message
+from keyval import __version__
+from keyval.peer import codec
+from keyval.peer.codec import Advert, DecodeError, decode_envelope, decode_message, encode_message
 from keyval.raft.messages import Heartbeat, TimeoutNow
 
 from test_codec import sample_messages

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from keyval.errors import ConfigError
-from keyval.plugins import build_plugin_manager, choose_transport
+from keyval.plugin_api.loading import build_plugin_manager, choose_transport
 from plugins.transport.faulty import FaultyTransport
 from test_udp_support import Sink, hb, run, wait_until
 
@@ -206,7 +206,7 @@ def test_options_pass_through_and_are_checked():
 
 CHILD = """
 import asyncio, sys
-from keyval.plugins import build_plugin_manager, choose_transport
+from keyval.plugin_api.loading import build_plugin_manager, choose_transport
 
 async def main():
     t = choose_transport(build_plugin_manager(), "faulty").factory(

@@ -1,13 +1,14 @@
-"""Per-peer version negotiation (keyval.peer_versions), alone and through real transports."""
+"""Per-peer version negotiation (keyval.peer.versions), alone and through real transports."""
 from __future__ import annotations
 
 import asyncio
 
 import pytest
 
-from keyval import __version__, codec
-from keyval.codec import Advert, decode_envelope, encode_message
-from keyval.peer_versions import PeerVersion, PeerVersions
+from keyval import __version__
+from keyval.peer import codec
+from keyval.peer.codec import Advert, decode_envelope, encode_message
+from keyval.peer.versions import PeerVersion, PeerVersions
 from keyval.raft.messages import Heartbeat
 from plugins.transport.tcp_transport import TcpTransport
 from plugins.transport.udp import UdpTransport

@@ -11,10 +11,10 @@ import time
 
 import pytest
 
-from keyval.auth import Authenticator
-from keyval.codec import encode_message
+from keyval.peer.auth import Authenticator
+from keyval.peer.codec import encode_message
 from keyval.errors import ConfigError
-from keyval.plugins import build_plugin_manager, choose_transport, list_plugins
+from keyval.plugin_api.loading import build_plugin_manager, choose_transport, list_plugins
 from keyval.raft.messages import Heartbeat, Message, TimeoutNow
 from keyval.testing.transport_conformance import Net, Node, host_port, unused_address
 from plugins.transport.tcp_hello import CHALLENGE_BYTES, PREAUTH_FRAME_BYTES, decode_challenge, encode_challenge, encode_hello

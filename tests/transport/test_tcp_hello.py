@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from keyval.codec import DecodeError, decode_message, encode_message
+from keyval.peer.codec import DecodeError, decode_message, encode_message
 from keyval.raft.messages import TimeoutNow
 from keyval.testing.transport_conformance import HYPOTHESIS
 from plugins.transport import tcp_hello as hello_format

@@ -13,7 +13,7 @@ import socket
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from keyval.codec import encode_message
+from keyval.peer.codec import encode_message
 from keyval.raft.messages import Heartbeat
 from plugins.transport import udp_wire as wire
 from plugins.transport.udp import UdpTransport

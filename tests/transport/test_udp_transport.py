@@ -10,11 +10,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from keyval.auth import Authenticator
-from keyval import codec
-from keyval.codec import encode_message
+from keyval.peer.auth import Authenticator
+from keyval.peer import codec
+from keyval.peer.codec import encode_message
 from keyval.errors import ConfigError
-from keyval.plugins import build_plugin_manager, choose_transport
+from keyval.plugin_api.loading import build_plugin_manager, choose_transport
 from keyval.raft.messages import AppendEntries, InstallSnapshot
 from keyval.raft.types import Entry, Membership, SnapshotMeta
 from plugins.transport import udp_wire as wire

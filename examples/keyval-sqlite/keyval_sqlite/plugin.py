@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 import keyval
-from keyval.backends import StorageBackend
+from keyval.plugin_api.backends import StorageBackend
 from keyval.errors import ConfigError
 
 

@@ -1,4 +1,4 @@
-"""``SqliteStorage``: the whole ``keyval.storage.Storage`` contract on one SQLite database.
+"""``SqliteStorage``: the whole ``keyval.plugin_api.storage.Storage`` contract on one SQLite database.
 
 Durability comes from SQLite itself: WAL mode with ``synchronous=FULL`` fsyncs the WAL on
 every COMMIT. Writes collect in one open transaction and ``sync()`` commits it, so many
@@ -18,7 +18,7 @@ from typing import Iterable, Sequence
 
 from keyval.raft.storage import Compacted, SnapshotUnavailable, Unavailable, limit_size
 from keyval.raft.types import Entry, EntryType, HardState, Membership, Snapshot, SnapshotMeta
-from keyval.storage import SnapshotInfo
+from keyval.plugin_api.storage import SnapshotInfo
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ class SqliteStorage:
                                     (offset + 1, size, meta.index, meta.term)).fetchone()
         return bytes(chunk)
 
-    # -- write side (keyval.storage.Storage) -----------------------------------------------
+    # -- write side (keyval.plugin_api.storage.Storage) -----------------------------------------------
     @locked
     def append(self, entries: Sequence[Entry]) -> None:
         entries = [e for e in entries if e.index > self._base_index]  # covered by the snapshot

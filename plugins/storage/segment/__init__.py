@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from keyval import hookimpl
-from keyval.backends import StorageBackend
+from keyval.plugin_api.backends import StorageBackend
 from keyval.errors import ConfigError
 
 

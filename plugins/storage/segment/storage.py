@@ -1,4 +1,4 @@
-"""``SegmentStorage``: the ``segment`` backend's ``keyval.storage.Storage``.
+"""``SegmentStorage``: the ``segment`` backend's ``keyval.plugin_api.storage.Storage``.
 
 It composes three durable pieces in one data dir::
 
@@ -28,7 +28,7 @@ from typing import Iterable, Sequence
 from keyval.errors import StorageError
 from keyval.raft.storage import ENTRY_OVERHEAD, Compacted, SnapshotUnavailable, Unavailable
 from keyval.raft.types import Entry, HardState, Membership, Snapshot, SnapshotMeta
-from keyval.storage import SnapshotInfo
+from keyval.plugin_api.storage import SnapshotInfo
 
 from .fsutil import make_dirs_durably
 from .hardstate import HardStateFile

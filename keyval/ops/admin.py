@@ -1,7 +1,7 @@
 """Cluster operations requested by kvctl (``Admin`` requests): a table of named handlers.
 
 Each area registers its operations: membership and status in ``keyval.cluster``,
-snapshots, compaction and backups in ``keyval.maintenance``. A handler takes the request's
+snapshots, compaction and backups in ``keyval.ops.maintenance``. A handler takes the request's
 arguments and returns a JSON-able dict; it raises ``OperationRefused`` with a sentence an
 operator can act on, or ``NotLeader`` to send the client to the leader.
 """

@@ -17,7 +17,7 @@ import hashlib
 import msgspec
 from sortedcontainers import SortedDict
 
-from keyval.kv_snapshot import SNAPSHOT_FORMAT
+from keyval.kv.snapshot import SNAPSHOT_FORMAT
 
 
 class StagedRestore:

@@ -18,7 +18,7 @@ import msgspec
 from sortedcontainers import SortedDict
 
 if TYPE_CHECKING:
-    from keyval.kv import KVStore
+    from keyval.kv.store import KVStore
 
 SNAPSHOT_FORMAT = 1
 _MISSING = object()
@@ -31,7 +31,7 @@ class DecodedSnapshot:
     #: client -> [low, [[seq, ok, revision, current_revision, existed, error], ...]]
     sessions: list
     meta: dict[str, str]
-    #: a restore being uploaded: [id, size, checksum, bytes so far] (see keyval.kv_restore)
+    #: a restore being uploaded: [id, size, checksum, bytes so far] (see keyval.kv.restore)
     staged: list | None
     last_restore: str
 

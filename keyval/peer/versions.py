@@ -2,7 +2,7 @@
 
 Owned by the node runtime (one table per node, handed to its transport): the transport asks
 ``send_version(peer)`` before encoding a message to a peer and reports every message it
-decoded and accepted with ``heard(peer, advert)``. The rule (see ``keyval.codec``):
+decoded and accepted with ``heard(peer, advert)``. The rule (see ``keyval.peer.codec``):
 
 - a peer not heard from yet is written ``MIN_PROTOCOL_VERSION``, which every release of
   this one's compatibility window decodes;
@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import NamedTuple
 
-from keyval.codec import MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, Advert
+from keyval.peer.codec import MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, Advert
 
 #: How many peers the table remembers (far above any real cluster's size).
 DEFAULT_LIMIT = 256

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from keyval.client_protocol import MAX_FRAME
+from keyval.client.protocol import MAX_FRAME
 
 log = logging.getLogger("keyval.client_limits")
 

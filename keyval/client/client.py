@@ -16,8 +16,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from keyval import client_protocol as p
-from keyval.config import parse_address
+from keyval.client import protocol as p
+from keyval.wire_bounds import parse_address
 from keyval.errors import ConfigError, RequestRefused, RevisionMismatch, Timeout, Unreachable
 from keyval.runtime.event_loop import loop_factory
 
@@ -189,7 +189,7 @@ class _ReplyReader(asyncio.Protocol):
 
 class AsyncClient:
     """``token``: presented on every connection (roles: docs/security.md); ``tls``: an
-    ``ssl.SSLContext`` (see ``keyval.tls.client_context``) for nodes that serve TLS."""
+    ``ssl.SSLContext`` (see ``keyval.client.tls.client_context``) for nodes that serve TLS."""
 
     def __init__(self, endpoints: list[str] | str, *, timeout: float = 5.0, client_id: str | None = None,
                  token: str | None = None, tls: ssl.SSLContext | None = None) -> None:

@@ -6,8 +6,8 @@ message to ``send`` after the Ready's writes are durable, and ``deliver`` feeds 
 to the core. Delivery is best effort: a lost, duplicated or reordered message is Raft's to
 cope with, so ``send`` never blocks and never raises because a peer is slow or down.
 
-Bytes on the wire come from ``keyval.codec`` (versioned, carrying the cluster id and, to
-each peer, the highest protocol version it decodes: ``keyval.peer_versions``); a
+Bytes on the wire come from ``keyval.peer.codec`` (versioned, carrying the cluster id and, to
+each peer, the highest protocol version it decodes: ``keyval.peer.versions``); a
 transport never unpickles or otherwise trusts what it reads: anything that fails to decode,
 authenticate or belongs to another cluster is dropped and counted, never raised.
 
@@ -77,10 +77,10 @@ class Transport(Protocol):
 
     # Optional (the node calls it before ``start`` when a transport has it):
     #
-    # def use_peer_versions(self, versions: keyval.peer_versions.PeerVersions) -> None:
+    # def use_peer_versions(self, versions: keyval.peer.versions.PeerVersions) -> None:
     #     """The node's table of what each peer speaks: encode each message to a peer at
     #     ``versions.send_version(peer)`` and report each accepted message with
-    #     ``versions.heard(message.frm, advert)`` (``keyval.codec.decode_envelope``).
+    #     ``versions.heard(message.frm, advert)`` (``keyval.peer.codec.decode_envelope``).
     #     Without it a transport keeps a table of its own."""
 
 

@@ -9,13 +9,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:  # listing plugins imports this module: it must not pull in the Raft core
-    from keyval.storage import Storage
-    from keyval.transport import Transport
+    from keyval.plugin_api.storage import Storage
+    from keyval.plugin_api.transport import Transport
 
 
 @dataclass(frozen=True)
 class StorageBackend:
-    """``factory(data_dir, options)`` returns an open ``keyval.storage.Storage``."""
+    """``factory(data_dir, options)`` returns an open ``keyval.plugin_api.storage.Storage``."""
 
     name: str
     factory: Callable[[str | None, dict[str, Any]], Storage]
@@ -24,7 +24,7 @@ class StorageBackend:
 
 @dataclass(frozen=True)
 class TransportBackend:
-    """``factory(options)`` returns a ``keyval.transport.Transport`` (not yet started)."""
+    """``factory(options)`` returns a ``keyval.plugin_api.transport.Transport`` (not yet started)."""
 
     name: str
     factory: Callable[[dict[str, Any]], Transport]

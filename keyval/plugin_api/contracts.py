@@ -1,6 +1,6 @@
 """Checking a plugin's backend against its contract before a node relies on it.
 
-The contracts are the Protocols ``keyval.storage.Storage`` and ``keyval.transport.Transport``;
+The contracts are the Protocols ``keyval.plugin_api.storage.Storage`` and ``keyval.plugin_api.transport.Transport``;
 this module reads their members from the classes themselves, so a method added to a Protocol
 is checked at startup without a second list to keep in step. A backend that lacks one would
 otherwise start serving and fail later, mid-request, with a traceback. Every command that
@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from keyval.errors import KeyvalError, PluginError, StorageError
 
 if TYPE_CHECKING:
-    from keyval.plugins import Plugins
+    from keyval.plugin_api.loading import Plugins
 
 
 class IncompleteBackend(PluginError):
@@ -26,7 +26,7 @@ class IncompleteBackend(PluginError):
         self.missing = missing
         super().__init__(
             f"{kind} backend {name!r} from {plugin} returned a {type(backend).__name__} that is not a "
-            f"{kind}: missing {', '.join(missing)} (see keyval/{kind}.py); refusing to start"
+            f"{kind}: missing {', '.join(missing)} (see keyval/plugin_api/{kind}.py); refusing to start"
         )
 
 

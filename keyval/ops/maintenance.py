@@ -24,7 +24,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from keyval.admin import AdminOperations, OperationRefused
+from keyval.ops.admin import AdminOperations, OperationRefused
 from keyval.kv import encode_restore_abort, encode_restore_begin, encode_restore_chunk, encode_restore_commit
 from keyval.errors import NodeUnavailable
 from keyval.runtime.node import Node

@@ -26,9 +26,9 @@ from enum import IntEnum
 
 from prometheus_client import CollectorRegistry, Counter
 
-from keyval import client_protocol as p
-from keyval import tls
-from keyval.auth import load_secret, read_owner_only
+from keyval.client import protocol as p
+from keyval.client import tls
+from keyval.peer.auth import load_secret, read_owner_only
 from keyval.client import AsyncClient
 from keyval.config import NodeConfig
 from keyval.errors import ConfigError

@@ -3,7 +3,7 @@
 A backup is a gzip-compressed tar holding two regular files, in this order::
 
     manifest.json   what the backup is (below), so it can be checked before the data is read
-    snapshot.bin    the state machine's data as KV snapshot bytes (``keyval.kv_snapshot``,
+    snapshot.bin    the state machine's data as KV snapshot bytes (``keyval.kv.snapshot``,
                     without sessions or a staged restore)
 
 ``manifest.json`` is one JSON object::
@@ -42,7 +42,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from keyval.errors import KeyvalError
-from keyval.kv_snapshot import decode_snapshot
+from keyval.kv.snapshot import decode_snapshot
 
 FORMAT_NAME = "keyval-backup"
 FORMAT_VERSION = 1

@@ -18,7 +18,7 @@ import os
 import secrets
 from pathlib import Path
 
-from keyval.auth import load_secret
+from keyval.peer.auth import load_secret
 from keyval.config import NodeConfig
 from keyval.errors import ConfigError
 

@@ -9,12 +9,12 @@ was answered) that it will not retry them (the session scheme of the Raft disser
 A restore replaces the data through the log itself, so every member — followers, learners,
 a node replaying its log after a restart — ends with exactly the same state: RESTORE_BEGIN
 stages an upload beside the live data (dropping any earlier, abandoned one), RESTORE_CHUNKs
-fill it in order, RESTORE_COMMIT checks it (``keyval.kv_restore``) and swaps it in as one
+fill it in order, RESTORE_COMMIT checks it (``keyval.kv.restore``) and swaps it in as one
 write. The staged bytes are part of the state (and of snapshots), so a node that installs a
 snapshot taken mid-upload can still commit it.
 
 Entry data: one format byte, then a msgpack array (see the ``encode_*`` functions). Snapshot
-data: see ``keyval.kv_snapshot``.
+data: see ``keyval.kv.snapshot``.
 """
 from __future__ import annotations
 
@@ -24,8 +24,8 @@ from typing import Iterator
 import msgspec
 from sortedcontainers import SortedDict
 
-from keyval.kv_restore import StagedRestore
-from keyval.kv_snapshot import FrozenState, decode_snapshot
+from keyval.kv.restore import StagedRestore
+from keyval.kv.snapshot import FrozenState, decode_snapshot
 
 COMMAND_FORMAT = 1
 #: Sessions remembered for deduplication; the least recently written are forgotten first.

@@ -16,7 +16,7 @@ from typing import Any, Iterable
 import pluggy
 
 from keyval import hookspecs
-from keyval.backends import StorageBackend, TransportBackend
+from keyval.plugin_api.backends import StorageBackend, TransportBackend
 from keyval.errors import UnknownBackend
 
 log = logging.getLogger(__name__)

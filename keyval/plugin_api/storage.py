@@ -6,7 +6,7 @@ The Raft core reads the log through the narrow read-only view ``keyval.raft.stor
 ``SnapshotUnavailable``). The node runtime adds the writes below, following each ``Ready``:
 persist (snapshot, entries, hard state, then ``sync``), send, apply, advance.
 
-Opening one is the plugin's factory, ``factory(data_dir, options)`` (``keyval.backends``):
+Opening one is the plugin's factory, ``factory(data_dir, options)`` (``keyval.plugin_api.backends``):
 ``data_dir`` is None for a backend that keeps nothing on disk. Opening recovers from a crash
 (a torn tail is cut off) and raises ``keyval.errors.CorruptLog`` naming the file and byte
 offset if data that may have been acknowledged is damaged. Every failure a storage reports

@@ -12,7 +12,7 @@ The advert ``[max_protocol, software_version]`` says which protocol versions the
 decodes (``MIN_PROTOCOL_VERSION..max_protocol``) and which KeyVal release it runs. In
 version 1 it is a trailing envelope element, which a 0.1.0 node (whose version-1 decoder
 knows only two) ignores; a 0.1.0 node sends version 1 without it. Each node keeps what every
-peer advertised (``keyval.peer_versions``) and writes to a peer at the highest version both
+peer advertised (``keyval.peer.versions``) and writes to a peer at the highest version both
 decode: version 1 until the peer has advertised more.
 
 ``tag`` numbers the message type (see ``TAGS``); the fields follow in the order the
@@ -360,7 +360,7 @@ assert set(DECODERS) == set(range(MIN_PROTOCOL_VERSION, PROTOCOL_VERSION + 1))
 
 def encode_message(msg: Message, cluster_id: str, version: int = PROTOCOL_VERSION) -> bytes:
     """The wire bytes of ``msg`` for cluster ``cluster_id`` in protocol ``version`` (default:
-    the current one; ``keyval.peer_versions`` says which one a peer decodes). Both carry
+    the current one; ``keyval.peer.versions`` says which one a peer decodes). Both carry
     this node's advert."""
     tag = TAGS.get(type(msg))
     if tag is None:
