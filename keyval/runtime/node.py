@@ -147,6 +147,7 @@ class Node:
     async def _open(self) -> None:
         self.storage = _open_backend(self.plugins, "storage", self.config.storage, Storage, lambda: choose_storage(
             self.plugins, self.config.storage).factory(self.config.data_dir, dict(self.config.storage_options)))
+        self.snapshots.storage = self.storage
         self._maybe_bootstrap()
         snapshot = self.storage.load_snapshot()
         if snapshot is not None and snapshot.data:
@@ -346,6 +347,15 @@ class Node:
     def membership(self) -> Membership:
         """The newest configuration in the log (in force from when it was appended)."""
         return self.core.membership if self.core is not None else Membership()
+
+    def is_member(self, node_id: str | None = None) -> bool:
+        """Whether ``node_id`` (this node if None) is in the newest configuration."""
+        return (self.id if node_id is None else node_id) in self.membership.members
+
+    def pending_change(self) -> int:
+        """The log index of a configuration change appended but not committed yet; 0 if none."""
+        core = self.core
+        return core.pending_config_index if core is not None and core.pending_config_index > core.log.committed else 0
 
     def is_leader(self) -> bool:
         return self.core is not None and self.core.role is Role.LEADER
