@@ -252,15 +252,6 @@ class Node:
             self.cluster_id = cluster_id
             self.transport.set_cluster_id(cluster_id)
 
-    def _adopt_cluster_id(self, cluster_id: str) -> None:
-        if cluster_id and cluster_id != self.cluster_id:
-            if self.cluster_id:
-                log.error("node %s: configuration names cluster %s but this node belongs to %s",
-                          self.id, cluster_id, self.cluster_id)
-                return
-            self.cluster_id = cluster_id
-            self.transport.set_cluster_id(cluster_id)
-
     def _notify(self, hook: str, **kwargs: Any) -> None:
         # Every plugin gets the event even if one raises; see keyval.plugins.notify.
         notify(self.plugins, hook, **kwargs)
