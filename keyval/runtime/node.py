@@ -316,22 +316,27 @@ class Node:
                 log.error("node %s: membership listener failed: %s", self.id, exc, exc_info=exc)
 
     # ------------------------------------------------------------------ the facade
-    # What the service, maintenance, cluster operations and metrics use; they do not reach
-    # into the core, the state machine or the storage.
+    # What the service, maintenance, cluster operations, metrics, the server and snapshots use:
+    # they do not reach into the core, the state machine, the storage or the transport
+    # (tests/node/test_node_facade.py reads their source for that).
     def started(self) -> bool:
+        """Whether the node has opened its storage and core (``start`` got that far)."""
         return self.core is not None
 
     def status(self) -> Status:
+        """The core's status: role, term, indexes, membership, and on a leader each peer's progress."""
         if self.core is None:
             raise NodeUnavailable("the node is starting")
         return self.core.status()
 
     @property
     def term(self) -> int:
+        """The current term (0 before start)."""
         return self.core.term if self.core is not None else 0
 
     @property
     def applied_index(self) -> int:
+        """The last log index applied to the state machine."""
         return self.core.log.applied if self.core is not None else 0
 
     @property
@@ -349,19 +354,24 @@ class Node:
         return core.pending_config_index if core is not None and core.pending_config_index > core.log.committed else 0
 
     def is_leader(self) -> bool:
+        """Whether this node leads now."""
         return self.core is not None and self.core.role is Role.LEADER
 
     def leader(self) -> str:
+        """The leader this node knows of ('' if none)."""
         return self.core.leader if self.core is not None else NONE
 
     def get(self, key: bytes):
+        """The state machine's item at ``key`` (no read barrier: see ``read_barrier``)."""
         return self.kv.get(key)
 
     def scan(self, prefix: bytes, limit: int):
+        """Up to ``limit`` items whose keys start with ``prefix`` (no read barrier)."""
         return self.kv.scan(prefix, limit)
 
     @property
     def revision(self) -> int:
+        """The state machine's revision."""
         return self.kv.revision
 
     def meta(self, name: str, default: str = "") -> str:
@@ -369,14 +379,17 @@ class Node:
         return self.kv.meta.get(name, default)
 
     def meta_items(self) -> Iterable[tuple[str, str]]:
+        """Every (name, value) the cluster keeps beside the data."""
         return self.kv.meta.items()
 
     @property
     def key_count(self) -> int:
+        """Keys in the state machine."""
         return len(self.kv)
 
     @property
     def limits(self) -> Limits:
+        """The key and value size limits writes are checked against."""
         return self.kv.limits
 
     def term_at(self, index: int) -> int | None:
@@ -388,9 +401,11 @@ class Node:
         return self.kv.freeze()
 
     def list_snapshots(self):
+        """The snapshots the storage holds, oldest first (blocking: reads the data dir)."""
         return self.storage.list_snapshots()
 
     def transport_stats(self) -> dict[str, int]:
+        """The transport's message counts by event ({} before start)."""
         return self.transport.stats() if self.transport is not None else {}
 
     async def propose(self, data: bytes, timeout: float) -> WriteResult | None:
@@ -440,4 +455,5 @@ class Node:
         return self.requests.read_barrier(timeout)
 
     async def snapshot_now(self, full_compaction: bool = False) -> SnapshotOutcome:
+        """Snapshot at the applied index and compact the log behind it (``NodeSnapshots.now``)."""
         return await self.snapshots.now(full_compaction)
