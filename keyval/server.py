@@ -132,10 +132,9 @@ class Server:
     async def _warn_insecure_peers(self, interval: float = INSECURE_WARNING_INTERVAL) -> None:
         """Running without a cluster secret is a choice an operator must not forget."""
         while True:
-            core = self.node.core
             log.warning("node %s term %d: peer traffic is NOT authenticated (--insecure-peers): anyone who reaches "
                         "%s can rewrite data or stop the cluster; see docs/security.md", self.node.id,
-                        core.term if core is not None else 0, self.config.peer_addr)
+                        self.node.term, self.config.peer_addr)
             await asyncio.sleep(interval)
 
     async def _register_client_address(self) -> None:
@@ -148,14 +147,13 @@ class Server:
         try:
             while True:
                 await asyncio.sleep(0.5)
-                core = node.core
-                if core is None or node.id not in core.membership.members or node.kv.meta.get(key) == mine:
+                if not node.is_member() or node.meta(key) == mine:
                     continue
                 try:
                     if node.is_leader():
                         await node.propose(encode_meta(key, mine), 5.0)
                         continue
-                    leader_address = node.kv.meta.get(CLIENT_ADDRESS_META + node.leader())
+                    leader_address = node.meta(CLIENT_ADDRESS_META + node.leader())
                     if not leader_address:
                         continue
                     if client is None or client.endpoints[0] != leader_address:

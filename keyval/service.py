@@ -89,18 +89,18 @@ class ClientService:
             answer(refusal)
             return None
         try:
-            if node.core is None:
+            if not node.started():
                 raise NodeUnavailable("the node is starting")
             if isinstance(body, p.Put):
-                check_limits(body.key, body.value, node.kv.limits)
+                check_limits(body.key, body.value, node.limits)
                 data = encode_put(body.key, body.value, expect_revision=body.expect_revision, client=body.client, seq=body.seq, acked=body.acked)
                 return self._when_done(node.submit(data, self.request_timeout, _session(body)), self._write_reply, answer)
             if isinstance(body, p.Delete):
-                check_limits(body.key, None, node.kv.limits)
+                check_limits(body.key, None, node.limits)
                 data = encode_delete(body.key, expect_revision=body.expect_revision, client=body.client, seq=body.seq, acked=body.acked)
                 return self._when_done(node.submit(data, self.request_timeout, _session(body)), self._write_reply, answer)
             if isinstance(body, p.Get):
-                check_limits(body.key, None, node.kv.limits)
+                check_limits(body.key, None, node.limits)
                 read = lambda _: self._get(body.key)  # noqa: E731
                 if body.serializable:
                     answer(read(None))
@@ -131,14 +131,14 @@ class ClientService:
         fut.add_done_callback(done)
 
     def _get(self, key: bytes):
-        item = self.node.kv.get(key)
+        item = self.node.get(key)
         if item is None:
-            return p.GetReply(found=False, revision=self.node.kv.revision)
+            return p.GetReply(found=False, revision=self.node.revision)
         return p.GetReply(True, item.value, item.mod_revision, item.create_revision)
 
     def _scan(self, prefix: bytes, limit: int):
-        items = self.node.kv.scan(prefix, limit or MAX_SCAN_LIMIT)
-        return p.ScanReply([(i.key, i.value, i.mod_revision) for i in items], self.node.kv.revision)
+        items = self.node.scan(prefix, limit or MAX_SCAN_LIMIT)
+        return p.ScanReply([(i.key, i.value, i.mod_revision) for i in items], self.node.revision)
 
     async def _dispatch(self, body):
         node = self.node
@@ -157,7 +157,7 @@ class ClientService:
 
     async def _register(self, body: p.RegisterClientAddress):
         """Followers send clients to these addresses: only a member's well-formed one is kept."""
-        if body.node not in self.node.core.membership.members:
+        if not self.node.is_member(body.node):
             return p.Error(p.INVALID, f"cannot register a client address for {body.node!r}: not a member")
         try:
             address = parse_address(body.address, f"client address of {body.node}")
@@ -189,7 +189,7 @@ class ClientService:
     def _not_leader(self, leader: str):
         if not leader:
             return p.Error(p.NO_LEADER, "no leader is elected right now; retry shortly")
-        address = self.node.kv.meta.get(CLIENT_ADDRESS_META + leader, "")
+        address = self.node.meta(CLIENT_ADDRESS_META + leader)
         return p.Error(p.NOT_LEADER, f"{self.node.id} is not the leader; {leader} is", leader, address)
 
     @staticmethod
@@ -367,7 +367,7 @@ def _peername(transport) -> str:
 
 
 def node_status(node: Node) -> dict:
-    status = node.core.status()
+    status = node.status()
     membership = status.membership
     addresses = dict(membership.addresses)
     peers = {
@@ -396,14 +396,14 @@ def node_status(node: Node) -> dict:
         "learners": sorted(membership.learners),
         "peer_addresses": addresses,
         "client_addresses": {
-            k[len(CLIENT_ADDRESS_META):]: v for k, v in node.kv.meta.items() if k.startswith(CLIENT_ADDRESS_META)
+            k[len(CLIENT_ADDRESS_META):]: v for k, v in node.meta_items() if k.startswith(CLIENT_ADDRESS_META)
         },
         "lead_transferee": status.lead_transferee or None,
         "tick_interval": node.timing.tick_interval,
         "peers": peers,
-        "revision": node.kv.revision,
-        "keys": len(node.kv),
-        "transport": node.transport.stats() if node.transport is not None else {},
+        "revision": node.revision,
+        "keys": node.key_count,
+        "transport": node.transport_stats(),
         # per peer heard from: its release (None: it did not say, i.e. 0.1.0) and the
         # protocol version this node writes to it
         "peer_versions": node.peer_versions.as_json(),

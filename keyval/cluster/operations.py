@@ -28,7 +28,7 @@ from keyval.errors import ConfigError, KeyvalError
 from keyval.kv import encode_meta
 from keyval.errors import ProposalLost
 from keyval.runtime.node import Node
-from keyval.raft import NONE, ChangeKind, ConfigChange, ConfigChangeRefused, NotLeader, Role
+from keyval.raft import ChangeKind, ConfigChange, ConfigChangeRefused, NotLeader, Role
 from keyval.wire_bounds import parse_address, parse_node_id
 
 log = logging.getLogger("keyval.cluster")
@@ -83,17 +83,16 @@ class ClusterOperations:
 
     # -- reading ---------------------------------------------------------------------------
     def view(self) -> LeaderView:
-        core = self.node.core
-        if core is None or core.role is not Role.LEADER:
-            raise NotLeader(core.leader if core is not None else NONE)
+        if not self.node.is_leader():
+            raise NotLeader(self.node.leader())
         return LeaderView(self.node, self.config, self.tracker)
 
     def change_in_progress(self) -> str | None:
-        core = self.node.core
-        if core.pending_config_index <= core.log.committed:
+        index = self.node.pending_change()
+        if not index:
             return None
-        what = describe_change(self.node.applied_membership, core.membership)
-        return f"{what} (log index {core.pending_config_index}, not committed yet)"
+        what = describe_change(self.node.applied_membership, self.node.membership)
+        return f"{what} (log index {index}, not committed yet)"
 
     async def cluster_status(self, args: dict[str, Any]) -> dict[str, Any]:
         return self.view().cluster_json(self.change_in_progress())
@@ -108,10 +107,10 @@ class ClusterOperations:
     async def membership(self, args: dict[str, Any]) -> dict[str, Any]:
         """This node's committed (applied) configuration: what RemovalWatch asks peers."""
         node = self.node
-        core = node.core
+        status = node.status()
         applied = node.applied_membership
-        return {"id": node.id, "cluster_id": node.cluster_id, "role": core.role.value, "term": core.term,
-                "leader": core.leader or None, "voters": sorted(applied.voters), "learners": sorted(applied.learners)}
+        return {"id": node.id, "cluster_id": node.cluster_id, "role": status.role.value, "term": status.term,
+                "leader": status.leader or None, "voters": sorted(applied.voters), "learners": sorted(applied.learners)}
 
     async def removal_check(self, args: dict[str, Any]) -> dict[str, Any]:
         self.watch.check_soon()
@@ -124,7 +123,7 @@ class ClusterOperations:
         if not isinstance(peers, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in peers.items()):
             raise OperationRefused("peers must map member ids to peer addresses")
         node = self.node
-        if node.id in node.core.membership.members:
+        if node.is_member():
             return {"introduced": False, "message": f"{node.id} is a member already and knows its peers"}
         cluster_id = args.get("cluster_id")
         if not isinstance(cluster_id, str) or not cluster_id:
@@ -135,7 +134,7 @@ class ClusterOperations:
             _address_arg({"address": address})
         node.learn_peers(peers, cluster_id)
         log.info("node %s term %d: told where its peers are (%s); waiting for a leader to add it",
-                 node.id, node.core.term, ", ".join(f"{k}={v}" for k, v in sorted(peers.items())))
+                 node.id, node.term, ", ".join(f"{k}={v}" for k, v in sorted(peers.items())))
         return {"introduced": True}
 
     # -- changing --------------------------------------------------------------------------
@@ -152,7 +151,7 @@ class ClusterOperations:
             return {"changed": False, "id": node_id, "message": note}
         self._refuse_if_in_flight()
         settings = {k: v for k, v in (("catchup_threshold", threshold), ("auto_promote", auto)) if v is not None}
-        if settings or self.node.kv.meta.get(LEARNER_SETTINGS_META + node_id):
+        if settings or self.node.meta(LEARNER_SETTINGS_META + node_id):
             # Replicated, so a leader elected later promotes it by the same rules.
             record = encode_meta(LEARNER_SETTINGS_META + node_id, json.dumps(settings) if settings else "")
             try:
@@ -209,12 +208,12 @@ class ClusterOperations:
         deadline = time.monotonic() + timeout
         me = self.node.id
         target = mgr.best_transfer_target(exclude=[me])
-        log.info("node %s term %d: removing itself: transferring leadership to %s first", me, self.node.core.term, target)
+        log.info("node %s term %d: removing itself: transferring leadership to %s first", me, self.node.term, target)
         moved = await self._transfer(target, timeout / 2)  # the rest is for the removal
         if not moved:
             return {"changed": False, "timeout": True, "id": me,
                     "message": f"leadership did not move to {target} within {_secs(timeout / 2)}s, so {me} was not removed"}
-        address = self.node.kv.meta.get(f"client_address/{target}")
+        address = self.node.meta(f"client_address/{target}")
         if not address:
             raise OperationRefused(f"leadership moved to {target}, but its client address is unknown; "
                                    f"run `kvctl cluster remove {me}` again")
@@ -241,30 +240,30 @@ class ClusterOperations:
             return {"changed": False, "leader": target, "term": term, "message": note}
         started = time.monotonic()
         if not await self._transfer(target, timeout):
-            core = self.node.core
-            now = core.leader or "nobody"
-            return {"changed": False, "timeout": True, "leader": core.leader or None, "term": core.term,
+            node = self.node
+            now = node.leader() or "nobody"
+            return {"changed": False, "timeout": True, "leader": node.leader() or None, "term": node.term,
                     "message": f"leadership did not move to {target} within {_secs(timeout)}s ({now} leads now)"}
         elapsed = time.monotonic() - started
-        core = self.node.core
-        log.info("node %s term %d: leadership transferred to %s in %.2fs", me, core.term, target, elapsed)
-        return {"changed": True, "leader": target, "previous_leader": me, "term": core.term,
+        term = self.node.term
+        log.info("node %s term %d: leadership transferred to %s in %.2fs", me, term, target, elapsed)
+        return {"changed": True, "leader": target, "previous_leader": me, "term": term,
                 "seconds": round(elapsed, 3),
-                "message": f"leadership transferred from {me} to {target} in {elapsed:.2f}s (term {core.term})"}
+                "message": f"leadership transferred from {me} to {target} in {elapsed:.2f}s (term {term})"}
 
     async def _transfer(self, target: str, timeout: float) -> bool:
         """Ask the core to hand over (again, if an attempt lapses) until ``target`` leads."""
         deadline = time.monotonic() + timeout
         node = self.node
         while True:
-            core = node.core
-            if core.role is Role.LEADER:
-                if core.lead_transferee != target:
+            status = node.status()
+            if status.role is Role.LEADER:
+                if status.lead_transferee != target:
                     node.transfer_leadership(target)  # the core first brings it up to date
-            elif core.leader == target:
+            elif status.leader == target:
                 return True
-            elif core.leader:
-                raise OperationRefused(f"leadership moved to {core.leader} instead of {target}; "
+            elif status.leader:
+                raise OperationRefused(f"leadership moved to {status.leader} instead of {target}; "
                                        f"run the transfer again if you still want it")
             if time.monotonic() >= deadline:
                 return False
@@ -276,10 +275,10 @@ class ClusterOperations:
         (so the caller reports "already done" truthfully); otherwise return at once."""
         deadline = time.monotonic() + timeout
         while True:
-            core = self.node.core
-            if core.role is not Role.LEADER:
-                raise NotLeader(core.leader)
-            if core.pending_config_index <= core.log.committed or not done(core.membership):
+            node = self.node
+            if not node.is_leader():
+                raise NotLeader(node.leader())
+            if not node.pending_change() or not done(node.membership):
                 return
             if time.monotonic() >= deadline:
                 raise OperationRefused(f"{self.change_in_progress()} did not complete within {_secs(timeout)}s")
@@ -313,10 +312,10 @@ class ClusterOperations:
                 return {"changed": False, "timeout": True, "id": change.node,
                         "message": f"{what} was proposed but not committed within {_secs(timeout)}s "
                                    f"(is a quorum of voters running? see `kvctl cluster health`)"}
-        core = node.core
-        log.info("node %s term %d: %s committed at index %d", node.id, core.term, what, index)
+        membership = node.membership
+        log.info("node %s term %d: %s committed at index %d", node.id, node.term, what, index)
         return {"changed": True, "id": change.node, "index": index,
-                "voters": sorted(core.membership.voters), "learners": sorted(core.membership.learners),
+                "voters": sorted(membership.voters), "learners": sorted(membership.learners),
                 "message": what.replace("adding", "added", 1).replace("promoting", "promoted", 1)
                 .replace("removing", "removed", 1)}
 

@@ -63,11 +63,10 @@ class AutoPromoter:
 
     async def round(self) -> None:
         node = self.ops.node
-        core = node.core
-        if core is None or core.role is not Role.LEADER:
+        if not node.is_leader():
             return
         view = self.ops.view()  # also keeps the progress tracker current for `cluster health`
-        if core.lead_transferee or self.ops.change_in_progress():
+        if view.status.lead_transferee or self.ops.change_in_progress():
             return
         mgr = view.manager
         for learner in mgr.promotion_candidates():
@@ -78,10 +77,10 @@ class AutoPromoter:
                 return  # a manual change got in first, or leadership moved: look again next round
             except (ProposalLost, asyncio.TimeoutError) as exc:
                 log.warning("node %s term %d: auto-promotion of %s did not commit: %s",
-                            node.id, core.term, learner, exc or "timeout")
+                            node.id, node.term, learner, exc or "timeout")
                 return
             log.info("node %s term %d: auto-promoted learner %s to voter at index %d (caught up: %d entries "
-                     "behind, threshold %d)", node.id, node.core.term, learner, index, lag, limit)
+                     "behind, threshold %d)", node.id, node.term, learner, index, lag, limit)
             return  # one change at a time
 
 
@@ -141,13 +140,13 @@ class RemovalWatch:
                 log.warning("node %s: membership check failed: %s", self.node.id, exc, exc_info=exc)
 
     async def _look(self, nudged: bool) -> None:
-        core = self.node.core
-        if core is None:
+        node = self.node
+        if not node.started():
             return
-        member = self.node.id in core.membership.members
-        if member and (core.leader or core.role is Role.LEADER):
+        member = node.is_member()
+        if member and (node.leader() or node.is_leader()):
             self._had_contact = True
-        leaderless = member and not core.leader and core.role is not Role.LEADER
+        leaderless = member and not node.leader() and not node.is_leader()
         due = leaderless and time.monotonic() - self._last_check >= LEADERLESS_CHECK_INTERVAL
         if not (nudged or due):
             return
@@ -159,10 +158,10 @@ class RemovalWatch:
             if not self._reported_waiting:
                 self._reported_waiting = True
                 log.info("node %s term %d: not a member of cluster %s any more (%s); waiting to be added again",
-                         self.node.id, core.term, self.node.cluster_id, proof)
+                         node.id, node.term, node.cluster_id, proof)
             return
         self._leaving = True
-        log.info("node %s term %d: removed from the cluster (%s); shutting down", self.node.id, core.term, proof)
+        log.info("node %s term %d: removed from the cluster (%s); shutting down", node.id, node.term, proof)
         deadline = time.monotonic() + DRAIN_TIMEOUT
         while self._busy() and time.monotonic() < deadline:
             await asyncio.sleep(0.05)  # let replies in flight (e.g. the remove itself) go out
@@ -171,7 +170,7 @@ class RemovalWatch:
 
     async def _proof_of_removal(self) -> str | None:
         node = self.node
-        peers = {n: a for n, a in client_addresses(node.kv.meta).items() if n != node.id}
+        peers = {n: a for n, a in client_addresses(node).items() if n != node.id}
         if not peers:
             return None
         answers = await asyncio.gather(*(_ask(self._connect, address) for address in peers.values()))
@@ -180,7 +179,7 @@ class RemovalWatch:
                 isinstance(answer, dict)
                 and answer.get("role") == Role.LEADER.value
                 and answer.get("cluster_id") == node.cluster_id
-                and isinstance(answer.get("term"), int) and answer["term"] >= node.core.term
+                and isinstance(answer.get("term"), int) and answer["term"] >= node.term
                 and node.id not in answer.get("voters", []) + answer.get("learners", [])
             ):
                 return f"leader {answer.get('id')} at term {answer['term']} no longer lists it"

@@ -54,28 +54,30 @@ class ProgressTracker:
         return stalled
 
 
-def learner_settings(meta: dict[str, str], node: str) -> dict[str, Any]:
+def learner_settings(node, member: str) -> dict[str, Any]:
+    """What `kvctl cluster add` set for ``member``, as ``node``'s replicated records hold it."""
     try:
-        doc = json.loads(meta.get(LEARNER_SETTINGS_META + node) or "{}")
+        doc = json.loads(node.meta(LEARNER_SETTINGS_META + member) or "{}")
     except ValueError:
         return {}
     return doc if isinstance(doc, dict) else {}
 
 
-def client_addresses(meta: dict[str, str]) -> dict[str, str]:
-    return {k[len(CLIENT_ADDRESS_META):]: v for k, v in meta.items() if k.startswith(CLIENT_ADDRESS_META)}
+def client_addresses(node) -> dict[str, str]:
+    """Each member's client address, as ``node``'s replicated records hold them."""
+    return {k[len(CLIENT_ADDRESS_META):]: v for k, v in node.meta_items() if k.startswith(CLIENT_ADDRESS_META)}
 
 
 class LeaderView:
     """One consistent reading of the leader's state (call only on the leader)."""
 
     def __init__(self, node, config, tracker: ProgressTracker | None = None) -> None:
-        status = node.core.status()
+        status = node.status()
         if status.role is not Role.LEADER:
             raise ValueError("the leader's view exists only on the leader")
         self.status = status
         self.cluster_id = node.cluster_id
-        self.clients = client_addresses(node.kv.meta)
+        self.clients = client_addresses(node)
         tick = node.timing.tick_interval
         membership = status.membership
         peers = {p.id: p for p in status.peers}
@@ -89,7 +91,7 @@ class LeaderView:
         members = []
         for node_id in sorted(membership.members):
             peer = peers.get(node_id)
-            settings = learner_settings(node.kv.meta, node_id)
+            settings = learner_settings(node, node_id)
             is_leader = node_id == status.id
             ticks = peer.ticks_since_contact if peer is not None else None
             members.append(Member(

@@ -80,13 +80,13 @@ class Maintenance:
         outcome = await self._snapshot(full_compaction=True)
         return {"node": self.node.id, "snapshot_index": outcome.index, "term": outcome.term, "taken": outcome.taken,
                 "first_index_before": outcome.first_index_before, "first_index_after": outcome.first_index_after,
-                "last_index": self.node.storage.last_index(), "seconds": round(outcome.seconds, 3)}
+                "last_index": outcome.last_index, "seconds": round(outcome.seconds, 3)}
 
     async def snapshot_list(self, args: dict[str, Any]) -> dict[str, Any]:
         node = self.node
-        status = node.core.status()
+        status = node.status()
         try:
-            snapshots = await asyncio.get_running_loop().run_in_executor(None, node.storage.list_snapshots)
+            snapshots = await asyncio.get_running_loop().run_in_executor(None, node.list_snapshots)
         except OSError as exc:
             raise OperationRefused(f"{node.id} cannot list its snapshots: {exc}") from None
         return {"node": node.id, "role": status.role.value, "term": status.term, "first_index": status.first_index,
@@ -104,7 +104,7 @@ class Maintenance:
 
     def _snapshot_info(self, index: int):
         try:
-            return next((s for s in reversed(self.node.storage.list_snapshots()) if s.index == index), None)
+            return next((s for s in reversed(self.node.list_snapshots()) if s.index == index), None)
         except OSError:  # the size is a nicety; the snapshot itself was taken
             return None
 
@@ -112,11 +112,11 @@ class Maintenance:
     async def backup_begin(self, args: dict[str, Any]) -> dict[str, Any]:
         node = self.node
         await node.linearizable_barrier(OPERATION_TIMEOUT)
-        index = node.core.log.applied
-        term = node.core.log.term_or_none(index) or 0
+        index = node.applied_index
+        term = node.term_at(index) or 0
         created = time.time()
         started = time.monotonic()
-        with node.kv.freeze() as frozen:  # as of `index`; serialized in a thread meanwhile
+        with node.freeze() as frozen:  # as of `index`; serialized in a thread meanwhile
             data, checksum = await asyncio.get_running_loop().run_in_executor(None, _serialize, frozen)
             keys, revision = frozen.items, frozen.revision
         backup_id = uuid.uuid4().hex
@@ -124,7 +124,7 @@ class Maintenance:
             self._drop(next(iter(self._held)), "replaced by a newer backup")
         self._held[backup_id] = _Held(data, self._expire_later(backup_id))
         log.info("node %s term %d: backup %s at index %d: %d keys, %d bytes serialized in %.2fs",
-                 node.id, node.core.term, backup_id, index, keys, len(data), time.monotonic() - started)
+                 node.id, node.term, backup_id, index, keys, len(data), time.monotonic() - started)
         return {"id": backup_id, "node": node.id, "cluster_id": node.cluster_id, "index": index, "term": term,
                 "revision": revision, "keys": keys, "size": len(data), "checksum": checksum, "created": created,
                 "chunk_size": BACKUP_CHUNK}
@@ -155,13 +155,13 @@ class Maintenance:
         held = self._held.pop(backup_id, None)
         if held is not None:
             held.expiry.cancel()
-            log.info("node %s term %d: backup %s dropped (%s)", self.node.id, self.node.core.term, backup_id, why)
+            log.info("node %s term %d: backup %s dropped (%s)", self.node.id, self.node.term, backup_id, why)
 
     # -- restore (through the log, on the leader) ------------------------------------------
     async def restore_begin(self, args: dict[str, Any]) -> dict[str, Any]:
         restore_id, size, checksum = _arg(args, "id", str), _arg(args, "size", int), _arg(args, "checksum", str)
         await self._propose(encode_restore_begin(restore_id, size, checksum))
-        log.info("node %s term %d: restore %s begins: %d bytes to stage", self.node.id, self.node.core.term,
+        log.info("node %s term %d: restore %s begins: %d bytes to stage", self.node.id, self.node.term,
                  restore_id, size)
         return {"id": restore_id, "chunk_size": RESTORE_CHUNK}
 
@@ -173,14 +173,14 @@ class Maintenance:
     async def restore_commit(self, args: dict[str, Any]) -> dict[str, Any]:
         restore_id = _arg(args, "id", str)
         result = await self._propose(encode_restore_commit(restore_id))
-        log.info("node %s term %d: restore %s committed at revision %d", self.node.id, self.node.core.term,
+        log.info("node %s term %d: restore %s committed at revision %d", self.node.id, self.node.term,
                  restore_id, result.revision)
-        return {"id": restore_id, "revision": result.revision, "keys": len(self.node.kv)}
+        return {"id": restore_id, "revision": result.revision, "keys": self.node.key_count}
 
     async def restore_abort(self, args: dict[str, Any]) -> dict[str, Any]:
         restore_id = _arg(args, "id", str)
         await self._propose(encode_restore_abort(restore_id))
-        log.info("node %s term %d: restore %s aborted", self.node.id, self.node.core.term, restore_id)
+        log.info("node %s term %d: restore %s aborted", self.node.id, self.node.term, restore_id)
         return {"id": restore_id}
 
     async def _propose(self, data: bytes):

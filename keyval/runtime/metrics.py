@@ -133,9 +133,9 @@ class _StatusCollector:
 
     def collect(self):
         node = self.node
-        if node.core is None:
+        if not node.started():
             return
-        status = node.core.status()
+        status = node.status()
         for name, help_text, value in (
             ("keyval_term", "Current Raft term", status.term),
             ("keyval_is_leader", "1 if this node is the leader", int(status.role.value == "leader")),
@@ -143,8 +143,8 @@ class _StatusCollector:
             ("keyval_applied_index", "Highest log index applied to the state machine", status.applied),
             ("keyval_last_index", "Last log index held", status.last_index),
             ("keyval_first_index", "First log index held (after compaction)", status.first_index),
-            ("keyval_keys", "Keys in the state machine", len(node.kv)),
-            ("keyval_revision", "State machine revision", node.kv.revision),
+            ("keyval_keys", "Keys in the state machine", node.key_count),
+            ("keyval_revision", "State machine revision", node.revision),
             ("keyval_voters", "Voting members in the configuration", len(status.membership.voters)),
             ("keyval_learners", "Learners in the configuration", len(status.membership.learners)),
         ):
@@ -170,12 +170,11 @@ class _StatusCollector:
                 lag.add_metric([peer.id], max(0, status.last_index - peer.match))
                 sent.add_metric([peer.id], peer.bytes_sent)
             yield from (match, lag, sent)
-        if node.transport is not None:
-            messages = CounterMetricFamily("keyval_transport_messages", "Peer messages by event (sent, received, dropped_*)", labels=["event"])
-            for event, count in sorted(node.transport.stats().items()):
-                if isinstance(count, (int, float)):
-                    messages.add_metric([event], count)
-            yield messages
+        messages = CounterMetricFamily("keyval_transport_messages", "Peer messages by event (sent, received, dropped_*)", labels=["event"])
+        for event, count in sorted(node.transport_stats().items()):
+            if isinstance(count, (int, float)):
+                messages.add_metric([event], count)
+        yield messages
 
 
 class _ClientPortCollector:
@@ -214,10 +213,9 @@ class _ClientPortCollector:
 
 
 def health(node: "Node") -> tuple[bool, dict]:
-    core = node.core
-    if core is None:
+    if not node.started():
         return False, {"healthy": False, "reason": "starting"}
-    status = core.status()
+    status = node.status()
     member = node.id in status.membership.members
     leader = status.leader or None
     ok = member and leader is not None and node.fatal is None

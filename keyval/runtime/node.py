@@ -119,6 +119,7 @@ class Node:
     async def _open(self) -> None:
         self.storage = open_backend(self.plugins, "storage", self.config.storage, Storage, lambda: choose_storage(
             self.plugins, self.config.storage).factory(self.config.data_dir, dict(self.config.storage_options)))
+        self.snapshots.storage = self.storage
         self._maybe_bootstrap()
         snapshot = self.storage.load_snapshot()
         if snapshot is not None and snapshot.data:
@@ -289,18 +290,22 @@ class Node:
                 log.error("node %s: membership listener failed: %s", self.id, exc, exc_info=exc)
 
     # ------------------------------------------------------------------ the facade
-    # What the service, maintenance, cluster operations and metrics use; they do not reach
-    # into the core, the state machine or the storage.
+    # What the service, maintenance, cluster operations, metrics, the server and snapshots use:
+    # they do not reach into the core, the state machine, the storage or the transport
+    # (tests/node/test_node_facade.py reads their source for that).
     def started(self) -> bool:
+        """Whether the node has opened its storage and core (``start`` got that far)."""
         return self.core is not None
 
     def status(self) -> Status:
+        """The core's status: role, term, indexes, membership, and on a leader each peer's progress."""
         if self.core is None:
             raise NodeUnavailable("the node is starting")
         return self.core.status()
 
     @property
     def term(self) -> int:
+        """The current term (0 before start)."""
         return self.core.term if self.core is not None else 0
 
     @property
@@ -313,20 +318,34 @@ class Node:
         """The newest configuration in the log (in force from when it was appended)."""
         return self.core.membership if self.core is not None else Membership()
 
+    def is_member(self, node_id: str | None = None) -> bool:
+        """Whether ``node_id`` (this node if None) is in the newest configuration."""
+        return (self.id if node_id is None else node_id) in self.membership.members
+
+    def pending_change(self) -> int:
+        """The log index of a configuration change appended but not committed yet; 0 if none."""
+        core = self.core
+        return core.pending_config_index if core is not None and core.pending_config_index > core.log.committed else 0
+
     def is_leader(self) -> bool:
+        """Whether this node leads now."""
         return self.core is not None and self.core.role is Role.LEADER
 
     def leader(self) -> str:
+        """The leader this node knows of ('' if none)."""
         return self.core.leader if self.core is not None else NONE
 
     def get(self, key: bytes):
+        """The state machine's item at ``key`` (no read barrier: see ``read_barrier``)."""
         return self.kv.get(key)
 
     def scan(self, prefix: bytes, limit: int):
+        """Up to ``limit`` items whose keys start with ``prefix`` (no read barrier)."""
         return self.kv.scan(prefix, limit)
 
     @property
     def revision(self) -> int:
+        """The state machine's revision."""
         return self.kv.revision
 
     def meta(self, name: str, default: str = "") -> str:
@@ -334,14 +353,17 @@ class Node:
         return self.kv.meta.get(name, default)
 
     def meta_items(self) -> Iterable[tuple[str, str]]:
+        """Every (name, value) the cluster keeps beside the data."""
         return self.kv.meta.items()
 
     @property
     def key_count(self) -> int:
+        """Keys in the state machine."""
         return len(self.kv)
 
     @property
     def limits(self) -> Limits:
+        """The key and value size limits writes are checked against."""
         return self.kv.limits
 
     def term_at(self, index: int) -> int | None:
@@ -353,9 +375,11 @@ class Node:
         return self.kv.freeze()
 
     def list_snapshots(self):
+        """The snapshots the storage holds, oldest first (blocking: reads the data dir)."""
         return self.storage.list_snapshots()
 
     def transport_stats(self) -> dict[str, int]:
+        """The transport's message counts by event ({} before start)."""
         return self.transport.stats() if self.transport is not None else {}
 
     async def propose(self, data: bytes, timeout: float) -> WriteResult | None:
@@ -405,4 +429,5 @@ class Node:
         return self.requests.read_barrier(timeout)
 
     async def snapshot_now(self, full_compaction: bool = False) -> SnapshotOutcome:
+        """Snapshot at the applied index and compact the log behind it (``NodeSnapshots.now``)."""
         return await self.snapshots.now(full_compaction)
