@@ -25,7 +25,7 @@ from keyval.runtime.metrics import MetricsServer
 from keyval.runtime.node import Node
 from keyval.runtime.timing import Timing
 from keyval.plugin_api.loading import Plugins
-from keyval.service import CLIENT_ADDRESS_META, ClientService
+from keyval.clientport.service import CLIENT_ADDRESS_META, ClientService
 
 log = logging.getLogger("keyval.server")
 
@@ -77,7 +77,7 @@ class Server:
         node_config, self.descriptors = plan_connections(config)
         self.node = Node(node_config, plugins, timing)
         self.security = ClientSecurity.from_config(config, self.node.metrics.registry)
-        # Areas add their operations here (keyval.cluster, keyval.maintenance).
+        # Areas add their operations here (keyval.cluster, keyval.ops.maintenance).
         self.admin = AdminOperations()
         self.maintenance = Maintenance(self.node).register(self.admin)
         # Set when the node should exit on its own (e.g. it learned it was removed).
@@ -140,7 +140,7 @@ class Server:
     async def _register_client_address(self) -> None:
         """Make this node's client address known cluster-wide (kept in the replicated
         metadata), so followers can point clients at the leader and status can show it. The
-        leader takes it only from a holder of the node credential (keyval.client_auth)."""
+        leader takes it only from a holder of the node credential (keyval.clientport.auth)."""
         node, mine = self.node, self.service.address
         key = CLIENT_ADDRESS_META + node.id
         client: AsyncClient | None = None

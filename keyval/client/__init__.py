@@ -2,7 +2,7 @@
 
 ``Client`` (blocking) and ``AsyncClient`` (asyncio) live in ``client``; ``protocol`` is the
 wire format of the client port and ``tls`` its TLS contexts, used by the node's side
-(``keyval.service``, ``keyval.clientport``) and by clients alike.
+(``keyval.clientport``) and by clients alike.
 """
 from keyval.client.client import AsyncClient, Client
 

@@ -16,7 +16,7 @@ from keyval.cluster.membership import LEARNER, VOTER, Member, MembershipManager
 from keyval.peer.codec import PROTOCOL_VERSION
 from keyval.raft import Membership, Role
 
-CLIENT_ADDRESS_META = "client_address/"  # keyval.service's key, repeated to keep this import-light
+CLIENT_ADDRESS_META = "client_address/"  # keyval.clientport.service's key, repeated to keep this import-light
 #: replicated per-learner settings given to `kvctl cluster add` (JSON; "" = none)
 LEARNER_SETTINGS_META = "learner_settings/"
 

@@ -84,7 +84,7 @@ class DriverEvents(Protocol):
 @dataclass
 class DriverParts:
     core: RaftCore
-    storage: Any  # keyval.storage.Storage
+    storage: Any  # keyval.plugin_api.storage.Storage
     send: Callable[[Sequence[m.Message]], None]
     machine: StateMachine
     requests: Requests

@@ -141,7 +141,7 @@ class Node:
             self.plugins, self.config.transport).factory(dict(self.config.transport_options)))
         self._adopt_cluster_id(core.membership.cluster_id)
         use_versions = getattr(self.transport, "use_peer_versions", None)
-        if callable(use_versions):  # optional in the contract (keyval.transport)
+        if callable(use_versions):  # optional in the contract (keyval.plugin_api.transport)
             use_versions(self.peer_versions)
         loop = asyncio.get_running_loop()
         self.requests = Requests(self.id, core, loop.time, self._wake, self.metrics.count_proposal, self.metrics.count_read)
@@ -227,7 +227,7 @@ class Node:
             self.transport.set_cluster_id(cluster_id)
 
     def _notify(self, hook: str, **kwargs: Any) -> None:
-        # Every plugin gets the event even if one raises; see keyval.plugins.notify.
+        # Every plugin gets the event even if one raises; see keyval.plugin_api.loading.notify.
         notify(self.plugins, hook, **kwargs)
 
     # ------------------------------------------------------------------ the driver's I/O and news

@@ -2,7 +2,7 @@
 
 ``SimDisk`` holds the durable state (a ``memory`` backend that only ever sees synced
 writes); each incarnation of the node opens a ``SimStorage`` over it, a full
-``keyval.storage.Storage`` whose reads see everything written through it and whose writes
+``keyval.plugin_api.storage.Storage`` whose reads see everything written through it and whose writes
 become durable exactly as the storage contract promises — no sooner:
 
 - ``append``: at the next ``sync``;

@@ -1,6 +1,6 @@
 """The simulated network endpoint and fsync executor a simulated node's runtime is given.
 
-``SimTransport`` is a full ``keyval.transport.Transport``: ``send`` hands the message to the
+``SimTransport`` is a full ``keyval.plugin_api.transport.Transport``: ``send`` hands the message to the
 simulated network (which loses, delays, duplicates and partitions); the network calls
 ``deliver`` at the arrival time. A crashed incarnation's transport is dead: it sends nothing
 and is delivered nothing. A fault armed on it ("after-send") crashes the node right after a

@@ -43,7 +43,7 @@ class ClientService:
         self.request_timeout = request_timeout
         self.admin = admin
         self.limiter = ClientLimiter(limits, f"client port of node {node.id}")
-        #: who may do what (keyval.client_auth); the default is the open port of old
+        #: who may do what (keyval.clientport.auth); the default is the open port of old
         self.gate = gate or ClientGate(None, None, node.metrics.registry, node.id)
         self.tls = tls
         self._server: asyncio.base_events.Server | None = None
