@@ -106,6 +106,8 @@ class SimNode:
         self.storage: SimStorage | None = None
         self.transport: SimTransport | None = None
         self.incarnation = 0
+        #: an incarnation's start is under way (its task has not run yet)
+        self.starting = False
         #: permanently stopped (removed from the cluster); never restarted
         self.stopped = False
         #: set by the nemesis: (crash point, expiry in ms)

@@ -52,6 +52,8 @@ READ_TIMEOUT = 300
 ATTEMPT_TIMEOUT = 0.15  # s: one request's deadline at the node (the service's request timeout)
 MAX_VOTERS = 5
 MAX_MEMBERS = 7
+#: entries a learner may lag its leader by and still be promoted
+CATCHUP_THRESHOLD = 20
 
 
 class _Op:
@@ -291,7 +293,9 @@ class Operator:
             target = f"n{self.next_id}"
             change = ConfigChange(ChangeKind.ADD_LEARNER, target, f"sim://{target}")
         elif action == "promote":
-            live = [n for n in learners if n in sim.nodes and sim.nodes[n].alive]
+            # As kvctl does (MembershipManager.check_promote): only a learner that has caught
+            # up. A voter that holds nothing cannot vote for anyone it does not know yet.
+            live = [n for n in learners if n in sim.nodes and sim.nodes[n].alive and self._caught_up(leader, n)]
             if not live or len(voters) >= MAX_VOTERS:
                 return
             target = rng.choice(live)
@@ -331,6 +335,12 @@ class Operator:
             raise SafetyViolation(f"{leader.id} accepted a leadership transfer to learner {target}")
         sim.stats[f"operator-{action}"] += 1
         sim.trace.add(sim.now, "oper", f"transfer leadership to {target} via {leader.id}")
+
+    @staticmethod
+    def _caught_up(leader: "SimNode", learner: str) -> bool:
+        status = leader.node.status()
+        match = next((p.match for p in status.peers if p.id == learner), 0)
+        return match > 0 and status.last_index - match <= CATCHUP_THRESHOLD
 
     async def _change(self, leader: "SimNode", change: ConfigChange, action: str, target: str) -> None:
         """A membership change through the leader's facade, as ``kvctl cluster`` makes one;

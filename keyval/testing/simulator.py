@@ -202,10 +202,12 @@ class Simulation:
         self.nodes[node.id] = node
         node.tick_interval = TICK_MS + (self.rng.choice((-1, 0, 0, 1)) if k.skew else 0)
         rng = random.Random(self.rng.getrandbits(64))
+        node.starting = True  # one incarnation at a time: no second start before this one runs
         task = self.loop.create_task(node.start(self._timing(node), rng, k.fsync_ms))
         task.add_done_callback(lambda t, node=node: self._started(node, t))
 
     def _started(self, node: SimNode, task) -> None:
+        node.starting = False
         exc = task.exception()
         if exc is not None:
             raise exc  # a node that cannot start from its own disk is a failure
@@ -262,7 +264,7 @@ class Simulation:
             self.schedule(self.now + self.rng.randint(10, 400), self._restart, node)
 
     def _restart(self, node: SimNode) -> None:
-        if node.alive or node.stopped:
+        if node.alive or node.stopped or node.starting:
             return
         self._start_node(node)
         durable = node.disk.durable
