@@ -27,7 +27,7 @@ from keyval.plugin_api.loading import Plugins, choose_storage, choose_transport,
 from keyval.ops.recover import record_node_id
 from keyval.plugin_api.storage import Storage
 from keyval.plugin_api.transport import Transport
-from keyval.raft import NONE, ConfigChange, Membership, NotLeader, RaftConfig, RaftCore, Role, Status, bootstrap_state
+from keyval.raft import NONE, ConfigChange, Membership, RaftConfig, RaftCore, Role, Status, bootstrap_state
 from keyval.raft import messages as m
 
 from .driver import DriverParts, OffLoop, ReadyDriver
