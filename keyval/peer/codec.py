@@ -124,6 +124,7 @@ class _V1AppendEntries(_V1, tag=1):
     entries: _Entries
     commit: U62
     transferee: TransfereeField = ""  # appended in version 1 (leadership transfer gating)
+    leader_last: U62 = 0  # appended later (recovery from lost storage); older decoders skip it
 
 
 class _V1AppendResponse(_V1, tag=2):
@@ -131,6 +132,7 @@ class _V1AppendResponse(_V1, tag=2):
     reject: bool
     hint_index: U62
     hint_term: U62
+    lost: U62 = 0  # appended later (recovery from lost storage); older decoders skip it
 
 
 class _V1RequestVote(_V1, tag=3):
@@ -153,6 +155,7 @@ class _V1Heartbeat(_V1, tag=5):
 
 class _V1HeartbeatResponse(_V1, tag=6):
     context: Context
+    lost: U62 = 0  # appended later (recovery from lost storage); older decoders skip it
 
 
 class _V1InstallSnapshot(_V1, tag=7):
@@ -256,12 +259,16 @@ def _fields_v1(msg: Message) -> tuple:
     t = type(msg)
     if t is AppendEntries:
         entries = [(e.term, e.index, e.type, e.data) for e in msg.entries]  # msgspec writes an IntEnum as its int
-        # The trailing transferee is sent only during a transfer: older decoders of this
-        # version ignore it, and outside transfers the bytes stay as they were.
+        # The trailing fields are sent only when set (a transfer, a recovering follower):
+        # older decoders of this version ignore them, and otherwise the bytes stay as they were.
+        if msg.leader_last:
+            return (msg.prev_index, msg.prev_term, entries, msg.commit, msg.transferee, msg.leader_last)
         if msg.transferee:
             return (msg.prev_index, msg.prev_term, entries, msg.commit, msg.transferee)
         return (msg.prev_index, msg.prev_term, entries, msg.commit)
     if t is AppendResponse:
+        if msg.lost:
+            return (msg.index, msg.reject, msg.hint_index, msg.hint_term, msg.lost)
         return (msg.index, msg.reject, msg.hint_index, msg.hint_term)
     if t is RequestVote:
         return (msg.last_index, msg.last_term, msg.pre_vote, msg.transfer)
@@ -272,7 +279,7 @@ def _fields_v1(msg: Message) -> tuple:
             return (msg.commit, msg.context, msg.transferee)
         return (msg.commit, msg.context)
     if t is HeartbeatResponse:
-        return (msg.context,)
+        return (msg.context, msg.lost) if msg.lost else (msg.context,)
     if t is InstallSnapshot:
         return (_meta_to_wire(msg.meta), msg.offset, msg.data, msg.done)
     if t is SnapshotResponse:
@@ -306,9 +313,11 @@ def _from_wire_v1(w: _V1) -> Message:
         # refused here too; the scan runs in C and only CONFIG entries are decoded.
         if _CONFIG in map(_KIND, w.entries):
             _check_config_entries(entries)
-        return AppendEntries(w.term, w.frm, w.to, w.prev_index, w.prev_term, entries, w.commit, w.transferee)
+        return AppendEntries(
+            w.term, w.frm, w.to, w.prev_index, w.prev_term, entries, w.commit, w.transferee, w.leader_last
+        )
     if t is _V1AppendResponse:
-        return AppendResponse(w.term, w.frm, w.to, w.index, w.reject, w.hint_index, w.hint_term)
+        return AppendResponse(w.term, w.frm, w.to, w.index, w.reject, w.hint_index, w.hint_term, w.lost)
     if t is _V1RequestVote:
         return RequestVote(w.term, w.frm, w.to, w.last_index, w.last_term, w.pre_vote, w.transfer)
     if t is _V1VoteResponse:
@@ -316,7 +325,7 @@ def _from_wire_v1(w: _V1) -> Message:
     if t is _V1Heartbeat:
         return Heartbeat(w.term, w.frm, w.to, w.commit, w.context, w.transferee)
     if t is _V1HeartbeatResponse:
-        return HeartbeatResponse(w.term, w.frm, w.to, w.context)
+        return HeartbeatResponse(w.term, w.frm, w.to, w.context, w.lost)
     if t is _V1InstallSnapshot:
         return InstallSnapshot(w.term, w.frm, w.to, _meta_from_wire(w.meta), w.offset, w.data, w.done)
     if t is _V1SnapshotResponse:

@@ -80,6 +80,9 @@ class PeerStatus:
     ticks_since_contact: int | None
     bytes_sent: int
     inflight: int
+    #: Non-zero while the peer reports it is recovering entries it lost (not counted toward
+    #: commitment meanwhile): the index it must hold again.
+    lost_to: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +110,8 @@ class Status:
     refused_transfer_votes: int = 0
     #: Snapshot transfers dropped for passing ``RaftConfig.max_snapshot_bytes``.
     oversized_snapshots: int = 0
+    #: Non-zero while this node recovers entries it lost on disk (``RaftCore.recovering_to``).
+    recovering_to: int = 0
 
 
 class RaftCore(LeaderRole):
@@ -131,6 +136,27 @@ class RaftCore(LeaderRole):
         self.last_non_member: NodeId = NONE
         self.refused_transfer_votes = 0
         self.oversized_snapshots = 0
+        # Entries this node once held durably and lost to damaged storage (a bad block, a cut
+        # tail, a truncated file: LogStorage.durable_watermark). It may have acknowledged
+        # them, so until it holds them again — or everything its leader holds — it does not
+        # campaign, it votes only for a candidate at least as up to date as the log it lost
+        # (so its vote means what it meant before the damage), and every answer to the
+        # leader says it is recovering (``lost``), which makes the leader forget what it
+        # thought this node held and stop counting it toward commitment. Both halves keep
+        # Raft's safety argument whole (the CTRL protocol of Alagappan et al., FAST '18).
+        held = self.log.last_index()
+        watermark, watermark_term = storage.durable_watermark()
+        #: (first, last) lost at startup, for the runtime's log line; None when nothing was
+        self.lost_at_start: tuple[int, int] | None = (held + 1, watermark) if watermark > held else None
+        #: non-zero while recovering: the watermark this node must hold again
+        self.recovering_to = 0
+        #: the term of the entry at the watermark: with it, the last (index, term) it lost
+        self._lost_last_term = watermark_term
+        #: the last index of the damaged log still held as it was (see _lost_history_replaced)
+        self._intact_through = held
+        if self.lost_at_start and self.membership.voters - {self.id}:
+            # A sole voter has no one to fetch from: what it lost is gone, and it carries on.
+            self.recovering_to = watermark
 
         self.role = Role.FOLLOWER
         self.leader: NodeId = NONE
@@ -174,7 +200,7 @@ class RaftCore(LeaderRole):
         of the committed one while a newer configuration is pending — otherwise a leader
         that appended its own removal and crashed could be the only node able to win, and
         never try (its votes are still counted in the latest configuration)."""
-        if self.log.pending_snapshot is not None:
+        if self.log.pending_snapshot is not None or self.recovering_to:
             return False
         if self.id in self.membership.voters:
             return True
@@ -310,6 +336,8 @@ class RaftCore(LeaderRole):
             raise TransferRefused(f"{target} is a learner; only a voter can become leader")
         if target not in config.voters:
             raise TransferRefused(f"{target} is not a voting member of the cluster")
+        if getattr(self.progress.get(target), "lost_to", 0):
+            raise TransferRefused(f"{target} is re-fetching entries it lost on disk; it cannot lead until it holds them")
         if self.lead_transferee == target:
             return
         self.lead_transferee = target
@@ -450,6 +478,7 @@ class RaftCore(LeaderRole):
                     ticks_since_contact=0 if node == self.id else pr.ticks_since_contact,
                     bytes_sent=pr.bytes_sent,
                     inflight=len(pr.inflights),
+                    lost_to=pr.lost_to,
                 )
                 for node, pr in sorted(self.progress.items())
             )
@@ -470,6 +499,7 @@ class RaftCore(LeaderRole):
             last_non_member=self.last_non_member,
             refused_transfer_votes=self.refused_transfer_votes,
             oversized_snapshots=self.oversized_snapshots,
+            recovering_to=self.recovering_to,
         )
 
     def _hard_state(self) -> HardState:
@@ -679,13 +709,25 @@ class RaftCore(LeaderRole):
             or (self.vote == NONE and self.leader == NONE)
             or (msg.pre_vote and msg.term > self.term)
         )
-        if can_vote and self.log.is_up_to_date(msg.last_index, msg.last_term):
+        if can_vote and self.log.is_up_to_date(msg.last_index, msg.last_term) and self._covers_lost(msg):
             self._send(m.VoteResponse(msg.term, self.id, msg.frm, granted=True, pre_vote=msg.pre_vote))
             if not msg.pre_vote:
                 self.election_elapsed = 0
                 self.vote = msg.frm
         else:
             self._send(m.VoteResponse(self.term, self.id, msg.frm, granted=False, pre_vote=msg.pre_vote))
+
+    def _covers_lost(self, msg: m.RequestVote) -> bool:
+        """While recovering, the candidate must also be at least as up to date as the log
+        this node lost, whose last entry is (``recovering_to``, ``_lost_last_term``): the
+        vote then promises what it promised before the damage — that the candidate holds
+        every entry committed with this node's acknowledgement (Leader Completeness needs
+        no more of a voter than its last index and term)."""
+        if not self.recovering_to:
+            return True
+        if msg.last_term != self._lost_last_term:
+            return msg.last_term > self._lost_last_term
+        return msg.last_index >= self.recovering_to
 
     # ======================================================================================
     # Step functions, one per role
@@ -700,7 +742,7 @@ class RaftCore(LeaderRole):
             elif isinstance(msg, m.Heartbeat):
                 self.lead_transferee = msg.transferee
                 self.log.commit_to(min(msg.commit, self.log.last_index()))
-                self._send(m.HeartbeatResponse(self.term, self.id, msg.frm, msg.context))
+                self._send(m.HeartbeatResponse(self.term, self.id, msg.frm, msg.context, self.recovering_to))
             else:
                 self._handle_snapshot_chunk(msg)
         elif isinstance(msg, m.TimeoutNow):
@@ -731,23 +773,51 @@ class RaftCore(LeaderRole):
     # ======================================================================================
     def _handle_append(self, msg: m.AppendEntries) -> None:
         if msg.prev_index < self.log.committed:
-            self._send(m.AppendResponse(self.term, self.id, msg.frm, index=self.log.committed))
+            self._send(m.AppendResponse(self.term, self.id, msg.frm, index=self.log.committed, lost=self.recovering_to))
             return
         result = self.log.maybe_append(msg.prev_index, msg.prev_term, msg.commit, msg.entries)
         if result is not None:
             last_new, conflict = result
             if conflict:
                 self._on_log_appended(msg.entries[conflict - msg.prev_index - 1 :], conflict)
-            self._send(m.AppendResponse(self.term, self.id, msg.frm, index=last_new))
+                self._lost_history_replaced(conflict)
+            self._maybe_recovered(last_new, msg.leader_last)
+            self._send(m.AppendResponse(self.term, self.id, msg.frm, index=last_new, lost=self.recovering_to))
             return
         hint_index = self.log.find_conflict_by_term(min(msg.prev_index, self.log.last_index()), msg.prev_term)
         hint_term = self.log.term_or_none(hint_index) or 0
         self._send(
             m.AppendResponse(
                 self.term, self.id, msg.frm, index=msg.prev_index, reject=True,
-                hint_index=hint_index, hint_term=hint_term,
+                hint_index=hint_index, hint_term=hint_term, lost=self.recovering_to,
             )
         )
+
+    def _lost_history_replaced(self, index: int) -> None:
+        """The leader replaced our entry at ``index``. If that entry was part of the damaged
+        log as it was, every entry lost after it is absent from the leader's log too (Log
+        Matching), hence never committed (as in _maybe_recovered): nothing left to fetch.
+        An entry received since the restart proves nothing about the lost ones."""
+        if index <= self._intact_through:
+            self._intact_through = index - 1
+            self.recovering_to = 0
+
+    def _maybe_recovered(self, matched: int, leader_last: int) -> None:
+        """Our log now matches the leader's through ``matched``: done recovering once that
+        covers the watermark, or the leader's whole log (``leader_last``).
+
+        Why the leader's whole log is enough when it ends below the watermark: a lost entry
+        e at index i > leader_last is not in the leader's log. Had e come from this leader
+        it would be (a leader's log only grows within its term), so e is from an older
+        term, and a leader of a later term lacks it. By Leader Completeness e was then never
+        committed; and it can never be, because its term's leader would need a quorum of
+        acknowledgements that intersects this leader's voters — none of which voted for a
+        log missing an entry it had acknowledged (this node voted as its lost log would)."""
+        if not self.recovering_to:
+            return
+        target = min(self.recovering_to, leader_last) if leader_last else self.recovering_to
+        if matched >= target:
+            self.recovering_to = 0
 
     def _handle_snapshot_chunk(self, msg: m.InstallSnapshot) -> None:
         """Reassemble a leader's snapshot chunk by chunk; restore it when the last arrives.
@@ -795,6 +865,7 @@ class RaftCore(LeaderRole):
             return
         self._incoming_snapshot = None
         self._restore(Snapshot(meta, bytes(incoming[1])))
+        self._maybe_recovered(meta.index, 0)
         reply(len(msg.data) + msg.offset, done=True)
 
     def _restore(self, snapshot: Snapshot) -> None:
@@ -803,6 +874,8 @@ class RaftCore(LeaderRole):
             # Our log already holds the snapshot's last entry: just move commit forward.
             self.log.commit_to(meta.index)
             return
+        if self.log.term_or_none(meta.index) is not None:
+            self._lost_history_replaced(meta.index)  # held there, with another term
         self.log.restore(snapshot)
         self._configs = [(meta.index, meta.membership)]
         self._refresh_senders()

@@ -75,8 +75,10 @@ class LeaderRole:
 
     def _maybe_commit(self) -> bool:
         voters = self.membership.voters
+        # A follower recovering lost entries is not counted: it may lack ones it acknowledged.
         matches = sorted(
-            (self.progress[n].match if n in self.progress else 0) for n in voters if n != self.id
+            (self.progress[n].match if n in self.progress and not self.progress[n].lost_to else 0)
+            for n in voters if n != self.id
         )
         if self.id in voters:
             # Invariant: only durable entries count, ours included.
@@ -139,7 +141,8 @@ class LeaderRole:
         elif pr.state is ProgressState.PROBE:
             pr.probe_sent = True
         self._send(m.AppendEntries(
-            self.term, self.id, to, prev_index, prev_term, tuple(entries), self.log.committed, self.lead_transferee
+            self.term, self.id, to, prev_index, prev_term, tuple(entries), self.log.committed, self.lead_transferee,
+            self.log.last_index() if pr.lost_to else 0,
         ))
         return True
 
@@ -165,7 +168,35 @@ class LeaderRole:
         self._send(m.InstallSnapshot(self.term, self.id, to, meta, pr.snapshot_offset, data, done))
         return True
 
+    def _note_lost(self, pr: Progress, lost: int, holds: int | None) -> bool:
+        """The follower says it lost entries up to ``lost`` on disk and holds ``holds`` (None:
+        not said). Forget any higher match — a rejection below the match is then no longer
+        stale news but the truth. True if it must be probed anew."""
+        first_notice = not pr.lost_to
+        pr.lost_to = lost
+        if holds is None:
+            if first_notice:
+                pr.become_probe()  # the probe's answer says what it holds
+            return first_notice
+        if holds < pr.match:
+            pr.match = holds
+            pr.become_probe()
+            return True
+        return False
+
+    def _note_recovered(self, pr: Progress) -> None:
+        pr.lost_to = 0  # it answered without the flag: it holds what it lost again
+        if self._maybe_commit():
+            self._broadcast_append()
+
     def _handle_append_response(self, msg: m.AppendResponse, pr: Progress) -> None:
+        if msg.lost:
+            # On a rejection the hint is at most the follower's last index.
+            if self._note_lost(pr, msg.lost, msg.hint_index if msg.reject else msg.index) and msg.reject:
+                self._send_append(msg.frm)
+                return
+        elif pr.lost_to:
+            self._note_recovered(pr)
         if msg.reject:
             next_probe = msg.hint_index
             if msg.hint_term > 0:
@@ -201,6 +232,14 @@ class LeaderRole:
 
     def _handle_heartbeat_response(self, msg: m.HeartbeatResponse, pr: Progress) -> None:
         pr.probe_sent = False
+        if msg.lost:
+            if self._note_lost(pr, msg.lost, None):
+                self._send_append(msg.frm)  # even when idle: the answer says what it holds
+                if msg.context:
+                    self._ack_read(msg.context, msg.frm)
+                return
+        elif pr.lost_to:
+            self._note_recovered(pr)
         if pr.state is ProgressState.REPLICATE and pr.is_paused():
             pr.free_first_inflight()
         if pr.state is ProgressState.SNAPSHOT:

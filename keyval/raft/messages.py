@@ -26,6 +26,10 @@ class AppendEntries(Message):
     #: During a leadership transfer, the node the leader hands over to: followers honour a
     #: ``transfer`` vote (which skips the leader lease) only from that node.
     transferee: NodeId = NONE
+    #: Set only for a follower that reported lost entries (``AppendResponse.lost``): the
+    #: leader's last index. A follower holding the leader's log up to here has every entry
+    #: it lost that could matter (see ``RaftCore._handle_append``).
+    leader_last: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +42,11 @@ class AppendResponse(Message):
     #: the last index <= hint_index whose term is <= hint_term.
     hint_index: int = 0
     hint_term: int = 0
+    #: Non-zero while the follower is recovering from lost storage: entries up to ``lost``
+    #: were durable on it once (it may have acknowledged them) and are gone. The leader then
+    #: resets what it believes the follower holds and does not count it toward commitment
+    #: until it answers without the flag.
+    lost: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +77,8 @@ class Heartbeat(Message):
 @dataclass(frozen=True, slots=True)
 class HeartbeatResponse(Message):
     context: bytes = b""
+    #: As ``AppendResponse.lost``: an idle leader sends only heartbeats, and must still learn.
+    lost: int = 0
 
 
 @dataclass(frozen=True, slots=True)

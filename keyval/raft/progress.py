@@ -29,6 +29,7 @@ class Progress:
         "snapshot_ticks",
         "ticks_since_contact",
         "bytes_sent",
+        "lost_to",
     )
 
     def __init__(self, next_index: int, max_inflight: int, learner: bool) -> None:
@@ -50,6 +51,9 @@ class Progress:
         #: None until the first response; then leader ticks since the last one
         self.ticks_since_contact: int | None = None
         self.bytes_sent = 0
+        #: non-zero while the follower says it is recovering lost entries (``lost``): its
+        #: match is then only what it reported since, and it is not counted toward commit
+        self.lost_to = 0
 
     def _reset_state(self, state: ProgressState) -> None:
         self.probe_sent = False

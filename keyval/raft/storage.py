@@ -93,6 +93,18 @@ class LogStorage(Protocol):
         Raises SnapshotUnavailable if the newest snapshot is no longer at ``index``.
         """
 
+    def durable_watermark(self) -> tuple[int, int]:
+        """(index, term) of the last entry this storage ever reported durable (a ``sync()``
+        returned with it in the log, or a snapshot covered it) and did not discard on purpose
+        since (a conflicting suffix that an append replaced, a log that an installed
+        snapshot replaced). Kept durably apart from the log, so that damage to the log
+        cannot take it along: after a bad block, a cut tail or a truncated file the index is
+        above ``last_index()``, and entries ``last_index() + 1 ..`` it are entries this node
+        may have acknowledged and no longer holds. The core then re-fetches them, and votes
+        as that lost log would, until it holds them (``RaftCore.recovering_to``). A backend
+        that cannot tell returns ``(last_index(), term(last_index()))``: nothing known lost.
+        """
+
 
 class MemoryStorage:
     """An in-memory LogStorage with the write side the runtime would drive.
@@ -147,6 +159,10 @@ class MemoryStorage:
             raise SnapshotUnavailable(index)
         return self.snapshot.data[offset : offset + size]
 
+    def durable_watermark(self) -> tuple[int, int]:
+        # Memory loses nothing it holds, and holds nothing after a restart.
+        return self.last_index(), self._entries[-1].term
+
     # -- write side (driven by the runtime from a Ready) ----------------------------------
     def set_hard_state(self, hs: HardState) -> None:
         self.hard_state = hs
@@ -169,6 +185,12 @@ class MemoryStorage:
         self._entries.extend(entries)
         del self._config_indexes[bisect_left(self._config_indexes, first) :]
         self._config_indexes += [e.index for e in entries if e.type is EntryType.CONFIG]
+
+    def truncate_from(self, index: int) -> None:
+        """Drop entries ``index ..`` (above the snapshot): what damage does, for simulations."""
+        offset = self._entries[0].index
+        del self._entries[max(index - offset, 1) :]
+        del self._config_indexes[bisect_left(self._config_indexes, index) :]
 
     def apply_snapshot(self, snapshot: Snapshot) -> None:
         """Replace the log with a received snapshot (keeps a matching suffix, like etcd)."""

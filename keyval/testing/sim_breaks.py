@@ -145,6 +145,15 @@ def read_before_confirm(node: Node, fired: Counter) -> None:
     requests.read_barrier = read_barrier
 
 
+def forget_lost_entries(core: RaftCore, fired: Counter) -> None:
+    """Recovery from a damaged disk switched off: a node that lost entries it may have
+    acknowledged votes at once and answers its leader as if nothing happened (the leader
+    keeps counting its stale match toward commitment)."""
+    if core.recovering_to:
+        fired["break-fired"] += 1
+        core.recovering_to = 0
+
+
 def _on_core(patch: Callable[[RaftCore, Counter], None]) -> Callable[[Node, Counter], None]:
     def on_node(node: Node, fired: Counter) -> None:
         patch(node.core, fired)
@@ -164,4 +173,5 @@ BREAKS: dict[str, Callable[[Node, Counter], None]] = {
     "skip-early-sync": skip_early_sync,
     "ack-retry-twice": ack_retry_twice,
     "read-before-confirm": read_before_confirm,
+    "forget-lost-entries": _on_core(forget_lost_entries),
 }

@@ -163,6 +163,12 @@ class SafetyChecker:
                 self.fail(f"{node.id}: persisted commit went back from {prev.commit} to {hs.commit}")
         self._persisted[node.id] = hs
 
+    def on_disk_loss(self, node: "SimNode") -> None:
+        """The nemesis damaged the node's disk: its persisted commit fell with the log, which
+        is the damage, not a bug of the node (Leader Completeness and the rest still hold it
+        to account for what it does next)."""
+        self._persisted[node.id] = node.disk.durable.hard_state
+
     def before_apply(self, node: "SimNode", entry: Entry) -> None:
         """The Ready contract: persist, then apply — never an entry this node's disk does not
         hold durably (one compacted into a durable snapshot is held)."""

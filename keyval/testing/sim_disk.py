@@ -11,7 +11,9 @@ become durable exactly as the storage contract promises — no sooner:
 - ``apply_snapshot``, ``create_snapshot``, ``compact``: at once.
 
 A crash (``SimDisk.crash``) drops every write not yet durable; the dead handle raises
-``SimulatedCrash`` at any later write. Faults are armed on the handle by the simulator and
+``SimulatedCrash`` at any later write. A crash may also damage the disk: ``lose_synced``
+takes the last synced batch of entries with it (a bad block, a cut tail, a truncated file),
+while the durable watermark — kept apart, as the segment storage keeps it — remembers them. Faults are armed on the handle by the simulator and
 fire at the next matching call: a crash before a write takes effect ("before-persist"),
 during a sync (nothing of it durable) or right after one ("after-persist").
 """
@@ -20,7 +22,7 @@ from __future__ import annotations
 import copy
 from typing import Any, Iterable, Protocol, Sequence
 
-from keyval.raft import Entry, HardState, Membership, Snapshot, SnapshotMeta
+from keyval.raft import Compacted, Entry, HardState, Membership, Snapshot, SnapshotMeta, Unavailable
 from keyval.plugin_api.storage import SnapshotInfo
 from plugins.storage.memory_storage import MemoryBackend
 
@@ -47,6 +49,11 @@ class SimDisk:
     def __init__(self, keep: int = 2) -> None:
         self.durable = MemoryBackend(keep=keep)
         self.handle: SimStorage | None = None
+        #: (index, term) of the last entry ever durable here and not discarded on purpose (a
+        #: truncated conflicting suffix, a log replaced by a snapshot): ``durable_watermark``
+        self.watermark = (0, 0)
+        #: (first, last) of the entries the last sync made durable, if it wrote any
+        self.last_batch: tuple[int, int] | None = None
 
     def open(self, observer: DiskObserver) -> "SimStorage":
         """A new incarnation's storage: it starts from what is durable."""
@@ -59,6 +66,38 @@ class SimDisk:
             self.handle.dead = True
             self.handle.pending.clear()
             self.handle = None
+
+    def discard_from(self, index: int | None) -> None:
+        """Entries ``index ..`` are replaced on purpose (a conflicting suffix; a log an
+        installed snapshot replaces): the watermark comes down with them."""
+        # While entries are missing, the watermark stays until the log is back above it: a
+        # replaced entry received since the damage proves nothing about the lost ones.
+        if index is not None and index <= self.watermark[0] and not self.lost():
+            self.watermark = (index - 1, _term_or_none(self.durable, index - 1) or 0)
+
+    def lost(self) -> bool:
+        """Synced entries are missing that the node has not fetched again."""
+        return self.watermark[0] > self.durable.last_index()
+
+    def lose_last_batch(self) -> tuple[int, int] | None:
+        """Damage: the entries of the last synced batch (those the snapshot does not cover)
+        are gone from the log; the commit index falls to what is left, as the segment storage
+        lowers it on open. The watermark is untouched. Returns the range lost, if any."""
+        durable, batch = self.durable, self.last_batch
+        if batch is None:
+            return None
+        # Never the bootstrap configuration (index 1) with no snapshot behind it: a node that
+        # knows no member at all waits to be replaced, a different story from losing entries.
+        first = max(batch[0], durable.snapshot_meta().index + 1, 2)
+        last = durable.last_index()
+        if first > last:
+            return None
+        durable.truncate_from(first)
+        hs = durable.hard_state
+        if hs.commit > first - 1:
+            durable.set_hard_state(HardState(hs.term, hs.vote, first - 1))
+        self.last_batch = None
+        return first, last
 
 
 class SimStorage:
@@ -88,6 +127,9 @@ class SimStorage:
 
     def snapshot_meta(self) -> SnapshotMeta:
         return self.live.snapshot_meta()
+
+    def durable_watermark(self) -> tuple[int, int]:
+        return self.disk.watermark
 
     def snapshot_chunk(self, index: int, offset: int, size: int) -> bytes:
         return self.live.snapshot_chunk(index, offset, size)
@@ -168,13 +210,43 @@ class SimStorage:
         self.observer.made_durable(self.disk.durable)
 
     def _flush(self) -> None:
-        durable = self.disk.durable
+        disk = self.disk
+        durable = disk.durable
+        first = None
         for kind, arg in self.pending:
             if kind == "append":
+                if arg:
+                    disk.discard_from(_first_conflict(durable, arg))
+                    first = arg[0].index if first is None else min(first, arg[0].index)
                 durable.append(arg)
             elif kind == "hard-state":
                 durable.set_hard_state(arg)
             else:
+                meta = arg.meta
+                if meta.index <= durable.last_index() and _term_or_none(durable, meta.index) != meta.term:
+                    disk.discard_from(meta.index + 1)
                 durable.apply_snapshot(arg)
         self.pending.clear()
+        if first is not None:
+            disk.last_batch = (first, durable.last_index())
+        if durable.last_index() > disk.watermark[0]:
+            disk.watermark = (durable.last_index(), durable.term(durable.last_index()))
         self.observer.made_durable(durable)
+
+
+def _term_or_none(log: MemoryBackend, index: int) -> int | None:
+    try:
+        return log.term(index)
+    except (Compacted, Unavailable):
+        return None
+
+
+def _first_conflict(log: MemoryBackend, entries: Sequence[Entry]) -> int | None:
+    """The first index where ``entries`` replace a different entry the log holds."""
+    for entry in entries:
+        if entry.index > log.last_index():
+            return None
+        held = _term_or_none(log, entry.index)
+        if held is not None and held != entry.term:
+            return entry.index
+    return None

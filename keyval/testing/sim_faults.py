@@ -27,7 +27,9 @@ if TYPE_CHECKING:
     from .simulator import Simulation
 
 #: Every fault kind, all on by default; each has a --no-KIND switch.
-FAULT_KINDS = ("drop", "duplicate", "delay", "reorder", "partitions", "crashes", "skew", "membership", "intruder")
+FAULT_KINDS = (
+    "drop", "duplicate", "delay", "reorder", "partitions", "crashes", "skew", "membership", "intruder", "disk-loss",
+)
 #: Where in the Ready pipeline a crash may strike ("now": between two steps). Each but "now"
 #: is armed as a fault of the node's disk, network or state machine (``SimNode.fault_due``).
 CRASH_POINTS = ("now", "before-persist", "during-sync", "after-persist", "after-send", "after-apply")
@@ -53,6 +55,9 @@ class Knobs:
     fsync_ms: int  # an fsync off the loop takes 1..fsync_ms ms, the loop running meanwhile (0: instant)
     follower_sync_inline: bool  # a follower fsyncs on the loop (Timing.follower_sync_inline)
     catchup_entries: int  # log entries kept behind a snapshot (Timing.snapshot_catchup_entries)
+    #: probability that a crash also damages the disk: the last synced batch of entries is
+    #: lost with the unsynced writes (the durable watermark remembers it)
+    disk_loss: float = 0.0
     raft: dict = field(default_factory=dict)
 
     def describe(self) -> str:
@@ -63,7 +68,8 @@ class Knobs:
             f"partition_gap={self.partition_gap} crash_gap={self.crash_gap} "
             f"operator_gap={self.operator_gap} skew={self.skew} phases={self.phases} "
             f"buggify={self.buggify} fsync_ms={self.fsync_ms} "
-            f"follower_sync_inline={self.follower_sync_inline} catchup_entries={self.catchup_entries}\n"
+            f"follower_sync_inline={self.follower_sync_inline} catchup_entries={self.catchup_entries} "
+            f"disk_loss={self.disk_loss}\n"
             f"  raft: {raft}"
         )
 
@@ -109,7 +115,8 @@ def draw_knobs(rng: random.Random, faults: frozenset[str], voters: int | None) -
         fsync_ms=rng.choice((0, 0, 1, 3, 8)), follower_sync_inline=rng.random() < 0.5,
         catchup_entries=rng.choice((0, 0, 1, 3, 10)),
     )
-    return Knobs(**knobs, **runtime, raft=raft)
+    disk_loss = rng.choice((0.0, 0.1, 0.3, 0.6))
+    return Knobs(**knobs, **runtime, disk_loss=disk_loss if "disk-loss" in on else 0.0, raft=raft)
 
 
 class Nemesis:

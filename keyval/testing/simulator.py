@@ -257,11 +257,29 @@ class Simulation:
     def crash(self, node: SimNode, where: str) -> None:
         if not node.alive:
             return
+        # Two voters: the other one cannot tell whether the damaged one's lost entries were
+        # committed (both acknowledgements were needed) nor vote without it; the cluster waits
+        # for an operator, as it must. The simulator damages clusters that can recover.
+        damageable = len(node.core.membership.voters) >= 3 and not self._damaged_other(node)
         node.crash()
         self.stats["crashes"] += 1
         self.trace.add(self.now, node.id, f"CRASH ({where})")
+        if self.knobs.disk_loss and self.rng.random() < self.knobs.disk_loss and damageable:
+            lost = node.disk.lose_last_batch()
+            if lost is not None:
+                self.stats["disk-losses"] += 1
+                self.checker.on_disk_loss(node)
+                self.trace.add(self.now, node.id, f"DISK LOSS: synced entries {lost[0]}..{lost[1]} gone "
+                                                   f"(watermark {node.disk.watermark[0]}/t{node.disk.watermark[1]})")
         if not node.stopped:
             self.schedule(self.now + self.rng.randint(10, 400), self._restart, node)
+
+    def _damaged_other(self, node: SimNode) -> bool:
+        """Another node still misses synced entries it lost. Damage on a majority at once
+        loses data for good whatever a protocol does (CTRL's bound too): one at a time."""
+        return any(
+            n is not node and n.disk.lost() for n in self.nodes.values()
+        )
 
     def _restart(self, node: SimNode) -> None:
         if node.alive or node.stopped or node.starting:
@@ -380,6 +398,8 @@ class Simulation:
             state = "; ".join(
                 f"{n.id}:{'down' if not n.alive else n.core.role.value}"
                 f"{'' if not n.alive else f' t{n.core.term} c{n.core.log.committed} a{n.applied}'}"
+                f" last {n.disk.durable.last_index()}"
+                f"{f' recovering to {n.core.recovering_to}' if n.alive and n.core.recovering_to else ''}"
                 for _, n in sorted(self.nodes.items()) if not n.stopped
             )
             raise SafetyViolation(
@@ -468,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
         seeds: range | list[int] = [args.seed]
     else:
         seeds = _seed_range(args.seeds or "1")
-    faults = frozenset(k for k in FAULT_KINDS if not args.no_faults and not getattr(args, f"no_{k}"))
+    faults = frozenset(k for k in FAULT_KINDS if not args.no_faults and not getattr(args, f"no_{k.replace('-', '_')}"))
     base = dict(
         steps=args.steps, nodes=args.nodes, faults=faults, breaks=tuple(args.breaks),
         settle_ms=args.settle, trace_limit=args.trace_lines, verbose=args.verbose,
@@ -494,7 +514,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"simulated {runs} seed(s): {len(failures)} failure(s), {wall:.1f}s wall, "
         f"{totals['ops-checked']} ops checked, {totals['steps']} steps, {totals['elections']} elections, "
-        f"{totals['crashes']} crashes, {totals['partitions']} partitions, "
+        f"{totals['crashes']} crashes ({totals['disk-losses']} losing synced entries), {totals['partitions']} partitions, "
         f"{totals['snapshots-installed']} snapshots installed, "
         f"{sum(v for k, v in totals.items() if k.startswith('refused-'))} refusals, "
         f"{totals['intruder-forged']} forged and {totals['intruder-replayed']} replayed non-member messages, "
