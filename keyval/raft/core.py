@@ -80,6 +80,11 @@ class PeerStatus:
     ticks_since_contact: int | None
     bytes_sent: int
     inflight: int
+    #: AppendEntries it rejected under this leader; leader ticks since the last (None: none)
+    rejections: int = 0
+    ticks_since_rejection: int | None = None
+    #: leader ticks it has been behind with no replication progress (0: moving or not behind)
+    stalled_ticks: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -450,6 +455,9 @@ class RaftCore(LeaderRole):
                     ticks_since_contact=0 if node == self.id else pr.ticks_since_contact,
                     bytes_sent=pr.bytes_sent,
                     inflight=len(pr.inflights),
+                    rejections=pr.rejections,
+                    ticks_since_rejection=pr.ticks_since_rejection,
+                    stalled_ticks=pr.stalled_ticks,
                 )
                 for node, pr in sorted(self.progress.items())
             )
@@ -646,9 +654,12 @@ class RaftCore(LeaderRole):
     def _tick_leader(self) -> None:
         self.election_elapsed += 1
         self.heartbeat_elapsed += 1
+        last_index = self.log.last_index()
         for node, pr in self.progress.items():
             if pr.ticks_since_contact is not None and node != self.id:
                 pr.ticks_since_contact += 1
+            if node != self.id:
+                pr.tick_replication(last_index)
             if pr.state is ProgressState.SNAPSHOT:
                 pr.snapshot_ticks += 1
         if self.election_elapsed >= self.config.election_tick:

@@ -167,6 +167,7 @@ class LeaderRole:
 
     def _handle_append_response(self, msg: m.AppendResponse, pr: Progress) -> None:
         if msg.reject:
+            pr.rejected_append()
             next_probe = msg.hint_index
             if msg.hint_term > 0:
                 next_probe = self.log.find_conflict_by_term(msg.hint_index, msg.hint_term)
