@@ -45,9 +45,13 @@ def set_faults(cluster, rules: dict) -> None:
                "the nodes loading the new faults", cluster)
 
 
+def kvctl(cluster, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "kvctl.cli", "--endpoints", ",".join(cluster.endpoints()), *args],
+                          capture_output=True, text=True, timeout=30)
+
+
 def health(cluster, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "kvctl.cli", "--endpoints", ",".join(cluster.endpoints()),
-                           "cluster", "health", *args], capture_output=True, text=True, timeout=30)
+    return kvctl(cluster, "cluster", "health", *args)
 
 
 def http_health(node) -> tuple[int, dict]:
@@ -116,6 +120,8 @@ def test_a_follower_that_gets_no_appends_is_stuck_until_healed(faulty_cluster):
     # It answers heartbeats: reachable, and healthy in its own eyes.
     assert doc["healthy_members"] == 3
     assert http_health(c.nodes[target])[0] == 200
+    shown = kvctl(c, "cluster", "member", target).stdout
+    assert re.search(r"No Progress For: +\d+\.\d+s \(while behind\)", shown), shown
     # A longer threshold given to kvctl leaves it alone.
     assert health(c, "--stuck-after", "600").returncode == 0
 
