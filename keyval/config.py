@@ -36,6 +36,9 @@ class NodeConfig:
     auto_promote: bool = True
     #: membership changes never leave fewer voters than this
     min_voters: int = 1
+    #: seconds a member may be behind with no replication progress before the leader calls it
+    #: stuck (`kvctl cluster health`, /health, a log line)
+    stuck_after: float = 10.0
     log_file: str | None = None
     log_level: str = "INFO"
     #: auto (uvloop when installed), uvloop or asyncio; only settable in the config file
@@ -148,6 +151,10 @@ def node_config(settings: dict[str, Any]) -> NodeConfig:
     min_voters = values.get("min_voters", 1)
     if isinstance(min_voters, bool) or not isinstance(min_voters, int) or min_voters < 1:
         raise ConfigError(f"min_voters: expected a whole number >= 1, got {min_voters!r}")
+    stuck_after = values.get("stuck_after", NodeConfig.stuck_after)
+    if isinstance(stuck_after, bool) or not isinstance(stuck_after, (int, float)) or not 0 < stuck_after < 10**9:
+        raise ConfigError(f"stuck_after: expected a number of seconds > 0, got {stuck_after!r}")
+    values["stuck_after"] = float(stuck_after)
     _check_client_limits(values)
     for key in ("auto_promote", "insecure_peers"):
         if not isinstance(values.get(key, False), bool):

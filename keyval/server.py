@@ -88,7 +88,9 @@ class Server:
                                      tls=self.security.server_tls, limits=client_limits(config, self.descriptors))
         self.node.metrics.attach_client_port(self.service.limiter, self.descriptors)
         self.metrics_server = (MetricsServer(self.node, self.node.metrics, config.metrics_addr,
-                                             self.descriptors.metrics_connections) if config.metrics_addr else None)
+                                             self.descriptors.metrics_connections,
+                                             stuck_members=self.cluster.stuck_members)
+                               if config.metrics_addr else None)
         self._registrar: asyncio.Task | None = None
         self._background: list[asyncio.Task] = []
 

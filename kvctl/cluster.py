@@ -72,10 +72,12 @@ def leader() -> None:
 
 
 @handles_errors
-def health(max_lag: int) -> None:
+def health(max_lag: int, stuck_after: float | None) -> None:
     budget = settings().timeout or HEALTH_TIMEOUT
+    # Without --stuck-after the leader applies its own (its config's stuck_after).
+    extra = {} if stuck_after is None else {"stuck_after": stuck_after}
     try:
-        doc = call("cluster_health", budget=budget, max_lag=max_lag)
+        doc = call("cluster_health", budget=budget, max_lag=max_lag, **extra)
     except Failure as failure:
         if failure.code != "no_leader":
             raise
@@ -129,7 +131,10 @@ def add_cluster_commands(cli: click.Group) -> None:
     cluster.add_command(command(
         "health", "Whether the cluster is healthy, and every issue found (exit 1 if unhealthy).", health,
         opt("--max-lag", type=click.IntRange(min=0), default=1000, show_default=True, metavar="N",
-            help="Report a follower this many entries behind the leader as lagging.")))
+            help="Report a follower this many entries behind the leader as lagging."),
+        opt("--stuck-after", type=click.FloatRange(min=0, min_open=True, max=3600), default=None, metavar="SECONDS",
+            help="Report a member behind the leader whose replication has not moved for this long as stuck "
+                 "(default: the leader's stuck_after, 10).")))
     cluster.add_command(command("members", "List the members, with replication progress.", members))
     cluster.add_command(command("member", "Details of member ID, with a learner's catch-up status.", member,
                                 arg("id")))

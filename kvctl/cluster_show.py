@@ -88,6 +88,11 @@ def member(m: dict[str, Any], doc: dict[str, Any]) -> str:
     ]
     if m.get("replication_state"):
         pairs.append(("Replication State", m["replication_state"]))
+    if m.get("stalled_for"):  # (absent from what a leader of an older release sends)
+        pairs.append(("No Progress For", f"{m['stalled_for']:.1f}s (while behind)"))
+    if m.get("append_rejections"):
+        last = m.get("last_rejection")
+        pairs.append(("Appends Rejected", f"{m['append_rejections']}" + ("" if last is None else f" (the last {last:.1f}s ago)")))
     title = "Learner Status:" if m["type"] == "Learner" else "Replication:"
     return head + "\n\n" + title + "\n" + _indent(fields(pairs))
 

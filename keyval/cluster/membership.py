@@ -24,7 +24,8 @@ DEFAULT_CATCHUP_THRESHOLD = 100
 DEFAULT_CONTACT_TIMEOUT = 2.0
 #: A follower this many entries behind the leader is reported as lagging.
 DEFAULT_MAX_LAG = 1000
-#: A learner behind the leader whose replication made no progress for this long is stuck.
+#: A member (voter or learner) behind the leader whose replication made no progress for this
+#: long is stuck (seconds).
 DEFAULT_STUCK_AFTER = 10.0
 
 
@@ -48,6 +49,9 @@ class Member:
     auto_promote: bool | None = None
     #: seconds its replication has made no progress while it was behind (None: not behind)
     stalled_for: float | None = None
+    #: appends it rejected under this leader, and seconds since the last (None: none)
+    append_rejections: int = 0
+    last_rejection: float | None = None
 
     @property
     def voter(self) -> bool:
@@ -132,6 +136,22 @@ class MembershipManager:
         if m.is_leader:
             return True
         return m.match_index > 0 and self.lag(node) <= self.threshold_for(node, threshold)
+
+    def stuck(self, node: str, stuck_after: float = DEFAULT_STUCK_AFTER) -> str | None:
+        """Why ``node`` is stuck — behind the leader, and its replication has not moved for
+        ``stuck_after`` seconds although the leader reaches it — or None. A follower that
+        keeps rejecting appends never moves, so it is caught here too; the rejections it
+        made while stalled are named."""
+        m = self.members[node]
+        if m.is_leader or m.stalled_for is None or m.stalled_for < stuck_after or self.lag(node) == 0:
+            return None
+        if not self.healthy(node):
+            return None  # unreachable, which says more
+        kind = "Member" if m.voter else "Learner"
+        why = f"{kind} {node} is stuck: {self.lag(node)} entries behind, no replication progress for {m.stalled_for:.0f}s"
+        if m.append_rejections and m.last_rejection is not None and m.last_rejection <= m.stalled_for:
+            why += f" (rejected {m.append_rejections} appends, the last {m.last_rejection:.1f}s ago)"
+        return why
 
     def promotion_candidates(self) -> list[str]:
         """Learners to promote now: caught up, healthy, and auto-promotion on for them."""
@@ -245,6 +265,7 @@ class MembershipManager:
     def health(self, max_lag: int = DEFAULT_MAX_LAG, stuck_after: float = DEFAULT_STUCK_AFTER) -> dict[str, Any]:
         """The interface's ``cluster health`` object, as seen by this (the leader's) view."""
         issues: list[str] = []
+        stuck_members: list[str] = []
         voters = self.voters
         healthy_voters = [v for v in voters if self.healthy(v)]
         quorum_available = len(healthy_voters) >= self.quorum
@@ -255,15 +276,15 @@ class MembershipManager:
             m = self.members[node]
             if m.is_leader:
                 continue
-            if not m.voter:
-                if not self.healthy(node):
+            if not self.healthy(node):
+                if m.voter:
+                    issues.append(f"Member {node} is unreachable: {self._contact(node)}")
+                else:
                     issues.append(f"Learner {node} is stuck: {self._contact(node)}")
-                elif not self.caught_up(node) and m.stalled_for is not None and m.stalled_for >= stuck_after:
-                    issues.append(f"Learner {node} is stuck: {self.lag(node)} entries behind, "
-                                  f"no replication progress for {m.stalled_for:.0f}s")
-            elif not self.healthy(node):
-                issues.append(f"Member {node} is unreachable: {self._contact(node)}")
-            elif self.lag(node) > max_lag:
+            elif stuck := self.stuck(node, stuck_after):
+                issues.append(stuck)
+                stuck_members.append(node)
+            elif m.voter and self.lag(node) > max_lag:
                 issues.append(f"Follower {node} is lagging: {self.lag(node)} entries behind the leader "
                               f"(threshold {max_lag})")
         return {
@@ -276,4 +297,7 @@ class MembershipManager:
             "healthy_voters": len(healthy_voters),
             "quorum": self.quorum,
             "issues": issues,
+            # beyond the interface's minimum: members reachable but not replicating
+            "stuck": stuck_members,
+            "stuck_after": stuck_after,
         }

@@ -21,8 +21,8 @@ from typing import Any
 from keyval.ops.admin import AdminOperations, OperationRefused
 from keyval.client import AsyncClient
 from keyval.cluster.membership import MembershipManager, MembershipRefused
-from keyval.cluster.tasks import AutoPromoter, RemovalWatch
-from keyval.cluster.view import LEARNER_SETTINGS_META, LeaderView, ProgressTracker, describe_change
+from keyval.cluster.tasks import AutoPromoter, RemovalWatch, StuckWatch
+from keyval.cluster.view import LEARNER_SETTINGS_META, LeaderView, describe_change
 from keyval.config import NodeConfig
 from keyval.errors import ConfigError, KeyvalError
 from keyval.kv import encode_meta
@@ -47,9 +47,9 @@ class ClusterOperations:
         self.config = config
         #: ``connect(addresses, timeout)``: a client for a peer's client port, with the node credential
         self._connect = connect
-        self.tracker = ProgressTracker()
         self._background: set[asyncio.Task] = set()
         self.promoter = AutoPromoter(self)
+        self.stuck_watch = StuckWatch(self)
         self.watch = RemovalWatch(node, request_shutdown, busy=lambda: self.busy, connect=connect)
         self.busy = 0  # operations being served: a removed node finishes them before it exits
         for name, handler in (
@@ -63,10 +63,12 @@ class ClusterOperations:
     def start(self) -> None:
         self.watch.attach()
         self.promoter.start()
+        self.stuck_watch.start()
         self.watch.start()
 
     async def stop(self) -> None:
         await self.promoter.stop()
+        await self.stuck_watch.stop()
         await self.watch.stop()
         for task in list(self._background):
             task.cancel()
@@ -85,7 +87,18 @@ class ClusterOperations:
     def view(self) -> LeaderView:
         if not self.node.is_leader():
             raise NotLeader(self.node.leader())
-        return LeaderView(self.node, self.config, self.tracker)
+        return LeaderView(self.node, self.config)
+
+    def stuck_members(self, view: LeaderView | None = None) -> dict[str, str]:
+        """On the leader, each member that is stuck (``MembershipManager.stuck``) and why;
+        elsewhere nothing (only the leader knows how far each member has come)."""
+        if view is None:
+            if not self.node.is_leader():
+                return {}
+            view = self.view()
+        mgr = view.manager
+        found = {node: mgr.stuck(node, self.config.stuck_after) for node in sorted(mgr.members)}
+        return {node: why for node, why in found.items() if why}
 
     def change_in_progress(self) -> str | None:
         index = self.node.pending_change()
@@ -100,7 +113,8 @@ class ClusterOperations:
     async def cluster_health(self, args: dict[str, Any]) -> dict[str, Any]:
         view = self.view()
         max_lag = _int_arg(args, "max_lag", 1000, minimum=0)
-        health = view.manager.health(max_lag=max_lag)
+        stuck_after = _seconds_arg(args, "stuck_after", self.config.stuck_after)
+        health = view.manager.health(max_lag=max_lag, stuck_after=stuck_after)
         health["term"] = view.status.term
         return health
 
@@ -361,6 +375,15 @@ def _int_arg(args: dict[str, Any], name: str, default, minimum: int):
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise OperationRefused(f"{name} must be a whole number >= {minimum}, not {value!r}")
     return value
+
+
+def _seconds_arg(args: dict[str, Any], name: str, default: float) -> float:
+    value = args.get(name)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= MAX_TIMEOUT:
+        raise OperationRefused(f"{name} must be a number of seconds in (0, {MAX_TIMEOUT:g}], not {value!r}")
+    return float(value)
 
 
 def _timeout_arg(args: dict[str, Any], default: float = DEFAULT_TIMEOUT) -> float:

@@ -2,6 +2,9 @@
 
 ``AutoPromoter`` (on the leader): promotes a learner once it has caught up.
 
+``StuckWatch`` (on the leader): one log line when a member becomes stuck (reachable, behind,
+and its replication not moving) and one when it moves again.
+
 ``RemovalWatch`` (on every node): shuts the node down cleanly once it learns that it was
 removed. The core keeps replicating to a node being removed until its removal commits, so
 it usually applies the configuration without itself, but that alone proves nothing (it may
@@ -30,6 +33,7 @@ from keyval.raft import ChangeKind, ConfigChange, ConfigChangeRefused, Membershi
 log = logging.getLogger("keyval.cluster")
 
 PROMOTE_INTERVAL = 0.25
+STUCK_CHECK_INTERVAL = 1.0
 WATCH_INTERVAL = 0.25
 #: while leaderless, peers are asked at most this often
 LEADERLESS_CHECK_INTERVAL = 2.0
@@ -65,7 +69,7 @@ class AutoPromoter:
         node = self.ops.node
         if not node.is_leader():
             return
-        view = self.ops.view()  # also keeps the progress tracker current for `cluster health`
+        view = self.ops.view()
         if view.status.lead_transferee or self.ops.change_in_progress():
             return
         mgr = view.manager
@@ -82,6 +86,54 @@ class AutoPromoter:
             log.info("node %s term %d: auto-promoted learner %s to voter at index %d (caught up: %d entries "
                      "behind, threshold %d)", node.id, node.term, learner, index, lag, limit)
             return  # one change at a time
+
+
+class StuckWatch:
+    def __init__(self, ops) -> None:
+        self.ops = ops
+        self._task: asyncio.Task | None = None
+        #: the members reported stuck, and the term of the leadership that reported them
+        self._stuck: set[str] = set()
+        self._term = -1
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"{self.ops.node.id}-stuck-watch")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(STUCK_CHECK_INTERVAL)
+            try:
+                self.check()
+            except Exception as exc:  # look again later; one bad round must not end the task
+                log.warning("node %s: checking for stuck members failed: %s", self.ops.node.id, exc, exc_info=exc)
+
+    def check(self) -> None:
+        node = self.ops.node
+        leading = node.is_leader()
+        if not leading or node.term != self._term:
+            # A new leadership counts from scratch; what an old one reported is not news.
+            self._stuck, self._term = set(), node.term
+        if not leading:
+            return
+        view = self.ops.view()
+        stuck = self.ops.stuck_members(view)
+        for member in sorted(stuck.keys() - self._stuck):
+            log.warning("node %s term %d: %s", node.id, node.term, stuck[member])
+        mgr = view.manager
+        for member in sorted(self._stuck - stuck.keys()):
+            if member not in mgr.members:
+                now = "it left the configuration"
+            elif not mgr.healthy(member):
+                now = "it is unreachable"
+            else:
+                now = f"replicating again (match index {mgr.members[member].match_index}, {mgr.lag(member)} entries behind)"
+            log.info("node %s term %d: member %s is no longer stuck: %s", node.id, node.term, member, now)
+        self._stuck = set(stuck)
 
 
 class RemovalWatch:

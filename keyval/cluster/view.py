@@ -1,14 +1,12 @@
 """The leader's view of the cluster, as the interface's JSON and as a MembershipManager.
 
-Everything here reads the node; nothing changes it. ``ProgressTracker`` remembers, per
-member, when its replication last moved, so a learner that stopped catching up can be told
-from one that is merely slow.
+Everything here reads the node; nothing changes it. How long a member's replication has not
+moved, and the appends it rejected, are the leader's core's counts (``PeerStatus``), in
+ticks, turned into seconds here.
 """
 from __future__ import annotations
 
 import json
-import time
-from dataclasses import replace
 from typing import Any
 
 from keyval import __version__
@@ -19,39 +17,6 @@ from keyval.raft import Membership, Role
 CLIENT_ADDRESS_META = "client_address/"  # keyval.clientport.service's key, repeated to keep this import-light
 #: replicated per-learner settings given to `kvctl cluster add` (JSON; "" = none)
 LEARNER_SETTINGS_META = "learner_settings/"
-
-
-class ProgressTracker:
-    """When each member's replication (match index or bytes sent) last moved."""
-
-    def __init__(self) -> None:
-        self._seen: dict[str, tuple[int, int, float]] = {}
-        self._term = -1
-
-    def update(self, term: int, members: list[Member], now: float | None = None,
-               last_index: int | None = None) -> dict[str, float | None]:
-        """Record what the view shows; returns seconds without progress for each member that
-        is behind (match index below ``last_index``), None for one that is not. A member that
-        is not behind has nothing to progress on: its clock restarts, so falling behind later
-        does not count the idle time as a stall."""
-        now = time.monotonic() if now is None else now
-        if term != self._term:  # a new leader's progress starts from scratch
-            self._seen, self._term = {}, term
-        stalled: dict[str, float | None] = {}
-        for m in members:
-            last = self._seen.get(m.id)
-            mark = (m.match_index, m.bytes_replicated)
-            if last_index is not None and m.match_index >= last_index:
-                self._seen[m.id] = (*mark, now)
-                stalled[m.id] = None
-            elif last is None or last[:2] != mark:
-                self._seen[m.id] = (*mark, now)
-                stalled[m.id] = 0.0
-            else:
-                stalled[m.id] = now - last[2]
-        for gone in set(self._seen) - {m.id for m in members}:
-            del self._seen[gone]
-        return stalled
 
 
 def learner_settings(node, member: str) -> dict[str, Any]:
@@ -71,7 +36,7 @@ def client_addresses(node) -> dict[str, str]:
 class LeaderView:
     """One consistent reading of the leader's state (call only on the leader)."""
 
-    def __init__(self, node, config, tracker: ProgressTracker | None = None) -> None:
+    def __init__(self, node, config) -> None:
         status = node.status()
         if status.role is not Role.LEADER:
             raise ValueError("the leader's view exists only on the leader")
@@ -94,6 +59,7 @@ class LeaderView:
             settings = learner_settings(node, node_id)
             is_leader = node_id == status.id
             ticks = peer.ticks_since_contact if peer is not None else None
+            behind = peer is not None and not is_leader and peer.match < status.last_index
             members.append(Member(
                 id=node_id,
                 type=VOTER if node_id in membership.voters else LEARNER,
@@ -104,12 +70,11 @@ class LeaderView:
                 bytes_replicated=peer.bytes_sent if peer and not is_leader else 0,
                 catchup_threshold=settings.get("catchup_threshold"),
                 auto_promote=settings.get("auto_promote"),
+                stalled_for=round(peer.stalled_ticks * tick, 1) if behind else None,
+                append_rejections=peer.rejections if peer and not is_leader else 0,
+                last_rejection=(None if peer is None or is_leader or peer.ticks_since_rejection is None
+                                else round(peer.ticks_since_rejection * tick, 1)),
             ))
-        if tracker is not None:
-            stalled = tracker.update(status.term, members, last_index=status.last_index)
-            members = [replace(m, stalled_for=None if m.is_leader or stalled.get(m.id) is None
-                               else round(stalled[m.id], 1))
-                       for m in members]
         self.manager = MembershipManager(
             members, config.catchup_threshold, last_index=status.last_index,
             auto_promote=config.auto_promote, min_voters=config.min_voters,
@@ -141,6 +106,8 @@ class LeaderView:
             "auto_promote": mgr.auto_promote if m.auto_promote is None else m.auto_promote,
             "replication_state": "leader" if m.is_leader else (peer.state if peer else None),
             "stalled_for": m.stalled_for,
+            "append_rejections": m.append_rejections,
+            "last_rejection": m.last_rejection,
             "version": self.versions[m.id][0],
             # the protocol version the leader writes to it (its own for the leader)
             "protocol": self.versions[m.id][1],

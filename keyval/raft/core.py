@@ -83,6 +83,11 @@ class PeerStatus:
     #: Non-zero while the peer reports it is recovering entries it lost (not counted toward
     #: commitment meanwhile): the index it must hold again.
     lost_to: int = 0
+    #: AppendEntries it rejected under this leader; leader ticks since the last (None: none)
+    rejections: int = 0
+    ticks_since_rejection: int | None = None
+    #: leader ticks it has been behind with no replication progress (0: moving or not behind)
+    stalled_ticks: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -479,6 +484,9 @@ class RaftCore(LeaderRole):
                     bytes_sent=pr.bytes_sent,
                     inflight=len(pr.inflights),
                     lost_to=pr.lost_to,
+                    rejections=pr.rejections,
+                    ticks_since_rejection=pr.ticks_since_rejection,
+                    stalled_ticks=pr.stalled_ticks,
                 )
                 for node, pr in sorted(self.progress.items())
             )
@@ -676,9 +684,12 @@ class RaftCore(LeaderRole):
     def _tick_leader(self) -> None:
         self.election_elapsed += 1
         self.heartbeat_elapsed += 1
+        last_index = self.log.last_index()
         for node, pr in self.progress.items():
             if pr.ticks_since_contact is not None and node != self.id:
                 pr.ticks_since_contact += 1
+            if node != self.id:
+                pr.tick_replication(last_index)
             if pr.state is ProgressState.SNAPSHOT:
                 pr.snapshot_ticks += 1
         if self.election_elapsed >= self.config.election_tick:

@@ -198,6 +198,7 @@ class LeaderRole:
         elif pr.lost_to:
             self._note_recovered(pr)
         if msg.reject:
+            pr.rejected_append()
             next_probe = msg.hint_index
             if msg.hint_term > 0:
                 next_probe = self.log.find_conflict_by_term(msg.hint_index, msg.hint_term)

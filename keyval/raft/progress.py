@@ -30,6 +30,10 @@ class Progress:
         "ticks_since_contact",
         "bytes_sent",
         "lost_to",
+        "rejections",
+        "ticks_since_rejection",
+        "stalled_ticks",
+        "stall_mark",
     )
 
     def __init__(self, next_index: int, max_inflight: int, learner: bool) -> None:
@@ -54,6 +58,15 @@ class Progress:
         #: non-zero while the follower says it is recovering lost entries (``lost``): its
         #: match is then only what it reported since, and it is not counted toward commit
         self.lost_to = 0
+        #: AppendEntries the follower rejected since this leader took over, and leader ticks
+        #: since the last one (None: none yet). Counted, never logged: a follower that lost
+        #: its log can reject every append, as fast as they come.
+        self.rejections = 0
+        self.ticks_since_rejection: int | None = None
+        #: leader ticks in a row that the follower was behind and its replication did not move
+        self.stalled_ticks = 0
+        #: what counts as movement, as of the last tick: (match, snapshot bytes acknowledged)
+        self.stall_mark = (0, 0)
 
     def _reset_state(self, state: ProgressState) -> None:
         self.probe_sent = False
@@ -103,6 +116,23 @@ class Progress:
         self.next = max(min(rejected, next_probe + 1), self.match + 1, 1)
         self.probe_sent = False
         return True
+
+    def rejected_append(self) -> None:
+        self.rejections += 1
+        self.ticks_since_rejection = 0
+
+    def tick_replication(self, last_index: int) -> None:
+        """One leader tick: a follower behind ``last_index`` whose match and acknowledged
+        snapshot bytes did not move since the last tick has stalled one more tick. One that
+        is not behind has nothing to move on, so its count restarts."""
+        mark = (self.match, self.snapshot_offset)
+        if self.match >= last_index or mark != self.stall_mark:
+            self.stalled_ticks = 0
+        else:
+            self.stalled_ticks += 1
+        self.stall_mark = mark
+        if self.ticks_since_rejection is not None:
+            self.ticks_since_rejection += 1
 
     def is_paused(self) -> bool:
         if self.state is ProgressState.PROBE:

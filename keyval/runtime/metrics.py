@@ -10,7 +10,7 @@ import asyncio
 import bisect
 import json
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -160,16 +160,23 @@ class _StatusCollector:
             role.add_metric([candidate], int(status.role.value == candidate))
         yield role
         if status.peers:
+            tick = node.timing.tick_interval
             match = GaugeMetricFamily("keyval_peer_match_index", "Leader's view: log index a peer matches", labels=["peer"])
             lag = GaugeMetricFamily("keyval_peer_lag_entries", "Leader's view: entries a peer is behind", labels=["peer"])
             sent = CounterMetricFamily("keyval_peer_bytes_replicated", "Bytes of entries and snapshots sent to a peer", labels=["peer"])
+            stalled = GaugeMetricFamily("keyval_peer_stalled_seconds", "Leader's view: seconds a peer has been behind "
+                                        "with no replication progress (0: moving, or nothing to send)", labels=["peer"])
+            rejected = CounterMetricFamily("keyval_peer_append_rejections", "AppendEntries a peer rejected under "
+                                           "this leader", labels=["peer"])
             for peer in status.peers:
                 if peer.id == node.id:
                     continue
                 match.add_metric([peer.id], peer.match)
                 lag.add_metric([peer.id], max(0, status.last_index - peer.match))
                 sent.add_metric([peer.id], peer.bytes_sent)
-            yield from (match, lag, sent)
+                stalled.add_metric([peer.id], round(peer.stalled_ticks * tick, 3))
+                rejected.add_metric([peer.id], peer.rejections)
+            yield from (match, lag, sent, stalled, rejected)
         messages = CounterMetricFamily("keyval_transport_messages", "Peer messages by event (sent, received, dropped_*)", labels=["event"])
         for event, count in sorted(node.transport_stats().items()):
             if isinstance(count, (int, float)):
@@ -212,7 +219,11 @@ class _ClientPortCollector:
         yield events
 
 
-def health(node: "Node") -> tuple[bool, dict]:
+def health(node: "Node", stuck_members: Callable[[], dict[str, str]] = dict) -> tuple[bool, dict]:
+    """This node's own health; on the leader, also any member it cannot replicate to although
+    it reaches it (``stuck_members``): nobody else can see that, since the member itself
+    answers, follows the leader and looks healthy. An unreachable member is not reported
+    here: its own /health already fails."""
     if not node.started():
         return False, {"healthy": False, "reason": "starting"}
     status = node.status()
@@ -220,16 +231,23 @@ def health(node: "Node") -> tuple[bool, dict]:
     leader = status.leader or None
     ok = member and leader is not None and node.fatal is None
     reason = "" if ok else ("not a member yet" if not member else "no leader" if leader is None else "fatal error")
+    stuck = stuck_members() if ok else {}
+    if stuck:
+        ok, reason = False, "; ".join(stuck[n] for n in sorted(stuck))
     return ok, {"healthy": ok, "id": node.id, "role": status.role.value, "term": status.term, "leader": leader,
-                "commit_index": status.commit, "applied_index": status.applied, "reason": reason}
+                "commit_index": status.commit, "applied_index": status.applied, "reason": reason,
+                "stuck": sorted(stuck)}
 
 
 class MetricsServer:
     """A minimal HTTP/1.0 server for ``GET /metrics`` and ``GET /health``."""
 
-    def __init__(self, node: "Node", metrics: NodeMetrics, address: str, max_connections: int = 32) -> None:
+    def __init__(self, node: "Node", metrics: NodeMetrics, address: str, max_connections: int = 32,
+                 stuck_members: Callable[[], dict[str, str]] = dict) -> None:
         self.node = node
         self.metrics = metrics
+        #: on the leader, the members it cannot replicate to and why (keyval.cluster's policy)
+        self.stuck_members = stuck_members
         self.address = address
         #: scrapes are few: more connections than this at once are closed unanswered
         self.max_connections = max_connections
@@ -261,7 +279,7 @@ class MetricsServer:
             if path == "/metrics":
                 code, ctype, body = 200, "text/plain; version=0.0.4", generate_latest(self.metrics.registry)
             elif path == "/health":
-                ok, doc = health(self.node)
+                ok, doc = health(self.node, self.stuck_members)
                 code, ctype, body = (200 if ok else 503), "application/json", json.dumps(doc).encode()
             else:
                 code, ctype, body = 404, "text/plain", b"not found: try /metrics or /health\n"

@@ -74,6 +74,8 @@ def test_missing_config_file(tmp_path):
     ({**REQUIRED, "log_level": "loud"}, "log_level: 'loud' is not one of DEBUG"),
     ({**REQUIRED, "catchup_threshold": -1}, "catchup_threshold: expected a whole number"),
     ({**REQUIRED, "event_loop": "trio"}, "event_loop: 'trio' is not one of auto, uvloop, asyncio"),
+    ({**REQUIRED, "stuck_after": 0}, "stuck_after: expected a number of seconds > 0, got 0"),
+    ({**REQUIRED, "stuck_after": "soon"}, "stuck_after: expected a number of seconds > 0, got 'soon'"),
 ])
 def test_bad_settings(flags, message):
     with pytest.raises(ConfigError, match=message):

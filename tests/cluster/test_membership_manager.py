@@ -178,6 +178,32 @@ def test_health_names_each_issue():
     ]
 
 
+def test_health_names_a_reachable_voter_that_is_stuck_and_its_rejections():
+    members = [
+        voter("node1", 10_042, 0.0, is_leader=True),
+        voter("node2", 10_000, stalled_for=12.3, append_rejections=310, last_rejection=0.1),  # lost its log
+        voter("node3", 10_000, stalled_for=9.9),  # not yet
+        voter("node4", 10_000, stalled_for=0.0),  # slow, but it just moved
+        voter("node5", 10_042, stalled_for=None),  # nothing to send it
+        voter("node6", 10_000, contact=None, stalled_for=60.0),  # unreachable says more than stuck
+        learner("node7", 9_000, stalled_for=11.0, append_rejections=2, last_rejection=40.0),  # rejections before the stall
+    ]
+    health = MembershipManager(members).health(max_lag=5_000, stuck_after=10)
+    assert health["healthy"] is False and health["stuck"] == ["node2", "node7"]
+    assert health["issues"] == [
+        "Member node2 is stuck: 42 entries behind, no replication progress for 12s (rejected 310 appends, "
+        "the last 0.1s ago)",
+        "Member node6 is unreachable: the leader has not reached it (is it running at 127.0.0.1:7060?)",
+        "Learner node7 is stuck: 1042 entries behind, no replication progress for 11s",
+    ]
+    # A lower threshold catches node3 as well; a member object (kvctl's JSON) says the same.
+    assert MembershipManager(members).health(stuck_after=5)["stuck"] == ["node2", "node3", "node7"]
+    doc = {"id": "node2", "type": "Voter", "match_index": 10_000, "last_contact": 0.1, "stalled_for": 12.3,
+           "append_rejections": 310, "last_rejection": 0.1}
+    mm = MembershipManager([members[0], doc])
+    assert mm.stuck("node2", 10) == health["issues"][0]
+
+
 def test_health_reports_a_lost_quorum():
     members = [voter("node1", contact=0.0, is_leader=True), voter("node2", contact=None), voter("node3", contact=7.0)]
     health = MembershipManager(members).health()
