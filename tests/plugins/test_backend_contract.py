@@ -35,7 +35,7 @@ NO_META_PLUGIN = """
 
     FORWARDED = ("initial_state", "first_index", "last_index", "term", "entries", "config_indexes",
                  "snapshot_chunk", "append", "set_hard_state", "sync", "apply_snapshot", "create_snapshot",
-                 "load_snapshot", "list_snapshots", "compact", "close")
+                 "load_snapshot", "list_snapshots", "compact", "close", "durable_watermark")
 
 
     class NoMetaStorage:
@@ -163,7 +163,7 @@ def test_serve_refuses_a_transport_without_stats(run_script, make_dist, tmp_path
 
 
 def test_the_protocols_name_every_member():
-    assert len(protocol_members(Storage)) == 17  # the 8 reads the core makes, 9 writes of the runtime
+    assert len(protocol_members(Storage)) == 18  # the 9 reads the core makes, 9 writes of the runtime
     assert protocol_members(Transport) == {"start": True, "address": False, "cluster_id": False,
                                            "set_cluster_id": True, "send": True, "stats": True, "close": True}
 

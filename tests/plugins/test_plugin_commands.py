@@ -54,7 +54,7 @@ def test_serve_accepts_a_third_party_backend(run_script, good_dist, broken_dist)
     assert result.stderr.splitlines()[-1] == (
         "keyval serve: storage backend 'goodstore' from plugin 'good' (package goodplug-keyval 2.0) returned a "
         "dict that is not a storage: missing append, apply_snapshot, close, compact, config_indexes, "
-        "create_snapshot, entries, first_index, initial_state, last_index, list_snapshots, load_snapshot, "
+        "create_snapshot, durable_watermark, entries, first_index, initial_state, last_index, list_snapshots, load_snapshot, "
         "set_hard_state, snapshot_chunk, snapshot_meta, sync, term (see keyval/plugin_api/storage.py); refusing to start")
     assert "brokenplug" in result.stderr
 

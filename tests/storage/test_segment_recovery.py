@@ -15,7 +15,7 @@ import pytest
 
 from keyval.errors import CorruptLog, StorageError
 from keyval.raft.types import Entry, EntryType, HardState, Membership, SnapshotMeta
-from plugins.storage.segment.format import BLOCK_HEADER, SEGMENT_HEADER, UnsupportedFormat
+from plugins.storage.segment.format import BLOCK_HEADER, BLOCK_MAGIC, SEGMENT_HEADER, UnsupportedFormat
 from plugins.storage.segment.options import SegmentOptions
 from plugins.storage.segment.storage import SegmentStorage
 from plugins.storage.snapshots import SnapshotStore
@@ -39,7 +39,7 @@ def block_offsets(file) -> list[int]:
     """Offsets of the blocks in a segment file, walking the headers."""
     raw = file.read_bytes()
     offsets, off = [], SEGMENT_HEADER.size
-    while off + BLOCK_HEADER.size <= len(raw):
+    while off + BLOCK_HEADER.size <= len(raw) and raw[off : off + 4] == BLOCK_MAGIC:
         offsets.append(off)
         off += BLOCK_HEADER.size + BLOCK_HEADER.unpack_from(raw, off)[2]
     return offsets
@@ -78,8 +78,12 @@ def test_a_torn_tail_is_cut_with_one_log_line(tmp_path, caplog, garbage):
     assert store.last_index() == 20
     assert store.entries(1, 21) == run(1, 10) + run(11, 20)
     assert file.stat().st_size == last_block
-    [line] = [r.getMessage() for r in caplog.records if "torn" in r.getMessage()]
+    [line] = [r.getMessage() for r in caplog.records if "cut a torn tail" in r.getMessage()]
     assert f"{size - last_block} bytes" in line and str(file) in line
+    # The cut block had been synced: the watermark says so, and the log line counts the loss.
+    assert store.durable_watermark() == (30, 1)
+    [lost] = [r.getMessage() for r in caplog.records if "lost to damage" in r.getMessage()]
+    assert "ends at index 20 but entries up to 30 (term 1) were durable" in lost
     store.append(run(21, 22, term=2))  # and the log goes on from the cut
     store.close()
     assert open_store(tmp_path).entries(19, 23) == run(19, 20) + run(21, 22, term=2)
@@ -89,7 +93,9 @@ def test_unsynced_blocks_persisted_out_of_order_are_a_torn_tail(tmp_path, caplog
     # Two appends without a sync between them: a crash may keep the second block's page
     # and lose the first's. Nothing there was reported durable, so it is a torn tail.
     write_log(tmp_path, [run(1, 10)])
-    write_log(tmp_path, [run(11, 20), run(21, 30)], sync_each=False)
+    store = open_store(tmp_path)
+    store.append(run(11, 20))
+    store.append(run(21, 30))  # the process dies here: no sync, no close
     [file] = segments(tmp_path)
     first, second, third = block_offsets(file)
     with open(file, "r+b") as f:
@@ -98,7 +104,10 @@ def test_unsynced_blocks_persisted_out_of_order_are_a_torn_tail(tmp_path, caplog
     with caplog.at_level(logging.WARNING, logger="plugins.storage.segment"):
         store = open_store(tmp_path)
     assert store.last_index() == 10
-    assert any("torn" in r.getMessage() for r in caplog.records)
+    assert any("cut a torn tail" in r.getMessage() for r in caplog.records)
+    # Never synced, never acknowledged: nothing lost.
+    assert store.durable_watermark() == (10, 1)
+    assert not any("lost to damage" in r.getMessage() for r in caplog.records)
     store.close()
 
 

@@ -112,6 +112,12 @@ class SqliteStorage:
             return SnapshotMeta()
         return SnapshotMeta(row[0], row[1], Membership.decode(row[2]))
 
+    def durable_watermark(self) -> tuple[int, int]:
+        # This example keeps no watermark apart from its database: it cannot tell whether
+        # damage took entries, and says so the way the contract allows (nothing known lost).
+        last = self._last
+        return last, self.term(last)
+
     @locked
     def config_indexes(self) -> list[int]:
         # type = 1 is EntryType.CONFIG, spelled as in the partial index so SQLite uses it.

@@ -4,6 +4,7 @@ It composes three durable pieces in one data dir::
 
     DATA_DIR/log/         the Raft log in segment files (log.py, format.py)
     DATA_DIR/hardstate    term, vote and commit, replaced atomically (hardstate.py)
+    DATA_DIR/watermark    the last entry ever made durable (watermark.py)
     DATA_DIR/snapshots/   zstd snapshots (plugins/storage/snapshots.py)
 
 and keeps the read view's one extra fact, the compaction point (``offset``): entries
@@ -34,6 +35,7 @@ from .fsutil import make_dirs_durably
 from .hardstate import HardStateFile
 from .log import SegmentLog
 from .options import SegmentOptions
+from .watermark import DAMAGED, WatermarkFile
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +77,35 @@ class SegmentStorage:
         self._reconcile()
         last = max(self._log.last_index(), self._offset)
         if self._hs.commit > last:
+            log.warning("%s: the saved commit index %d is beyond the log, which ends at %d: lowered to %d "
+                        "(entries %d..%d are fetched again from the leader)",
+                        data_dir, self._hs.commit, last, last, last + 1, self._hs.commit)
             self._hs = dataclasses.replace(self._hs, commit=last)
+        self._wm_file = WatermarkFile(data_dir)
+        self._wm = self._open_watermark(last)
+        #: entries are missing that were durable: the watermark waits for the log to pass it
+        self._lost_since_open = self._wm[0] > last
+
+    def _open_watermark(self, last: int) -> tuple[int, int]:
+        """The watermark as found, checked against the log; a missing file is written now."""
+        found = self._wm_file.load()
+        held = (last, self._term(last) if last else 0)
+        if found is None:  # a data dir from before the watermark: nothing known lost
+            self._wm_file.save(*held)
+            return held
+        if found == DAMAGED:
+            # Assume the worst that the hard state allows: something past the log was
+            # durable, of a term up to the saved one. The node re-checks with its leader.
+            log.error("%s is damaged: assuming entries after index %d were lost; this node re-fetches "
+                      "them from the leader before it votes as usual", self._wm_file.path, last)
+            return last + 1, self._hs.term
+        index, term = found
+        if index > last:
+            log.error("%s: the log ends at index %d but entries up to %d (term %d) were durable: %d entries "
+                      "lost to damage; this node re-fetches them from the leader before it votes as usual",
+                      self.data_dir, last, index, term, index - last)
+            return index, term
+        return held  # a crash between a log sync and the watermark write leaves it behind
 
     def _reconcile(self) -> None:
         """Fit the log found on disk to the newest valid snapshot (index S, term T)."""
@@ -148,6 +178,25 @@ class SegmentStorage:
     def snapshot_meta(self) -> SnapshotMeta:
         return self._snap_meta
 
+    def durable_watermark(self) -> tuple[int, int]:
+        with self._lock:
+            return self._wm
+
+    def _advance_watermark(self) -> None:
+        """After a sync: the watermark follows the durable log, up, and down after a
+        truncation — except while entries are missing, when only a log back above it moves
+        it (an entry replaced since the damage proves nothing about the lost ones)."""
+        durable = max(self._log.durable_last, self._snap_meta.index)
+        if durable < self._wm[0] and self._lost_since_open:
+            return
+        with self._lock:
+            mark = (durable, self._term(durable) if durable else 0)
+        if mark == self._wm:
+            return
+        self._wm_file.save(*mark)
+        self._wm = mark
+        self._lost_since_open = False
+
     def config_indexes(self) -> list[int]:
         with self._lock:
             # The log may still hold compacted entries (a segment goes only when all of it can).
@@ -202,6 +251,8 @@ class SegmentStorage:
     def sync(self) -> None:
         self._check_open()
         self._log.sync()
+        # Before sync returns, hence before anything it made durable is acknowledged.
+        self._advance_watermark()
         if self._hs.commit != self._hs_saved.commit and time.monotonic() - self._hs_saved_at >= COMMIT_WRITE_INTERVAL:
             self._save_hard_state(self._hs)
 
@@ -224,6 +275,9 @@ class SegmentStorage:
                 self._log.drop_through(meta.index)
             else:
                 self._log.reset(meta.index + 1)
+        if meta.index >= self._wm[0] or not self._lost_since_open:
+            self._lost_since_open = False
+            self._advance_watermark()
 
     def create_snapshot(self, index: int, membership: Membership, data: bytes | Iterable[bytes]) -> SnapshotMeta:
         self._check_open()
@@ -260,6 +314,8 @@ class SegmentStorage:
         if self._closed:
             return
         self._log.close()
+        self._advance_watermark()
+        self._wm_file.close()
         if self._hs != self._hs_saved:
             self._save_hard_state(self._hs)
         self._closed = True
