@@ -46,6 +46,7 @@ class CorruptLog(StorageError, KeyvalError):
     def __init__(self, path: str, offset: int, reason: str) -> None:
         self.path = path
         self.offset = offset
+        self.reason = reason
         super().__init__(
             f"corrupt Raft log: {path} at byte {offset}: {reason}; refusing to start "
             f"(restore this node from a backup or replace it with a new member)"

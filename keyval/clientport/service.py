@@ -378,6 +378,8 @@ def node_status(node: Node) -> dict:
             "recent_active": peer.recent_active,
             "ticks_since_contact": peer.ticks_since_contact,
             "bytes_replicated": peer.bytes_sent,
+            # non-zero: the peer said it is re-fetching entries it lost on disk, up to this index
+            "recovering_to": peer.lost_to,
         }
         for peer in status.peers
     }
@@ -392,6 +394,8 @@ def node_status(node: Node) -> dict:
         "applied_index": status.applied,
         "first_index": status.first_index,
         "last_index": status.last_index,
+        # non-zero while this node re-fetches entries it lost on disk (up to this index)
+        "recovering_to": status.recovering_to,
         "voters": sorted(membership.voters),
         "learners": sorted(membership.learners),
         "peer_addresses": addresses,

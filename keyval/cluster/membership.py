@@ -52,6 +52,9 @@ class Member:
     #: appends it rejected under this leader, and seconds since the last (None: none)
     append_rejections: int = 0
     last_rejection: float | None = None
+    #: non-zero while it re-fetches entries it lost on disk, up to this index: it is then not
+    #: counted toward commits (keyval.raft.core: recovering_to)
+    recovering_to: int = 0
 
     @property
     def voter(self) -> bool:
@@ -128,6 +131,10 @@ class MembershipManager:
     def healthy(self, node: str) -> bool:
         m = self.members[node]
         return m.is_leader or (m.last_contact is not None and m.last_contact <= self.contact_timeout)
+
+    def counts_toward_quorum(self, node: str) -> bool:
+        """Healthy, and not re-fetching entries it lost: the leader counts its acknowledgements."""
+        return self.healthy(node) and not self.members[node].recovering_to
 
     def caught_up(self, node: str, threshold: int | None = None) -> bool:
         """Within the threshold of the leader's last index — and heard from at least once
@@ -228,7 +235,7 @@ class MembershipManager:
             raise MembershipRefused(
                 f"cannot remove {node}: the cluster would have {len(remaining)} voter(s), below the "
                 f"configured minimum of {self.min_voters} (min_voters)")
-        healthy = [v for v in remaining if self.healthy(v)]
+        healthy = [v for v in remaining if self.counts_toward_quorum(v)]
         need = majority(len(remaining))
         if len(healthy) < need:
             sick = ", ".join(v for v in remaining if v not in healthy)
@@ -267,7 +274,7 @@ class MembershipManager:
         issues: list[str] = []
         stuck_members: list[str] = []
         voters = self.voters
-        healthy_voters = [v for v in voters if self.healthy(v)]
+        healthy_voters = [v for v in voters if self.counts_toward_quorum(v)]
         quorum_available = len(healthy_voters) >= self.quorum
         if not quorum_available:
             issues.append(f"Quorum lost: only {len(healthy_voters)} of {len(voters)} voters are healthy "
@@ -281,6 +288,10 @@ class MembershipManager:
                     issues.append(f"Member {node} is unreachable: {self._contact(node)}")
                 else:
                     issues.append(f"Learner {node} is stuck: {self._contact(node)}")
+            elif m.recovering_to:
+                issues.append(f"{'Member' if m.voter else 'Learner'} {node} lost entries on disk and is re-fetching "
+                              f"them: {self.lag(node)} entries behind, up to index {m.recovering_to} to go; not "
+                              f"counted toward commits until it holds them")
             elif stuck := self.stuck(node, stuck_after):
                 issues.append(stuck)
                 stuck_members.append(node)

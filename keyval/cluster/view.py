@@ -74,6 +74,7 @@ class LeaderView:
                 append_rejections=peer.rejections if peer and not is_leader else 0,
                 last_rejection=(None if peer is None or is_leader or peer.ticks_since_rejection is None
                                 else round(peer.ticks_since_rejection * tick, 1)),
+                recovering_to=peer.lost_to if peer and not is_leader else 0,
             ))
         self.manager = MembershipManager(
             members, config.catchup_threshold, last_index=status.last_index,
@@ -108,6 +109,7 @@ class LeaderView:
             "stalled_for": m.stalled_for,
             "append_rejections": m.append_rejections,
             "last_rejection": m.last_rejection,
+            "recovering_to": m.recovering_to,
             "version": self.versions[m.id][0],
             # the protocol version the leader writes to it (its own for the leader)
             "protocol": self.versions[m.id][1],

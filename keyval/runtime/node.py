@@ -85,6 +85,8 @@ class Node(NodeFacade):
         self._lock = DataDirLock(config.data_dir) if config.data_dir else None
         self._stopped = asyncio.Event()
         self._last_role: tuple[Role, str, int] | None = None
+        #: the index this node was re-fetching lost entries up to, until the core says it is done
+        self._recovering_to = 0
         self.client_addresses: dict[str, str] = {}
         self.fatal: BaseException | None = None
         self.snapshots = NodeSnapshots(self)
@@ -158,6 +160,7 @@ class Node(NodeFacade):
                      self.id, status.term, status.commit, status.last_index, ",".join(sorted(status.membership.members)))
         else:
             log.info("node %s starting uninitialised: waiting to be added to a cluster", self.id)
+        self._log_lost_entries(core)
         self._notify("keyval_node_started", node_id=self.id, config=self.config)
         self.driver.start(self.id)
 
@@ -275,6 +278,26 @@ class Node(NodeFacade):
 
     def ticked(self, now: float) -> None:
         self.metrics.log_refusals(self.id, self.core, now)
+        if self._recovering_to and not self.core.recovering_to:
+            log.info("node %s term %d: recovered: it holds the leader's log past what it lost (index %d); "
+                     "voting as usual", self.id, self.core.term, self._recovering_to)
+            self._recovering_to = 0
+
+    def _log_lost_entries(self, core) -> None:
+        """Damage took entries this node had made durable (keyval.raft.core: recovering_to)."""
+        if core.lost_at_start is None:
+            return
+        first, last = core.lost_at_start
+        if core.recovering_to:
+            log.error("node %s term %d: entries %d..%d were durable here and are lost to disk damage; they may "
+                      "have been acknowledged, so this node re-fetches them from the leader and until then does "
+                      "not campaign, votes only for a candidate holding them, and is not counted toward commits",
+                      self.id, core.term, first, last)
+            self._recovering_to = core.recovering_to
+        else:
+            log.error("node %s term %d: entries %d..%d were durable here and are lost to disk damage; this node "
+                      "is the only voter, so there is nowhere to fetch them from: they are gone",
+                      self.id, core.term, first, last)
 
     def failed(self, exc: BaseException) -> None:
         self.fatal = exc

@@ -40,6 +40,7 @@ from keyval.raft import (
     Role,
     TransferRefused,
 )
+from keyval.raft.quorum import majority
 
 from .sim_checks import SafetyViolation
 
@@ -309,6 +310,12 @@ class Operator:
             if not pool:
                 return
             target = rng.choice(pool)
+            # As kvctl does (MembershipManager.check_remove): the voters that remain must hold
+            # a quorum that counts, and one re-fetching lost entries does not count.
+            recovering = {p.id for p in leader.node.status().peers if p.lost_to}
+            remaining = [v for v in voters if v != target]
+            if target in voters and sum(v not in recovering for v in remaining) < majority(len(remaining)):
+                return
             change = ConfigChange(ChangeKind.REMOVE, target)
         elif action == "transfer":
             pool = [n for n in voters if n != leader.id]

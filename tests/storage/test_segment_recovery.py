@@ -1,13 +1,16 @@
-"""Opening a segment log after damage: torn tails are cut, corruption refuses to start.
+"""Opening a segment log after damage: torn tails are cut; damage cuts the log before it,
+sets the damaged files aside, and the durable watermark reports what was lost.
 
 The rule under test (plugins/storage/segment/format.py, ``scan_segment``): a bad block in the
 last segment is a torn tail unless a valid block after it records that the bad bytes had
-already been fsynced; a bad block anywhere else is corruption.
+already been fsynced; a bad block anywhere else is damage. Either way, a log that ends below
+the watermark lost entries that were durable, and the node re-fetches them (RaftCore).
 """
 from __future__ import annotations
 
 import logging
 import os
+import re
 import struct
 import zlib
 
@@ -111,42 +114,61 @@ def test_unsynced_blocks_persisted_out_of_order_are_a_torn_tail(tmp_path, caplog
     store.close()
 
 
-# -- corruption ------------------------------------------------------------------------------
-def test_a_flipped_byte_mid_log_refuses_to_open_naming_file_and_offset(tmp_path):
+# -- damage: the log is cut before it, the rest set aside, and the loss reported ----------------
+def open_damaged(path, caplog, **options) -> tuple[SegmentStorage, str]:
+    """Open a damaged log; the store and the one ERROR line that describes the damage."""
+    with caplog.at_level(logging.WARNING, logger="plugins.storage.segment"):
+        store = open_store(path, **options)
+    [line] = [r.getMessage() for r in caplog.records if "the Raft log is damaged" in r.getMessage()]
+    return store, line
+
+
+def test_a_flipped_byte_mid_log_cuts_the_log_there_and_reports_the_loss(tmp_path, caplog):
     write_log(tmp_path, [run(1, 10), run(11, 20), run(21, 30)])
     [file] = segments(tmp_path)
+    original = file.read_bytes()
     second = block_offsets(file)[1]
     flip_byte(file, second + BLOCK_HEADER.size + 200)
-    with pytest.raises(CorruptLog) as err:
-        open_store(tmp_path)
-    assert (err.value.path, err.value.offset) == (str(file), second)
-    assert f"{file} at byte {second}" in str(err.value)
-    assert "checksum" in str(err.value)
+    store, line = open_damaged(tmp_path, caplog)
+    assert f"{file} at byte {second}: block checksum mismatch" in line and "kept the log up to index 10" in line
+    assert (store.last_index(), store.durable_watermark()) == (10, (30, 1))
+    assert store.entries(1, 11) == run(1, 10)
+    # The damaged bytes are kept aside for an operator; the live file ends before them.
+    assert file.with_name(file.name + ".damaged").read_bytes()[: second + 200] == original[: second + 200]
+    assert file.stat().st_size == second
+    store.close()
 
 
-def test_a_flipped_byte_in_an_earlier_segment_is_corruption(tmp_path):
+def test_a_flipped_byte_in_an_earlier_segment_sets_it_and_every_later_one_aside(tmp_path, caplog):
     write_log(tmp_path, [run(i, i + 3) for i in range(1, 80, 4)], segment_size=1024)
     files = segments(tmp_path)
     assert len(files) > 3
     victim = files[1]
     last_block = block_offsets(victim)[-1]
     flip_byte(victim, victim.stat().st_size - 1)  # the last byte of a non-last segment
-    with pytest.raises(CorruptLog, match=rf"{victim.name} at byte {last_block}: block checksum mismatch"):
-        open_store(tmp_path, segment_size=1024)
+    store, line = open_damaged(tmp_path, caplog, segment_size=1024)
+    assert f"{victim} at byte {last_block}: block checksum mismatch" in line
+    assert f"set {len(files) - 1} segment file(s) aside" in line
+    assert store.durable_watermark() == (80, 1) and store.last_index() < 80
+    assert [f.name for f in segments(tmp_path) if f.suffix == ".seg"] == [files[0].name, victim.name]
+    assert all(f.with_name(f.name + ".damaged").exists() for f in files[1:])
+    store.close()
 
 
-def test_damage_to_the_last_synced_block_before_newer_writes_is_corruption(tmp_path):
+def test_damage_to_the_last_synced_block_before_newer_writes_is_damage_not_a_torn_tail(tmp_path, caplog):
     # 21..30 was fsynced, then 31..40 written: the block after it proves it was durable.
     write_log(tmp_path, [run(1, 10), run(11, 20), run(21, 30)])
     write_log(tmp_path, [run(31, 40)], sync_each=False)
     [file] = segments(tmp_path)
     damaged = block_offsets(file)[2]
     flip_byte(file, damaged + 5)
-    with pytest.raises(CorruptLog, match=rf"at byte {damaged}: block checksum mismatch; the valid block"):
-        open_store(tmp_path)
+    store, line = open_damaged(tmp_path, caplog)
+    assert f"at byte {damaged}: block checksum mismatch; the valid block" in line
+    assert (store.last_index(), store.durable_watermark()) == (20, (40, 1))
+    store.close()
 
 
-def test_a_valid_block_out_of_sequence_is_corruption(tmp_path):
+def test_a_valid_block_out_of_sequence_is_damage(tmp_path, caplog):
     write_log(tmp_path, [run(1, 10), run(11, 20)])
     [file] = segments(tmp_path)
     raw = bytearray(file.read_bytes())
@@ -155,24 +177,48 @@ def test_a_valid_block_out_of_sequence_is_corruption(tmp_path):
     struct.pack_into("<Q", raw, second + 16, 12)
     struct.pack_into("<I", raw, second + 4, zlib.crc32(raw[second + 8 :]))
     file.write_bytes(bytes(raw))
-    with pytest.raises(CorruptLog, match=rf"at byte {second}: block starts at index 12, expected 11"):
-        open_store(tmp_path)
+    store, line = open_damaged(tmp_path, caplog)
+    assert f"at byte {second}: block starts at index 12, expected 11" in line
+    assert (store.last_index(), store.durable_watermark()) == (10, (20, 1))
+    store.close()
 
 
-def test_a_missing_segment_in_the_middle_is_corruption(tmp_path):
+def test_a_missing_segment_in_the_middle_ends_the_log_before_it(tmp_path, caplog):
     write_log(tmp_path, [run(i, i + 3) for i in range(1, 80, 4)], segment_size=1024)
     files = segments(tmp_path)
     files[2].unlink()
-    with pytest.raises(CorruptLog, match=rf"{files[3].name} at byte 0: starts at index \d+ but the log before it ends"):
-        open_store(tmp_path, segment_size=1024)
+    store, line = open_damaged(tmp_path, caplog, segment_size=1024)
+    assert re.search(rf"{files[3].name} at byte 0: starts at index \d+ but the log before it ends", line)
+    assert store.last_index() == int(files[2].name[:-4]) - 1
+    assert store.durable_watermark() == (80, 1)
+    store.close()
 
 
-def test_a_damaged_segment_header_is_corruption(tmp_path):
+def test_a_damaged_segment_header_sets_the_whole_file_aside(tmp_path, caplog):
     write_log(tmp_path, [run(1, 10)])
     [file] = segments(tmp_path)
     flip_byte(file, 17)  # inside the first index
-    with pytest.raises(CorruptLog, match="segment header checksum mismatch"):
-        open_store(tmp_path)
+    store, line = open_damaged(tmp_path, caplog)
+    assert "segment header checksum mismatch; kept the log up to index 0" in line
+    assert (store.last_index(), store.durable_watermark()) == (0, (10, 1))
+    assert file.with_name(file.name + ".damaged").exists() and not file.exists()
+    store.close()
+
+
+def test_damage_in_a_data_dir_without_a_watermark_assumes_the_worst(tmp_path, caplog):
+    # A data dir written before the watermark existed: the cut is still not a clean end.
+    write_log(tmp_path, [run(1, 10), run(11, 20, term=3), run(21, 30, term=3)])
+    (tmp_path / "watermark").unlink()
+    store = open_store(tmp_path)
+    store.set_hard_state(HardState(4, "a", 0))
+    store.close()
+    (tmp_path / "watermark").unlink()
+    [file] = segments(tmp_path)
+    flip_byte(file, block_offsets(file)[1] + BLOCK_HEADER.size + 10)
+    store, _line = open_damaged(tmp_path, caplog)
+    # Something after index 10 was durable, of a term up to the saved one.
+    assert (store.last_index(), store.durable_watermark()) == (10, (11, 4))
+    store.close()
 
 
 # -- format versions -----------------------------------------------------------------------

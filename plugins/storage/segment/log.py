@@ -16,7 +16,7 @@ from keyval.errors import CorruptLog, StorageError
 from keyval.raft.storage import ENTRY_OVERHEAD
 from keyval.raft.types import Entry, EntryType
 
-from .format import BLOCK_HEADER, ENTRY_TABLE, encode_block, encode_segment_header, scan_segment
+from .format import BLOCK_HEADER, ENTRY_TABLE, SEGMENT_HEADER, SegmentScan, encode_block, encode_segment_header, scan_segment
 from .fsutil import datasync, fsync_dir, make_dirs_durably, pwrite_all, write_file_durably
 
 log = logging.getLogger(__name__)
@@ -80,6 +80,8 @@ class SegmentLog:
         self.durable_last = 0
         self.cache: list[Entry] = []
         self.cached_bytes = 0
+        #: opening found damage (not a torn tail) and cut the log before it
+        self.damaged = False
         make_dirs_durably(directory)
         self._recover()
 
@@ -110,13 +112,19 @@ class SegmentLog:
         for k, (first, path) in enumerate(found):
             with open(path, "rb") as f:
                 raw = f.read()
-            scan = scan_segment(path, raw, last=k == len(found) - 1)
-            if scan.first != first:
-                raise CorruptLog(path, 0, f"header says first index {scan.first}, the file name {first}")
+            try:
+                scan = scan_segment(path, raw, last=k == len(found) - 1)
+                if scan.first != first:
+                    raise CorruptLog(path, 0, f"header says first index {scan.first}, the file name {first}")
+                if self.segments and first != self.last_index() + 1:
+                    raise CorruptLog(path, 0, f"starts at index {first} but the log before it ends at {self.last_index()}")
+            except CorruptLog as damage:
+                scan = self._set_aside(found[k:], raw, damage)
+                if scan is None:
+                    break
+                found = found[: k + 1]
             if not self.segments:
                 self.base = first
-            elif first != self.last_index() + 1:
-                raise CorruptLog(path, 0, f"starts at index {first} but the log before it ends at {self.last_index()}")
             self.segments.append(Segment(first, path))
             self.firsts.append(first)
             self.terms += scan.terms
@@ -129,6 +137,8 @@ class SegmentLog:
                 cut = len(raw) - scan.end
                 log.warning("cut a torn tail of %d bytes off %s at byte %d (%s)", cut, path, scan.end, scan.torn)
             del raw
+            if k == len(found) - 1:
+                break
         if self.segments:
             self.fd = os.open(self.segments[-1].path, os.O_RDWR)
             os.ftruncate(self.fd, self.size)  # a torn tail, or preallocated zeros
@@ -138,6 +148,33 @@ class SegmentLog:
             datasync(self.fd)
         self.synced_end = self.size
         self.durable_last = self.last_index()
+
+    def _set_aside(self, damaged: list[tuple[int, str]], raw: bytes, damage: CorruptLog) -> "SegmentScan | None":
+        """Damage in ``damaged[0]`` (at ``damage.offset``): the log ends before it. The
+        damaged file is copied aside whole (``.damaged``) and cut at the damage; every later
+        segment is renamed aside. Nothing is deleted: an operator may still want the bytes.
+        The scan of what is kept of the first file, or None if nothing of it is."""
+        first, path = damaged[0]
+        keep = None
+        if damage.offset >= SEGMENT_HEADER.size:
+            keep = scan_segment(path, raw[: damage.offset], last=True)
+            if keep.first != first or (self.segments and first != self.last_index() + 1):
+                keep = None
+        kept_to = (keep.first + len(keep.terms) - 1) if keep is not None else (self.last_index() if self.segments else first - 1)
+        if keep is not None:
+            write_file_durably(path + ".damaged", raw)
+            with open(path, "r+b") as f:
+                f.truncate(keep.end)
+                os.fsync(f.fileno())
+        else:
+            os.replace(path, path + ".damaged")
+        for _later, later_path in damaged[1:]:
+            os.replace(later_path, later_path + ".damaged")
+        fsync_dir(self.directory)
+        self.damaged = True
+        log.error("the Raft log is damaged: %s at byte %d: %s; kept the log up to index %d and set %d segment "
+                  "file(s) aside as *.damaged", path, damage.offset, damage.reason, kept_to, len(damaged))
+        return keep
 
     # -- writing ----------------------------------------------------------------------------
     def append(self, entries: Sequence[Entry]) -> None:

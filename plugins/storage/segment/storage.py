@@ -90,14 +90,15 @@ class SegmentStorage:
         """The watermark as found, checked against the log; a missing file is written now."""
         found = self._wm_file.load()
         held = (last, self._term(last) if last else 0)
-        if found is None:  # a data dir from before the watermark: nothing known lost
+        if found is None and not self._log.damaged:  # a data dir from before the watermark
             self._wm_file.save(*held)
             return held
-        if found == DAMAGED:
+        if found is None or found == DAMAGED:
             # Assume the worst that the hard state allows: something past the log was
             # durable, of a term up to the saved one. The node re-checks with its leader.
-            log.error("%s is damaged: assuming entries after index %d were lost; this node re-fetches "
-                      "them from the leader before it votes as usual", self._wm_file.path, last)
+            log.error("%s is %s and the log was cut: assuming entries after index %d were lost; this node "
+                      "re-fetches them from the leader before it votes as usual", self._wm_file.path,
+                      "missing" if found is None else "damaged", last)
             return last + 1, self._hs.term
         index, term = found
         if index > last:
