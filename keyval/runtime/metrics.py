@@ -220,23 +220,30 @@ class _ClientPortCollector:
 
 
 def health(node: "Node", stuck_members: Callable[[], dict[str, str]] = dict) -> tuple[bool, dict]:
-    """This node's own health; on the leader, also any member it cannot replicate to although
-    it reaches it (``stuck_members``): nobody else can see that, since the member itself
-    answers, follows the leader and looks healthy. An unreachable member is not reported
+    """This node's own health (503 when it is not fit to serve: not a member, no leader, a
+    fatal error, or re-fetching entries it lost on disk, like etcd's CORRUPT alarm).
+
+    On the leader the body also names any member it cannot replicate to although it reaches
+    it (``stuck_members``, under ``warnings``): nobody else can see that, since the member
+    itself answers, follows the leader and looks healthy. That does not make the leader's own
+    answer 503 — a load balancer would take the one node that can serve writes out of
+    rotation; `kvctl cluster health` exits 1 for it. An unreachable member is not reported
     here: its own /health already fails."""
     if not node.started():
         return False, {"healthy": False, "reason": "starting"}
     status = node.status()
     member = node.id in status.membership.members
     leader = status.leader or None
-    ok = member and leader is not None and node.fatal is None
-    reason = "" if ok else ("not a member yet" if not member else "no leader" if leader is None else "fatal error")
+    ok = member and leader is not None and node.fatal is None and not status.recovering_to
+    reason = "" if ok else (
+        "fatal error" if node.fatal is not None
+        else f"re-fetching entries lost on disk (up to index {status.recovering_to})" if status.recovering_to
+        else "not a member yet" if not member else "no leader")
     stuck = stuck_members() if ok else {}
-    if stuck:
-        ok, reason = False, "; ".join(stuck[n] for n in sorted(stuck))
     return ok, {"healthy": ok, "id": node.id, "role": status.role.value, "term": status.term, "leader": leader,
                 "commit_index": status.commit, "applied_index": status.applied, "reason": reason,
-                "stuck": sorted(stuck)}
+                "recovering_to": status.recovering_to,
+                "stuck": sorted(stuck), "warnings": [stuck[n] for n in sorted(stuck)]}
 
 
 class MetricsServer:

@@ -19,7 +19,7 @@ import pytest
 from plugins.storage.segment.format import BLOCK_HEADER, BLOCK_MAGIC, SEGMENT_HEADER
 
 from .procs import LocalCluster
-from .test_node_stuck_member import health, wait_until
+from .test_node_stuck_member import health, http_health, wait_until
 
 VALUE = "v" * 200
 
@@ -113,6 +113,8 @@ def test_a_damaged_follower_refetches_what_it_lost_and_is_not_counted_meanwhile(
     assert f"node {victim} term" in lost_line and "re-fetches them from the leader" in lost_line
     status = wait_until(lambda: (s := c.status(victim)) and s["recovering_to"] and s, 10, "recovering status", c)
     assert status["last_index"] < status["recovering_to"] <= commit + 1
+    code, own = http_health(c.nodes[victim])  # its own /health fails, as etcd's does on an alarm
+    assert code == 503 and own["reason"] == f"re-fetching entries lost on disk (up to index {status['recovering_to']})"
 
     # The leader learns it (a heartbeat answer carries the flag), and so does health.
     wait_until(lambda: c.status(leader)["peers"][victim]["recovering_to"], 10, "the leader told of the loss", c)

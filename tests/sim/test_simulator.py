@@ -90,7 +90,10 @@ def test_deliberate_bug_is_caught(name, capsys):
     caught = None
     for seed in range(BREAK_BUDGETS[name]):
         result = run_seed(seed, breaks=(name,))
-        if not result.ok:
+        # A bug that breaks safety may first leave a cluster that cannot move on — a node
+        # recovering lost entries rightly refuses a candidate that lacks one the bug let
+        # commit — which proves nothing by itself: look on for the safety failure.
+        if not result.ok and result.kind != "liveness":
             caught = result
             break
     assert caught is not None, f"--break {name} went unnoticed for {BREAK_BUDGETS[name]} seeds"

@@ -102,9 +102,9 @@ class SegmentStorage:
             return last + 1, self._hs.term
         index, term = found
         if index > last:
-            log.error("%s: the log ends at index %d but entries up to %d (term %d) were durable: %d entries "
-                      "lost to damage; this node re-fetches them from the leader before it votes as usual",
-                      self.data_dir, last, index, term, index - last)
+            # The node says what follows (keyval.runtime.node); the damage itself was logged.
+            log.debug("%s: the log ends at index %d but entries up to %d (term %d) were durable",
+                      self.data_dir, last, index, term)
             return index, term
         return held  # a crash between a log sync and the watermark write leaves it behind
 
