@@ -212,6 +212,10 @@ class RaftCore(LeaderRole):
         last_config_index = self._configs[-1][0]
         return last_config_index > self.log.committed and self.id in self._committed_membership().voters
 
+    def config_committed(self) -> bool:
+        """No configuration change is pending: the newest one held is committed."""
+        return self._configs[-1][0] <= self.log.committed
+
     def _committed_membership(self) -> Membership:
         for index, membership in reversed(self._configs):
             if index <= self.log.committed:

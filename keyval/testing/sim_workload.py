@@ -316,6 +316,10 @@ class Operator:
             remaining = [v for v in voters if v != target]
             if target in voters and sum(v not in recovering for v in remaining) < majority(len(remaining)):
                 return
+            # Nor, like an operator reading `cluster health`, while a node re-fetches what it
+            # lost: a smaller configuration may leave it no majority to recover from.
+            if target in voters and any(n.disk.lost() for n in sim.nodes.values()):
+                return
             change = ConfigChange(ChangeKind.REMOVE, target)
         elif action == "transfer":
             pool = [n for n in voters if n != leader.id]

@@ -257,10 +257,16 @@ class Simulation:
     def crash(self, node: SimNode, where: str) -> None:
         if not node.alive:
             return
-        # Two voters: the other one cannot tell whether the damaged one's lost entries were
-        # committed (both acknowledgements were needed) nor vote without it; the cluster waits
-        # for an operator, as it must. The simulator damages clusters that can recover.
-        damageable = len(node.core.membership.voters) >= 3 and not self._damaged_other(node)
+        # A damaged node votes only for a candidate holding what it lost. When the others
+        # cannot make a majority without it — two voters, or voters that disagree on the
+        # configuration while a change is in flight — no election may safely succeed until an
+        # operator steps in (docs/operations.md, Disk damage). The simulator damages clusters
+        # that can recover: three voters or more, one committed configuration that every live
+        # node holds, one damaged node at a time.
+        core = node.core
+        configs = {n.core.membership for n in self.nodes.values() if n.alive and n.core is not None}
+        damageable = (len(core.membership.voters) >= 3 and core.config_committed() and len(configs) == 1
+                      and not self._damaged_other(node))
         node.crash()
         self.stats["crashes"] += 1
         self.trace.add(self.now, node.id, f"CRASH ({where})")
