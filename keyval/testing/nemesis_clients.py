@@ -31,11 +31,18 @@ KEY_EPOCH = 20.0
 LEDGER_PREFIX = "ledger/"
 #: a client's deadline for one operation, its retries included (drawn for each op): after it,
 #: a write is unknown. Short ones make unknown outcomes for the checker to sort out.
-OP_TIMEOUT = (1.0, 5.0)
+OP_TIMEOUT = (0.3, 3.0)
 THINK = (0.0, 0.05)
+#: the chance, before each op, that a client reconnects, starting at another node
+RECONNECT = 0.05
 #: the op mix: weights of get, put, delete, cas (a get, then a put expecting what it read),
 #: cas-delete (likewise, then a conditional delete), ledger (a put of a key of its own)
 MIX = {"get": 30, "put": 25, "delete": 8, "cas": 17, "cas-delete": 5, "ledger": 15}
+#: every READER_EVERY-th client only reads. A client that writes through a leader cut off
+#: from its quorum waits out its timeout there; a reader keeps reading at it, and so meets
+#: the moment a deposed leader would answer from stale state.
+READER_EVERY = 3
+READ_ONLY = {"get": 1}
 
 
 class Workload:
@@ -55,6 +62,7 @@ class Workload:
         self.errors: dict[str, int] = {}
         self.keys_used: set[str] = set()
         self._next_process = clients
+        self._sessions = 0
         self._stopping = False
         self._tasks: list[asyncio.Task] = []
 
@@ -68,21 +76,36 @@ class Workload:
         await asyncio.gather(*self._tasks)
 
     # -- one client --------------------------------------------------------------------------
-    def _client(self, process: int) -> AsyncClient:
-        return AsyncClient(self.endpoints(), timeout=OP_TIMEOUT[1], client_id=f"nemesis-{self.seed}-p{process}")
+    def _client(self, process: int, home: float) -> AsyncClient:
+        """A client that tries the node at ``home`` (a fraction of the nodes) first: clients
+        spread over the nodes as a real application's do, so while the cluster is split some
+        start on each side (one that always began with the leader would follow it everywhere)."""
+        endpoints = self.endpoints()
+        first = int(home * len(endpoints)) % len(endpoints)
+        # A session per connection: a new client's numbering starts again at 1, and a session
+        # answers a number it has seen with its first answer (exactly-once retries).
+        self._sessions += 1
+        return AsyncClient(endpoints[first:] + endpoints[:first], timeout=OP_TIMEOUT[1],
+                           client_id=f"nemesis-{self.seed}-p{process}-s{self._sessions}")
 
     async def _run(self, index: int, rng: random.Random) -> None:
         process = index
-        client = self._client(process)
+        client = self._client(process, index / len(self.rngs))
         written = 0
-        kinds, weights = list(MIX), list(MIX.values())
+        mix = READ_ONLY if index % READER_EVERY == READER_EVERY - 1 else MIX
+        kinds, weights = list(mix), list(mix.values())
         try:
             while not self._stopping:
                 # Every draw happens, in this order, whatever the op: the seed fixes the choices.
                 kind = rng.choices(kinds, weights)[0]
                 slot = rng.randrange(KEYS)
                 pause = rng.uniform(*THINK)
-                client.timeout = rng.uniform(*OP_TIMEOUT)
+                timeout = rng.uniform(*OP_TIMEOUT)
+                home = rng.random()
+                if rng.random() < RECONNECT:
+                    await client.close()
+                    client = self._client(process, home)
+                client.timeout = timeout
                 written += 1
                 value = f"{process}.{written}"
                 key = f"e{int(self.now() // KEY_EPOCH)}k{slot}"
@@ -100,7 +123,7 @@ class Workload:
                     await client.close()
                     process = self._next_process
                     self._next_process += 1
-                    client = self._client(process)
+                    client = self._client(process, home)
                 await asyncio.sleep(pause)
         finally:
             await client.close()

@@ -20,6 +20,9 @@ from plugins.storage.segment.format import BLOCK_HEADER, scan_segment
 from .nemesis_cluster import Cluster, NodeFailed, NodeProcess
 
 FAULT_KINDS = ("kill", "pause", "partition", "membership", "transfer", "snapshot", "disk")
+#: how often each kind is drawn, relatively: partitions most (the faults a quorum system is
+#: really about), operations least (each takes a while and changes little at once)
+WEIGHTS = {"kill": 2, "pause": 2, "partition": 3, "membership": 1, "transfer": 1, "snapshot": 1, "disk": 1}
 #: the disk fault may lose acknowledged data until a damaged node re-fetches what it lost
 #: (issue 15 part 1): selectable with --faults, not on by default yet
 DEFAULT_FAULTS = tuple(k for k in FAULT_KINDS if k != "disk")
@@ -41,7 +44,8 @@ class Step:
 
     @staticmethod
     def draw(rng: random.Random, kinds: tuple[str, ...]) -> "Step":
-        return Step(gap=rng.uniform(*GAP), kind=rng.choice(kinds), leader=rng.random() < 0.4,
+        return Step(gap=rng.uniform(*GAP), kind=rng.choices(kinds, [WEIGHTS[k] for k in kinds])[0],
+                    leader=rng.random() < 0.4,
                     pick=rng.random(), variant=rng.random(), hold=rng.uniform(*HOLD))
 
 
@@ -62,7 +66,9 @@ class Nemesis:
         self._log = open(log_path, "a", encoding="utf-8")
 
     def note(self, text: str) -> None:
-        wall = time.strftime("%H:%M:%S", time.localtime())
+        # The wall clock as the node logs print it, to find the same moment there.
+        now = time.time()
+        wall = time.strftime("%H:%M:%S", time.localtime(now)) + f",{int(now % 1 * 1000):03d}"
         self._log.write(f"{self.now():9.3f} {wall} {text}\n")
         self._log.flush()
 
@@ -136,6 +142,9 @@ class Nemesis:
         if len(ids) < 3:
             return
         random.Random(step.pick).shuffle(ids)
+        if step.leader and leader in ids:
+            ids.remove(leader)
+            ids.insert(0, leader)  # into the minority, or the bridge: the first group below
         if step.variant < 0.4:
             minority = ids[: (len(ids) - 1) // 2]
             groups, what = [minority, ids[len(minority):]], "majority/minority"
