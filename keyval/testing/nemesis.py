@@ -37,7 +37,7 @@ from .nemesis_clients import Workload, elapsed_clock, load_history, save_history
 from .nemesis_cluster import Cluster, NodeFailed
 from .nemesis_faults import DEFAULT_FAULTS, FAULT_KINDS, Nemesis
 
-CLIENTS = 10
+CLIENTS = 16
 #: quiet time on the healed cluster before the clients stop (the ops then see no faults)
 QUIET = 3.0
 MAX_STATES = 2_000_000

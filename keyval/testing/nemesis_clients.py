@@ -26,7 +26,7 @@ from keyval.client import AsyncClient
 from keyval.errors import RevisionMismatch
 from keyval.testing.linearizability import HistoryRecorder, Operation
 
-KEYS = 5
+KEYS = 3
 KEY_EPOCH = 20.0
 LEDGER_PREFIX = "ledger/"
 #: a client's deadline for one operation, its retries included (drawn for each op): after it,
@@ -41,7 +41,7 @@ MIX = {"get": 30, "put": 25, "delete": 8, "cas": 17, "cas-delete": 5, "ledger": 
 #: every READER_EVERY-th client only reads. A client that writes through a leader cut off
 #: from its quorum waits out its timeout there; a reader keeps reading at it, and so meets
 #: the moment a deposed leader would answer from stale state.
-READER_EVERY = 3
+READER_EVERY = 2
 READ_ONLY = {"get": 1}
 
 
