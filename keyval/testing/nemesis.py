@@ -23,9 +23,11 @@ import asyncio
 import json
 import random
 import shutil
+import signal
 import sys
 import tempfile
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,6 +70,8 @@ class Outcome:
 
 async def _run(options: RunOptions, out: Path) -> tuple[list[str], list[str]]:
     """The run itself; (findings that fail it, facts for the summary)."""
+    # SIGTERM (a CI timeout, kill) ends the run as Ctrl-C does: the nodes are stopped, not leaked.
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, asyncio.current_task().cancel)
     clock = elapsed_clock()
     cluster = Cluster(out, options.transport, options.nodes)
     nemesis = Nemesis(cluster, options.seed, options.faults, clock, out / "faults.log", options.nodes)
@@ -75,35 +79,18 @@ async def _run(options: RunOptions, out: Path) -> tuple[list[str], list[str]]:
     failures: list[str] = []
     facts: list[str] = []
     try:
-        nemesis.note(f"start: {options.replay_command()}")
-        cluster.bootstrap()
-        for node in cluster.live():
-            await cluster.wait_started(node)
-        await settle(cluster, timeout=30)
-        workload.start()
-        await nemesis.run(until=options.duration)
-        await nemesis.heal()
-        await asyncio.sleep(QUIET)
-        await workload.stop()
-        nemesis.note("clients stopped")
-        failures += nemesis.trouble
-        try:
-            settled = await settle(cluster)
-        except CheckFailed as exc:
-            # Not live; what the cluster acknowledged must still be there and consistent.
-            failures.append(str(exc))
-            settled = None
-        await final_reads(cluster, workload)
-        facts.append(await ledger_present(cluster, workload))
-        if settled is not None:
-            facts.append(await replicas_identical(cluster, *settled))
+        await _exercise(options, cluster, nemesis, workload, failures, facts)
     except (CheckFailed, NodeFailed, KeyvalError) as exc:
         failures.append(str(exc).splitlines()[0])
         nemesis.note(f"failed: {exc}")
+    except Exception as exc:  # noqa: BLE001 - a bug of the nemesis itself: keep what the run saw
+        failures.append(f"nemesis error: {exc!r}")
+        nemesis.note(f"nemesis error:\n{traceback.format_exc()}")
     finally:
         await asyncio.gather(workload.stop(), return_exceptions=True)
         cluster.shutdown()
         nemesis.close()
+    failures[:0] = nemesis.trouble
     ops = workload.history.operations()
     save_history(ops, out / "history.jsonl")
     result = check_history(ops, model=CasRegisterModel(), max_states=MAX_STATES)
@@ -121,6 +108,39 @@ async def _run(options: RunOptions, out: Path) -> tuple[list[str], list[str]]:
     if workload.errors:
         facts.append("errors " + " ".join(f"{k}={v}" for k, v in sorted(workload.errors.items())))
     return failures, facts
+
+
+async def _exercise(options: RunOptions, cluster: Cluster, nemesis: Nemesis, workload: Workload,
+                    failures: list[str], facts: list[str]) -> None:
+    """Start, fault, heal, settle, and the checks that need the running cluster."""
+    nemesis.note(f"start: {options.replay_command()}")
+    cluster.bootstrap()
+    for node in cluster.live():
+        await cluster.wait_started(node)
+    await settle(cluster, timeout=30)
+    workload.start()
+    await nemesis.run(until=options.duration)
+    await nemesis.heal()
+    await asyncio.sleep(QUIET)
+    await workload.stop()
+    nemesis.note("clients stopped")
+    try:
+        settled = await settle(cluster)
+    except CheckFailed as exc:
+        # Not live; what the cluster acknowledged must still be there and consistent.
+        failures.append(str(exc))
+        nemesis.note(f"failed: {exc}")
+        settled = None
+    await final_reads(cluster, workload)
+    checks = [ledger_present(cluster, workload)]
+    if settled is not None:
+        checks.append(replicas_identical(cluster, *settled))
+    for check in checks:
+        try:
+            facts.append(await check)
+        except CheckFailed as exc:
+            failures.append(str(exc))
+            nemesis.note(f"failed: {exc}")
 
 
 def run(options: RunOptions) -> Outcome:

@@ -10,14 +10,14 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+import traceback
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from plugins.storage.segment.format import BLOCK_HEADER, scan_segment
-
 from .nemesis_cluster import Cluster, NodeFailed, NodeProcess
+from .nemesis_disk import damage_last_segment
 
 FAULT_KINDS = ("kill", "pause", "partition", "membership", "transfer", "snapshot", "disk")
 #: how often each kind is drawn, relatively: partitions most (the faults a quorum system is
@@ -86,6 +86,10 @@ class Nemesis:
             except NodeFailed as exc:
                 self.trouble.append(str(exc).splitlines()[0])
                 self.note(f"trouble: {exc}")
+            except Exception as exc:  # noqa: BLE001 - the nemesis's own bug: fail the run, not lose it
+                self.trouble.append(f"nemesis error in a {step.kind} fault: {exc!r}")
+                self.note(f"nemesis error in a {step.kind} fault:\n{traceback.format_exc()}")
+                await self.heal()
 
     # -- targets -----------------------------------------------------------------------------
     async def _members(self) -> tuple[str | None, list[str], list[str]]:
@@ -281,35 +285,3 @@ class Nemesis:
                 self.note(f"trouble: {exc}")
         self.note("healed: no partition, every node running")
 
-
-def damage_last_segment(log_dir: Path, variant: float, where: float) -> str:
-    """Damage the tail of the newest segment as a failing disk could: cut it inside one of its
-    last blocks (variant < 0.5) or flip a byte in the last block's body. What it did, in words."""
-    segments = sorted(log_dir.glob("*.seg"))
-    if not segments:
-        return "no segment to damage"
-    path = segments[-1]
-    raw = path.read_bytes()
-    scan = scan_segment(str(path), raw, last=True)
-    blocks = sorted(set(scan.blk))
-    if not blocks:
-        return f"{path.name} holds no block"
-    ends = blocks[1:] + [scan.end]
-    if variant < 0.5:
-        k = max(0, len(blocks) - 1 - int(where * 3))  # one of the last three blocks
-        cut = blocks[k] + int(where * (ends[k] - blocks[k]))
-        lost = len(scan.terms) - scan.blk.tolist().index(blocks[k])
-        with open(path, "r+b") as f:
-            f.truncate(cut)
-        return (f"cut {path.name} at byte {cut} (inside block {len(blocks) - k} from the end; "
-                f"{lost} entries from index {scan.first + len(scan.terms) - lost} on)")
-    body = blocks[-1] + BLOCK_HEADER.size
-    at = body + int(where * (scan.end - body))
-    with open(path, "r+b") as f:
-        f.seek(at)
-        byte = f.read(1)
-        f.seek(at)
-        f.write(bytes([byte[0] ^ 0xFF]))
-    lost = len(scan.terms) - scan.blk.tolist().index(blocks[-1])
-    return (f"flipped byte {at} of {path.name} (body of the last block: {lost} entries from index "
-            f"{scan.first + len(scan.terms) - lost} on)")

@@ -13,7 +13,8 @@ from keyval.testing.linearizability import Operation
 from keyval.testing.nemesis import RunOptions
 from keyval.testing.nemesis_clients import load_history, save_history
 from keyval.testing.nemesis_cluster import Cluster
-from keyval.testing.nemesis_faults import DEFAULT_FAULTS, damage_last_segment
+from keyval.testing.nemesis_disk import damage_last_segment
+from keyval.testing.nemesis_faults import DEFAULT_FAULTS
 from plugins.storage.segment.options import SegmentOptions
 from plugins.storage.segment.storage import SegmentStorage
 from plugins.transport.faulty_rules import parse_rules
