@@ -159,8 +159,10 @@ def run(options: RunOptions) -> Outcome:
         summary += f"\nkept in {out} (history.jsonl, faults.log, n*/keyval.log, n*/data)"
         summary += f"\nreplay: {options.replay_command()}"
     else:
+        # A pass keeps its logs and fault log; its data and history (a long run's is large) go.
         for data in out.glob("n*/data"):
-            shutil.rmtree(data, ignore_errors=True)  # a passing run keeps its logs, not its data
+            shutil.rmtree(data, ignore_errors=True)
+        (out / "history.jsonl").unlink(missing_ok=True)
         summary += f" - PASS ({out})"
     return Outcome(not failures, summary, out)
 
