@@ -32,9 +32,9 @@ async def settle(cluster: Cluster, timeout: float = SETTLE_TIMEOUT) -> tuple[str
         if leaders:
             lead = max(leaders, key=lambda s: s["term"])
             members = set(lead["voters"]) | set(lead["learners"])
-            applied = {m: statuses[m]["applied_index"] if m in statuses else None for m in sorted(members)}
+            applied = {m: statuses[m]["applied_index"] if m in statuses else "no answer" for m in sorted(members)}
             seen = f"leader {lead['id']} term {lead['term']} commit {lead['commit_index']}, applied {applied}"
-            if all(a is not None and a >= lead["commit_index"] for a in applied.values()) and \
+            if all(isinstance(a, int) and a >= lead["commit_index"] for a in applied.values()) and \
                     len(set(applied.values())) == 1:
                 return lead["id"], lead["commit_index"]
         else:
