@@ -55,6 +55,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 __all__ = [
+    "CasRegisterModel",
     "CheckResult",
     "HistoryRecorder",
     "Model",
@@ -69,12 +70,14 @@ class Operation:
     """One client operation as observed by the client."""
 
     process: int  # client id
-    kind: str  # "put" | "get" | "delete"
+    kind: str  # "put" | "get" | "delete" (and "cas" | "cas-delete" with CasRegisterModel)
     key: str
-    value: str | None  # put: written; get: observed (None = absent); delete: None
+    value: str | None  # put, cas: written; get: observed (None = absent); deletes: None
     invoke: float
     complete: float | None  # None = indeterminate (outcome unknown)
     ok: bool = True  # False = definitely did not take effect: excluded
+    #: cas, cas-delete: the value the key must hold for the op to take effect (None = absent)
+    expect: str | None = None
 
 
 @dataclass(frozen=True)
@@ -96,7 +99,7 @@ class Model(Protocol):
     def step(self, state: Hashable, op: Operation) -> tuple[bool, Hashable]:
         """Apply ``op`` to ``state``: (whether the op's observed result is legal, new state).
 
-        Must depend only on ``op.kind`` and ``op.value`` (and the state).
+        Must depend only on ``op.kind``, ``op.value`` and ``op.expect`` (and the state).
         """
         ...
 
@@ -139,6 +142,30 @@ class RegisterModel:
 
     def read_state(self, op: Operation) -> str | None:
         return op.value
+
+
+class CasRegisterModel(RegisterModel):
+    """The register plus compare-and-set: "cas" writes ``value`` and "cas-delete" deletes,
+    each only if the register holds ``expect`` (None: absent). A cas the client saw refused
+    did not take effect and is recorded ``ok=False`` (excluded), as Knossos does.
+
+    KeyVal's compare-and-set compares the key's revision, not its value; the two agree when
+    every value is written once (unique values): the revision a client read with a value
+    names exactly the write of that value, so "the key is at revision r" is "the key holds
+    the value written at r"."""
+
+    kinds = RegisterModel.kinds | {"cas", "cas-delete"}
+
+    def step(self, state: str | None, op: Operation) -> tuple[bool, str | None]:
+        if op.kind == "cas":
+            return (True, op.value) if state == op.expect else (False, state)
+        if op.kind == "cas-delete":
+            return (True, None) if state == op.expect else (False, state)
+        return super().step(state, op)
+
+    def classify(self, op: Operation) -> str:
+        # Legal in one state only, but it changes the state: neither a read nor a blind write.
+        return "other" if op.kind in ("cas", "cas-delete") else super().classify(op)
 
 
 _REGISTER = RegisterModel()
@@ -302,7 +329,7 @@ def _check_key(ops: list[Operation], model: Model, max_states: int) -> tuple[boo
         for r, i in pending_other:
             if r > frontier:
                 break
-            if not done_opt & bits[i] and (sig := (ops[i].kind, ops[i].value)) not in tried:
+            if not done_opt & bits[i] and (sig := (ops[i].kind, ops[i].value, ops[i].expect)) not in tried:
                 tried.add(sig)
                 legal, new_state = step(state, ops[i])
                 if legal:
@@ -397,6 +424,10 @@ def _fmt(op: Operation) -> str:
         call = f"get({op.key!r}) -> {op.value!r}"
     elif op.kind == "put":
         call = f"put({op.key!r}, {op.value!r})"
+    elif op.kind == "cas":
+        call = f"cas({op.key!r}, {op.expect!r} -> {op.value!r})"
+    elif op.kind == "cas-delete":
+        call = f"cas-delete({op.key!r}, {op.expect!r})"
     else:
         call = f"{op.kind}({op.key!r})" + ("" if op.value is None else f" {op.value!r}")
     end = "?" if op.complete is None else _fmt_time(op.complete)
@@ -416,13 +447,14 @@ class HistoryRecorder:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        # [process, kind, key, value, invoke, complete, ok]
+        # [process, kind, key, value, invoke, complete, ok, expect]: Operation's fields
         self._ops: list[list] = []
 
-    def invoke(self, process: int, kind: str, key: str, value: str | None, time: float) -> int:
+    def invoke(self, process: int, kind: str, key: str, value: str | None, time: float,
+               expect: str | None = None) -> int:
         with self._lock:
             value = None if kind == "get" else value  # a get's value arrives with ok()
-            self._ops.append([process, kind, key, value, time, None, True])
+            self._ops.append([process, kind, key, value, time, None, True, expect])
             return len(self._ops) - 1
 
     def ok(self, handle: int, time: float, value: str | None = None) -> None:
