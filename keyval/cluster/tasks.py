@@ -42,13 +42,19 @@ ASK_TIMEOUT = 1.0
 DRAIN_TIMEOUT = 5.0
 
 
-class AutoPromoter:
+class _Every:
+    """A duty run every ``interval`` seconds in its own task; a round that fails is logged and
+    the next one runs anyway (one bad round must not end the duty)."""
+
+    interval = 1.0
+    what = "a background duty"
+
     def __init__(self, ops) -> None:
         self.ops = ops
         self._task: asyncio.Task | None = None
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"{self.ops.node.id}-auto-promote")
+        self._task = asyncio.create_task(self._run(), name=f"{self.ops.node.id}-{type(self).__name__}")
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -57,13 +63,21 @@ class AutoPromoter:
 
     async def _run(self) -> None:
         while True:
-            await asyncio.sleep(PROMOTE_INTERVAL)
+            await asyncio.sleep(self.interval)
             try:
                 await self.round()
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # keep promoting later; one bad round must not end the task
-                log.warning("node %s: auto-promotion round failed: %s", self.ops.node.id, exc, exc_info=exc)
+            except Exception as exc:
+                log.warning("node %s: %s failed: %s", self.ops.node.id, self.what, exc, exc_info=exc)
+
+    async def round(self) -> None:
+        raise NotImplementedError
+
+
+class AutoPromoter(_Every):
+    interval = PROMOTE_INTERVAL
+    what = "auto-promotion round"
 
     async def round(self) -> None:
         node = self.ops.node
@@ -88,29 +102,18 @@ class AutoPromoter:
             return  # one change at a time
 
 
-class StuckWatch:
+class StuckWatch(_Every):
+    interval = STUCK_CHECK_INTERVAL
+    what = "checking for stuck members"
+
     def __init__(self, ops) -> None:
-        self.ops = ops
-        self._task: asyncio.Task | None = None
+        super().__init__(ops)
         #: the members reported stuck, and the term of the leadership that reported them
         self._stuck: set[str] = set()
         self._term = -1
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"{self.ops.node.id}-stuck-watch")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(STUCK_CHECK_INTERVAL)
-            try:
-                self.check()
-            except Exception as exc:  # look again later; one bad round must not end the task
-                log.warning("node %s: checking for stuck members failed: %s", self.ops.node.id, exc, exc_info=exc)
+    async def round(self) -> None:
+        self.check()
 
     def check(self) -> None:
         node = self.ops.node

@@ -13,7 +13,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,22 +22,13 @@ from typing import Any
 from keyval.client import AsyncClient
 from keyval.errors import KeyvalError
 from keyval.peer.secret import create_secret
+from keyval.testing.ports import port_free
 
 #: Below Linux's ephemeral range (32768+), as tests/kvctl's harness picks them.
 PORT_RANGE = (20000, 30900)
 #: how long a node may take from exec to answering on its client port
 START_TIMEOUT = 30.0
 STATUS_TIMEOUT = 1.0
-
-
-def _port_free(port: int) -> bool:
-    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
-        with socket.socket(socket.AF_INET, kind) as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                return False
-    return True
 
 
 class NodeProcess:
@@ -153,7 +143,7 @@ class Cluster:
     def _free_port(self) -> int:
         for _ in range(1000):
             port = self._port_rng.randrange(*PORT_RANGE)
-            if port not in self._ports and _port_free(port):
+            if port not in self._ports and port_free(port):
                 self._ports.add(port)
                 return port
         raise RuntimeError(f"no free port found in {PORT_RANGE}")

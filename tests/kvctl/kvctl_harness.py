@@ -9,11 +9,12 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from keyval.testing.ports import port_free
 
 # Below Linux's ephemeral range (32768+), so outgoing connections don't take our ports.
 PORT_RANGE = (20000, 30900)
@@ -23,21 +24,11 @@ BLOCK = 6  # ports nodeN uses for N = 1..BLOCK (peer P+N, client P+1000+N)
 BACKENDS = os.environ.get("KVCTL_TEST_BACKENDS", "").split()
 
 
-def _free(port: int) -> bool:
-    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
-        with socket.socket(socket.AF_INET, kind) as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                return False
-    return True
-
-
 def free_base_port() -> int:
     rng = random.Random()
     for _ in range(200):
         base = rng.randrange(*PORT_RANGE)
-        if all(_free(base + n) and _free(base + 1000 + n) for n in range(1, BLOCK + 1)):
+        if all(port_free(base + n) and port_free(base + 1000 + n) for n in range(1, BLOCK + 1)):
             return base
     raise RuntimeError("no free block of ports found")
 

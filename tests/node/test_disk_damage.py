@@ -19,7 +19,7 @@ import pytest
 from plugins.storage.segment.format import BLOCK_HEADER, BLOCK_MAGIC, SEGMENT_HEADER
 
 from .procs import LocalCluster
-from .test_node_stuck_member import health, http_health, wait_until
+from .test_node_stuck_member import health, http_health, set_faults, wait_until
 
 VALUE = "v" * 200
 
@@ -71,17 +71,6 @@ def flip_earlier_segment(log_dir) -> None:
 
 DAMAGE = {"flipped-last-block": flip_last_block, "newest-cut-in-half": truncate_newest_to_half,
           "bad-block-earlier": flip_earlier_segment}
-
-
-def set_faults(c, rules: dict) -> None:
-    """Write the shared control file; wait until every running node has loaded it."""
-    running = [n for n in c.initial if c.nodes[n].running]
-    loaded = {n: c.status(n)["transport"]["rules_loaded"] for n in running}
-    tmp = c.control.with_suffix(".tmp")
-    tmp.write_text(json.dumps(rules))
-    tmp.replace(c.control)
-    wait_until(lambda: all(c.status(n)["transport"]["rules_loaded"] > loaded[n] for n in running), 5,
-               "the nodes loading the faults", c)
 
 
 def write(c, prefix: str, count: int) -> list[str]:

@@ -36,8 +36,8 @@ def faulty_cluster(tmp_path):
 
 
 def set_faults(cluster, rules: dict) -> None:
-    """Write the control file, and wait until every node has loaded it."""
-    loaded = {n: cluster.status(n)["transport"]["rules_loaded"] for n in cluster.initial}
+    """Write the control file, and wait until every running node has loaded it."""
+    loaded = {n: cluster.status(n)["transport"]["rules_loaded"] for n in cluster.initial if cluster.nodes[n].running}
     tmp = cluster.control.with_suffix(".tmp")
     tmp.write_text(json.dumps(rules))
     tmp.replace(cluster.control)  # atomically: a node never reads half a document
