@@ -115,7 +115,7 @@ class SpaceAlarm:
 
     def persist_recovered(self, attempts: int, seconds: float) -> None:
         self.failing = None
-        log.warning("node %s term %d: persisting works again, after %d retries in %.1fs",
+        log.warning("node %s term %d: persisting works again, after %d failed attempts in %.1fs",
                     self.node_id, self._term(), attempts, seconds)
         if self.path is None:
             self._clear("the write went through")
