@@ -76,8 +76,8 @@ class SpaceAlarm:
         #: free bytes when last measured (None: not measured)
         self.free: int | None = None
         self.raised = False
-        #: why the alarm is raised ('' when it is not)
-        self.reason = ""
+        #: the write failure that raised the alarm, if one did (else it was low space)
+        self._raised_by = ""
         #: while the driver retries a persist: what it keeps failing with, e.g.
         #: "EMFILE: Too many open files" (None when nothing is failing)
         self.failing: str | None = None
@@ -101,6 +101,18 @@ class SpaceAlarm:
             raise NoSpace(f"no space left on device for node {self.node_id}'s log: writes are refused until "
                           f"space is freed ({ALARM} alarm: {self.reason})")
 
+    @property
+    def reason(self) -> str:
+        """Why the alarm is raised, as of the last measurement ('' when it is not)."""
+        if not self.raised:
+            return ""
+        free = "" if self.free is None else f"{size_text(self.free)} free in {self.path}"
+        if self._raised_by:
+            return f"writing to {self.path or 'storage'} failed with {self._raised_by}" + (f"; {free}" if free else "")
+        if self.free is not None and self.free >= self.reserve:
+            return f"{free}, not yet the {size_text(self.clear_above)} that clear the alarm"
+        return f"{free}, below space_reserve ({size_text(self.reserve)})"
+
     def alarms(self) -> dict[str, str]:
         return {ALARM: self.reason} if self.raised else {}
 
@@ -110,11 +122,15 @@ class SpaceAlarm:
         if attempt == 1:
             log.error("node %s term %d: persisting failed: %s; retrying until it succeeds (the node keeps "
                       "running, and acknowledges nothing it has not made durable)", self.node_id, self._term(), exc)
-        if code in SPACE_ERRNOS and not self.raised:
-            self._raise(f"writing to {self.path or 'storage'} failed with {self.failing}")
+        if code in SPACE_ERRNOS:
+            if self.raised:
+                self._raised_by = self.failing
+            else:
+                self._raise(self.failing)
 
     def persist_recovered(self, attempts: int, seconds: float) -> None:
         self.failing = None
+        self._raised_by = ""  # still raised after the measurement below: for low space
         log.warning("node %s term %d: persisting works again, after %d failed attempts in %.1fs",
                     self.node_id, self._term(), attempts, seconds)
         if self.path is None:
@@ -135,19 +151,20 @@ class SpaceAlarm:
         self.free = free
         if not self.raised:
             if free < self.reserve:
-                self._raise(f"{size_text(free)} free in {self.path}, below space_reserve ({size_text(self.reserve)})")
+                self._raise("")
         elif self.failing is None and free >= self.clear_above:
             self._clear(f"{size_text(free)} free in {self.path}")
 
-    def _raise(self, reason: str) -> None:
-        self.raised, self.reason = True, reason
+    def _raise(self, failure: str) -> None:
+        """Raise the alarm: for low space (``failure`` empty) or a write that failed."""
+        self.raised, self._raised_by = True, failure
         until = f"{size_text(self.clear_above)} are free" if self.reserve else "a write succeeds again"
         log.error("node %s term %d: %s alarm raised: %s; client writes are refused while this node leads, until "
-                  "%s", self.node_id, self._term(), ALARM, reason, until)
+                  "%s", self.node_id, self._term(), ALARM, self.reason, until)
 
     def _clear(self, why: str) -> None:
         if not self.raised:
             return
-        self.raised, self.reason = False, ""
+        self.raised, self._raised_by = False, ""
         log.warning("node %s term %d: %s alarm cleared: %s; writes are accepted again", self.node_id,
                     self._term(), ALARM, why)
