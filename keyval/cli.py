@@ -87,6 +87,9 @@ def plugins(as_json: bool) -> None:
               help="Close a client connection idle, or inside one unfinished request, this long (default 300).")
 @click.option("--client-buffer-bytes", type=int, metavar="BYTES",
               help="Bytes of unfinished requests all client connections may hold together (default 256 MiB).")
+@click.option("--space-reserve", metavar="SIZE",
+              help="Free space kept on the data dir's filesystem: below it client writes are refused "
+                   "(NOSPACE alarm) until space is freed (default 64MiB; 0: only when a write fails).")
 @click.option("--check-config", is_flag=True,
               help="Only check the settings and the files they name (secret, TLS, tokens): exit 0 if good, 2 if not.")
 @click.pass_context

@@ -64,6 +64,10 @@ class NodeConfig:
     client_buffer_bytes: int = 256 << 20
     #: file descriptors kept out of every connection limit, for storage and the node's own use
     reserved_descriptors: int = 256
+    #: bytes of the data dir's filesystem kept free: below it the NOSPACE alarm is raised and
+    #: client writes are refused (keyval/runtime/space.py); a size such as 64MiB, 0 to only
+    #: react to a write failing
+    space_reserve: int = 64 << 20
     # Handed to the chosen backend's factory; only settable in the config file.
     storage_options: dict[str, Any] = field(default_factory=dict)
     transport_options: dict[str, Any] = field(default_factory=dict)
@@ -156,6 +160,7 @@ def node_config(settings: dict[str, Any]) -> NodeConfig:
         raise ConfigError(f"stuck_after: expected a number of seconds > 0, got {stuck_after!r}")
     values["stuck_after"] = float(stuck_after)
     _check_client_limits(values)
+    values["space_reserve"] = _size(values, "space_reserve")
     for key in ("auto_promote", "insecure_peers"):
         if not isinstance(values.get(key, False), bool):
             raise ConfigError(f"{key}: expected true or false, got {values[key]!r}")
@@ -187,6 +192,24 @@ def _whole(values: dict[str, Any], key: str, low: int, high: int | None = None) 
         bound = f"between {low} and {high}" if high is not None else f">= {low}"
         raise ConfigError(f"{key}: expected a whole number {bound}, got {value!r}")
     return value
+
+
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mb": 1 << 20,
+               "mib": 1 << 20, "g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30}
+
+
+def _size(values: dict[str, Any], key: str) -> int:
+    """A byte count: a whole number, or a string such as '64MiB' (units k, m, g: powers of 1024)."""
+    value = values.get(key, getattr(NodeConfig, key))
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str):
+        text = value.strip().lower()
+        number = text.rstrip("abcdefghijklmnopqrstuvwxyz").strip()
+        unit = text[len(number):].strip()
+        if number.isdigit() and unit in _SIZE_UNITS:
+            return int(number) * _SIZE_UNITS[unit]
+    raise ConfigError(f"{key}: expected a size in bytes such as 67108864 or '64MiB', got {value!r}")
 
 
 def _check_client_limits(values: dict[str, Any]) -> None:

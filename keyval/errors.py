@@ -93,3 +93,11 @@ class RevisionMismatch(RequestRefused):
     def __init__(self, key: bytes, current_revision: int) -> None:
         self.current_revision = current_revision
         super().__init__("revision_mismatch", f"key {key!r} is at revision {current_revision}, not the one expected")
+
+
+class NoSpace(RequestRefused):
+    """A write refused before it was proposed: the leader's NOSPACE alarm is raised (its disk
+    is below ``space_reserve``, or a write to it failed for want of space)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("no_space", message)

@@ -16,6 +16,7 @@ from keyval.client import AsyncClient
 from keyval.raft.quorum import majority
 from kvctl import connect
 from kvctl import cluster_show as show
+from kvctl.cluster_alarms import add_alarms, member_statuses
 from kvctl.cluster_change import add_change_commands
 from kvctl.cluster_client import call, endpoints
 from kvctl.options import arg, command, group, opt
@@ -82,6 +83,7 @@ def health(max_lag: int, stuck_after: float | None) -> None:
         if failure.code != "no_leader":
             raise
         doc = asyncio.run(_leaderless_health(budget))
+    add_alarms(doc, asyncio.run(member_statuses(list(endpoints().addresses), min(1.0, budget))))
     _out(doc, show.health(doc))
     if not doc["healthy"]:
         click.get_current_context().exit(1)

@@ -18,7 +18,7 @@ from typing import Any
 
 from keyval.client import protocol as p
 from keyval.wire_bounds import parse_address
-from keyval.errors import ConfigError, RequestRefused, RevisionMismatch, Timeout, Unreachable
+from keyval.errors import ConfigError, NoSpace, RequestRefused, RevisionMismatch, Timeout, Unreachable
 from keyval.runtime.event_loop import loop_factory
 
 RETRYABLE = {p.NOT_LEADER, p.NO_LEADER, p.UNAVAILABLE, p.TIMEOUT}
@@ -296,7 +296,7 @@ class AsyncClient:
     @staticmethod
     def _check(reply):
         if isinstance(reply, p.Error):
-            raise RequestRefused(reply.code, reply.message)
+            raise _refused(reply)
         return reply
 
     async def _call(self, body, *, follow_leader: bool = True, timeout: float | None = None,
@@ -341,7 +341,7 @@ class AsyncClient:
                 self._preferred = endpoint
                 return reply
             if reply.code not in RETRYABLE or (not follow_leader and reply.code == p.NOT_LEADER):
-                raise RequestRefused(reply.code, reply.message)
+                raise _refused(reply)
             last_error = reply.message
             failures += 1
             if reply.code == p.NOT_LEADER and _well_formed(reply.leader_address) and reply.leader_address != endpoint:
@@ -413,6 +413,12 @@ class Client:
 
 async def _make_async(endpoints, timeout, client_id, token, tls) -> AsyncClient:
     return AsyncClient(endpoints, timeout=timeout, client_id=client_id, token=token, tls=tls)
+
+
+def _refused(reply: p.Error) -> RequestRefused:
+    if reply.code == p.NO_SPACE:
+        return NoSpace(reply.message)
+    return RequestRefused(reply.code, reply.message)
 
 
 def _well_formed(address: str) -> bool:

@@ -42,6 +42,7 @@ INVALID = "invalid"  # the request itself is wrong: do not retry
 REFUSED = "refused"  # a well-formed request the cluster will not do (reason in message)
 UNKNOWN_REQUEST = "unknown_request"
 UNAVAILABLE = "unavailable"  # e.g. the node is shutting down or uninitialised
+NO_SPACE = "no_space"  # the leader's NOSPACE alarm is raised: writes refused until space is freed
 #: no token, an unknown one, or a role too low: always with exactly DENIED_MESSAGE
 PERMISSION_DENIED = "permission_denied"
 DENIED_MESSAGE = "permission denied"

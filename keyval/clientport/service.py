@@ -21,7 +21,7 @@ from keyval.clientport.limits import ClientLimiter, ClientLimits
 from keyval.wire_bounds import parse_address
 from keyval.errors import ConfigError
 from keyval.kv import CommandError, check_limits, encode_delete, encode_meta, encode_put
-from keyval.errors import NodeUnavailable, ProposalLost
+from keyval.errors import NodeUnavailable, NoSpace, ProposalLost
 from keyval.runtime.node import Node
 from keyval.raft import NotLeader, ProposalDropped, RaftError
 
@@ -167,6 +167,8 @@ class ClientService:
         return p.AdminReply({"registered": body.node})
 
     def _error(self, exc: BaseException) -> p.Error:
+        if isinstance(exc, NoSpace):
+            return p.Error(p.NO_SPACE, str(exc))
         if isinstance(exc, CommandError):
             return p.Error(p.INVALID, str(exc))
         if isinstance(exc, OperationRefused):
@@ -370,6 +372,7 @@ def node_status(node: Node) -> dict:
     status = node.status()
     membership = status.membership
     addresses = dict(membership.addresses)
+    alarms = node.alarms()
     peers = {
         peer.id: {
             "match_index": peer.match,
@@ -396,6 +399,11 @@ def node_status(node: Node) -> dict:
         "last_index": status.last_index,
         # non-zero while this node re-fetches entries it lost on disk (up to this index)
         "recovering_to": status.recovering_to,
+        # raised alarms (NOSPACE: this node refuses writes while it leads) and why; the data
+        # dir's free space, the reserve, and what persisting keeps failing with (or null)
+        "alarms": sorted(alarms),
+        "alarm_reasons": alarms,
+        "space": node.space_status(),
         "voters": sorted(membership.voters),
         "learners": sorted(membership.learners),
         "peer_addresses": addresses,

@@ -43,6 +43,11 @@ class Storage(LogStorage, Protocol):
     The runtime calls ``sync``, ``create_snapshot``, ``apply_snapshot`` and ``compact`` from
     a worker thread while other calls come from its event loop thread: a backend serialises
     them.
+
+    A write failing for want of space or descriptors (``OSError`` ENOSPC, EDQUOT, EMFILE,
+    ENFILE, or a ``StorageError`` raised from one) is retried: the runtime makes the same
+    calls again until they succeed. Such a failure leaves the backend as before the call or
+    as after it — nothing half-written that reads back as data.
     """
 
     def append(self, entries: Sequence[Entry]) -> None:

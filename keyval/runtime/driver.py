@@ -11,6 +11,10 @@ calls. The Ready task executes the core's batches of work (``Ready``) in the con
 4. **apply** the snapshot, the committed entries and the confirmed reads;
 5. **advance** the core, release the reads now answerable, start a snapshot if asked.
 
+Persisting (1 and 2) that fails for want of disk space or descriptors (ENOSPC, EDQUOT,
+EMFILE, ENFILE: ``keyval.runtime.space``) is retried — the same writes again, until they
+succeed — and is never fatal; any other error while persisting stops the node.
+
 Invariant kept here: an entry is applied only once it is durable in this node's storage —
 entries committed below this Ready's first new entry were made durable by an earlier Ready,
 so they are applied before this Ready's fsync; the rest only after it.
@@ -34,9 +38,15 @@ from keyval.raft import Entry, RaftCore, Ready, Role, Snapshot
 from keyval.raft import messages as m
 
 from .requests import Requests
+from .space import resource_errno
 from .timing import Timing
 
 log = logging.getLogger("keyval.node")
+
+#: A persist that failed for want of disk space or descriptors is retried after this many
+#: seconds, doubling up to RETRY_MAX_DELAY.
+RETRY_FIRST_DELAY = 0.05
+RETRY_MAX_DELAY = 1.0
 
 
 class OffLoop(Protocol):
@@ -79,6 +89,13 @@ class DriverEvents(Protocol):
     def failed(self, exc: BaseException) -> None:
         """The driver stopped on an error it cannot continue past (an I/O error while
         persisting, a broken invariant)."""
+
+    def persist_failed(self, exc: BaseException, code: int, attempt: int) -> None:
+        """Persisting a Ready failed for want of space or descriptors (``code``, an errno);
+        the driver tries again (``attempt`` counts from 1)."""
+
+    def persist_recovered(self, attempts: int, seconds: float) -> None:
+        """A persist that failed ``attempts`` times has now succeeded."""
 
 
 @dataclass
@@ -163,7 +180,7 @@ class ReadyDriver:
         except (asyncio.CancelledError, GeneratorExit):
             raise  # stopped, or the task was dropped with its loop
         except BaseException as exc:
-            # Persisting failed (disk full, I/O error) or an invariant broke: continuing could
+            # Persisting failed (an I/O error) or an invariant broke: continuing could
             # acknowledge writes that are not durable. The node stops, loudly.
             self.stopped = True
             self.parts.events.failed(exc)
@@ -175,13 +192,9 @@ class ReadyDriver:
         sent_early = rd.send_before_persist and bool(rd.messages)
         if sent_early:
             parts.send(rd.messages)
-        # 1. persist, and apply what an earlier Ready made durable
-        await self._persist(rd)
+        # 1. persist, and apply what an earlier Ready made durable; 2. sync
         now, later = self._split_committed(rd)
-        self._apply(now)
-        # 2. sync
-        if rd.entries:
-            await self._sync(rd)
+        await self._make_durable(rd, now)
         # 3. send
         if rd.messages and not sent_early:
             parts.send(rd.messages)
@@ -202,6 +215,35 @@ class ReadyDriver:
         if rd.snapshot_request and not parts.snapshots.busy():
             # In the background; if one runs, the core asks again later.
             parts.snapshots.start(False)
+
+    async def _make_durable(self, rd: Ready, durable_before: Sequence[Entry]) -> None:
+        """Persist and sync ``rd``, applying ``durable_before`` once in between. A failure for
+        want of space or descriptors is retried until it succeeds: the snapshot, the entries
+        (appending again first discards what a failed attempt left: the storage contract)
+        and the hard state are written again, then synced."""
+        attempt, started, delay = 0, 0.0, RETRY_FIRST_DELAY
+        to_apply: Sequence[Entry] | None = durable_before
+        while True:
+            try:
+                await self._persist(rd)
+                if to_apply is not None:
+                    self._apply(to_apply)
+                    to_apply = None
+                if rd.entries:
+                    await self._sync(rd)
+                break
+            except Exception as exc:
+                code = resource_errno(exc)
+                if code is None:
+                    raise
+                attempt += 1
+                if attempt == 1:
+                    started = asyncio.get_running_loop().time()
+                self.parts.events.persist_failed(exc, code, attempt)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_DELAY)
+        if attempt:
+            self.parts.events.persist_recovered(attempt, asyncio.get_running_loop().time() - started)
 
     async def _persist(self, rd: Ready) -> None:
         storage = self.parts.storage

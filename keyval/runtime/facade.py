@@ -105,6 +105,16 @@ class NodeFacade:
         """The snapshots the storage holds, oldest first (blocking: reads the data dir)."""
         return self.storage.list_snapshots()
 
+    def alarms(self) -> dict[str, str]:
+        """The alarms raised on this node, by name, and why ({} when none): NOSPACE."""
+        return self.space.alarms()
+
+    def space_status(self) -> dict:
+        """Free space of the data dir as last measured, the reserve, and the error persisting
+        keeps failing with while the driver retries it (None when nothing is failing)."""
+        space = self.space
+        return {"free_bytes": space.free, "reserve_bytes": space.reserve, "persist_error": space.failing}
+
     def transport_stats(self) -> dict[str, int]:
         """The transport's message counts by event ({} before start)."""
         return self.transport.stats() if self.transport is not None else {}
@@ -122,7 +132,9 @@ class NodeFacade:
 
     async def propose_change(self, change: ConfigChange, timeout: float) -> int:
         """Propose a membership change; its index once applied here. Raises NotLeader,
-        ConfigChangeRefused, ProposalLost or asyncio.TimeoutError (outcome unknown)."""
+        ConfigChangeRefused, NoSpace, ProposalLost or asyncio.TimeoutError (outcome unknown)."""
+        if self.is_leader():  # a follower answers NotLeader, as for any write
+            self.space.check_writes()
         term, index = self.core.propose_change(change)
         fut = self.requests.wait_for_index(term, index)
         try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import errno
 import json
 import logging
 from typing import TYPE_CHECKING, Callable
@@ -48,6 +49,9 @@ class NodeMetrics:
         # children resolved once: a label lookup per request is a cost on the hot path
         self._proposal_outcomes = {o: self.proposals.labels(o) for o in ("applied", "lost", "refused", "timeout", "failed")}
         self._read_outcomes = {o: self.reads.labels(o) for o in ("confirmed", "failed")}
+        self.persist_retries = Counter("keyval_persist_retries", "Persists retried after a failure for want of disk "
+                                       "space or descriptors, by error (ENOSPC, EDQUOT, EMFILE, ENFILE)", ["error"],
+                                       registry=self.registry)
         # What the core refused, as last logged: (dropped from non-members, transfer votes).
         self._refusals_logged = (0, 0)
         self._refusals_logged_at = -REFUSAL_LOG_INTERVAL
@@ -55,6 +59,9 @@ class NodeMetrics:
     def count_proposal(self, fut: "asyncio.Future") -> None:
         """Done-callback of a proposal's future: count its outcome."""
         self._proposal_outcomes[_proposal_outcome(fut)].inc()
+
+    def count_persist_retry(self, code: int) -> None:
+        self.persist_retries.labels(errno.errorcode.get(code, str(code))).inc()
 
     def count_read(self, fut: "asyncio.Future") -> None:
         """Done-callback of a linearizable read's barrier: count its outcome."""
@@ -155,6 +162,17 @@ class _StatusCollector:
         yield CounterMetricFamily("keyval_raft_refused_transfer_votes",
                                   "Votes skipping the leader lease from a node the leader did not name as transfer target",
                                   value=status.refused_transfer_votes)
+        alarms = node.alarms()
+        alarm = GaugeMetricFamily("keyval_alarm", "1 while an alarm is raised on this node (nospace: its client "
+                                  "writes are refused, see space_reserve)", labels=["alarm"])
+        alarm.add_metric(["nospace"], int("NOSPACE" in alarms))
+        yield alarm
+        space = node.space_status()
+        if space["free_bytes"] is not None:
+            yield GaugeMetricFamily("keyval_disk_free_bytes", "Free bytes of the data dir's filesystem, as last "
+                                    "measured (about once a second)", value=space["free_bytes"])
+        yield GaugeMetricFamily("keyval_space_reserve_bytes", "space_reserve: below this much free space the "
+                                "NOSPACE alarm is raised", value=space["reserve_bytes"])
         role = GaugeMetricFamily("keyval_role", "1 for this node's current role", labels=["role"])
         for candidate in ("follower", "pre-candidate", "candidate", "leader"):
             role.add_metric([candidate], int(status.role.value == candidate))
@@ -221,7 +239,8 @@ class _ClientPortCollector:
 
 def health(node: "Node", stuck_members: Callable[[], dict[str, str]] = dict) -> tuple[bool, dict]:
     """This node's own health (503 when it is not fit to serve: not a member, no leader, a
-    fatal error, or re-fetching entries it lost on disk, like etcd's CORRUPT alarm).
+    fatal error, re-fetching entries it lost on disk (like etcd's CORRUPT alarm), an alarm
+    raised (NOSPACE, as etcd), or persisting failing and being retried).
 
     On the leader the body also names any member it cannot replicate to although it reaches
     it (``stuck_members``, under ``warnings``): nobody else can see that, since the member
@@ -234,15 +253,20 @@ def health(node: "Node", stuck_members: Callable[[], dict[str, str]] = dict) -> 
     status = node.status()
     member = node.id in status.membership.members
     leader = status.leader or None
-    ok = member and leader is not None and node.fatal is None and not status.recovering_to
+    alarms = node.alarms()
+    persist_error = node.space_status()["persist_error"]
+    ok = (member and leader is not None and node.fatal is None and not status.recovering_to and not alarms
+          and persist_error is None)
     reason = "" if ok else (
         "fatal error" if node.fatal is not None
         else f"re-fetching entries lost on disk (up to index {status.recovering_to})" if status.recovering_to
+        else "; ".join(f"{name} alarm: {why}" for name, why in sorted(alarms.items())) if alarms
+        else f"persisting keeps failing, retrying: {persist_error}" if persist_error is not None
         else "not a member yet" if not member else "no leader")
     stuck = stuck_members() if ok else {}
     return ok, {"healthy": ok, "id": node.id, "role": status.role.value, "term": status.term, "leader": leader,
                 "commit_index": status.commit, "applied_index": status.applied, "reason": reason,
-                "recovering_to": status.recovering_to,
+                "recovering_to": status.recovering_to, "alarms": sorted(alarms),
                 "stuck": sorted(stuck), "warnings": [stuck[n] for n in sorted(stuck)]}
 
 

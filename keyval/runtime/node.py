@@ -37,6 +37,7 @@ from .machine import NodeStateMachine
 from .metrics import NodeMetrics
 from .requests import Requests
 from .snapshots import NodeSnapshots
+from .space import SpaceAlarm
 from .sync_thread import SyncThread
 from .timing import Timing
 
@@ -89,6 +90,8 @@ class Node(NodeFacade):
         self._recovering_to = 0
         self.client_addresses: dict[str, str] = {}
         self.fatal: BaseException | None = None
+        #: the NOSPACE alarm, and persist failures being retried (keyval.runtime.space)
+        self.space = SpaceAlarm(self.id, config.data_dir, config.space_reserve, lambda: self.term)
         self.snapshots = NodeSnapshots(self)
         #: commit index found on disk at start: configurations up to it are replayed, not news
         self.initial_commit = 0
@@ -148,7 +151,8 @@ class Node(NodeFacade):
         if callable(use_versions):  # optional in the contract (keyval.plugin_api.transport)
             use_versions(self.peer_versions)
         loop = asyncio.get_running_loop()
-        self.requests = Requests(self.id, core, loop.time, self._wake, self.metrics.count_proposal, self.metrics.count_read)
+        self.requests = Requests(self.id, core, loop.time, self._wake, self.metrics.count_proposal, self.metrics.count_read,
+                                 check_writes=self.space.check_writes)
         self.driver = ReadyDriver(DriverParts(
             core=core, storage=self.storage, send=self._send, machine=self.machine, requests=self.requests,
             snapshots=self.snapshots, off_loop=self._off_loop, events=self, timing=self.timing,
@@ -178,7 +182,10 @@ class Node(NodeFacade):
         if self.transport is not None:
             await self.transport.close()
         if self.storage is not None:
-            self.storage.close()
+            try:
+                self.storage.close()
+            except Exception as exc:  # a full disk: nothing acknowledged waits on close
+                log.error("node %s term %d: closing the storage failed: %s", self.id, self.term, exc)
         if self._lock:
             self._lock.release()
         if self.requests is not None:
@@ -278,6 +285,7 @@ class Node(NodeFacade):
 
     def ticked(self, now: float) -> None:
         self.metrics.log_refusals(self.id, self.core, now)
+        self.space.check(now)
         if self._recovering_to and not self.core.recovering_to:
             log.info("node %s term %d: recovered: it holds the leader's log past what it lost (index %d); "
                      "voting as usual", self.id, self.core.term, self._recovering_to)
@@ -298,6 +306,13 @@ class Node(NodeFacade):
             log.error("node %s term %d: entries %d..%d were durable here and are lost to disk damage; this node "
                       "is the only voter, so there is nowhere to fetch them from: they are gone",
                       self.id, core.term, first, last)
+
+    def persist_failed(self, exc: BaseException, code: int, attempt: int) -> None:
+        self.metrics.count_persist_retry(code)
+        self.space.persist_failed(exc, code, attempt)
+
+    def persist_recovered(self, attempts: int, seconds: float) -> None:
+        self.space.persist_recovered(attempts, seconds)
 
     def failed(self, exc: BaseException) -> None:
         self.fatal = exc

@@ -78,8 +78,11 @@ class Requests:
 
     def __init__(self, node_id: str, core: RaftCore, clock: Clock, wake: Callable[[], None],
                  on_proposal: Callable[[asyncio.Future], Any] | None = None,
-                 on_read: Callable[[asyncio.Future], Any] | None = None) -> None:
+                 on_read: Callable[[asyncio.Future], Any] | None = None,
+                 check_writes: Callable[[], None] | None = None) -> None:
         self.node_id = node_id
+        #: raises if the node takes no new writes now (the NOSPACE alarm: keyval.runtime.space)
+        self.check_writes = check_writes or (lambda: None)
         self.core = core
         self.deadlines = Deadlines(clock)
         self._wake = wake
@@ -101,6 +104,7 @@ class Requests:
         """Queue a command for replication (raises NotLeader at once); a future of its result
         once applied here, failing with ProposalDropped, ProposalLost or asyncio.TimeoutError
         (outcome unknown: the write may still apply). Cancelling it only stops the waiting.
+        Raises NoSpace at once, before proposing, while the node's NOSPACE alarm is raised.
 
         ``session`` is the client's (client, seq) of the write, if it has one: a retry of a
         write still waiting here gets a future of the same outcome, not a second entry."""
@@ -111,6 +115,7 @@ class Requests:
             first = self._sessions.get(session)
             if first is not None and not first.done():
                 return self._follow(loop, first, timeout)
+        self.check_writes()
         fut = loop.create_future()
         self._proposals.append((data, fut))
         if session is not None:

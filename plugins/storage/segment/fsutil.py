@@ -45,13 +45,26 @@ def pwrite_all(fd: int, data: bytes | bytearray | memoryview, offset: int) -> No
 
 
 def write_file_durably(path: str, data: bytes) -> None:
-    """Write ``path + ".tmp"``, fsync it and rename it to ``path``. The caller fsyncs the
-    directory (once, if it does several)."""
+    """Write ``path + ".tmp"``, fsync it and rename it to ``path``; on failure the temporary file
+    is removed and ``path`` is as it was. The caller fsyncs the directory (once, if it does several)."""
     tmp = path + ".tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        write_all(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        try:
+            write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        # A full disk: the half-written file would hold on to space the retry needs.
+        remove_if_present(tmp)
+        raise
+
+
+def remove_if_present(path: str) -> None:
+    """``os.remove``, where a file already gone is no error (a retried removal)."""
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass

@@ -5,6 +5,7 @@ snapshots or compaction rules: ``SegmentStorage`` decides which indexes may be r
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from array import array
@@ -17,7 +18,7 @@ from keyval.raft.storage import ENTRY_OVERHEAD
 from keyval.raft.types import Entry, EntryType
 
 from .format import BLOCK_HEADER, ENTRY_TABLE, SEGMENT_HEADER, SegmentScan, encode_block, encode_segment_header, scan_segment
-from .fsutil import datasync, fsync_dir, make_dirs_durably, pwrite_all, write_file_durably
+from .fsutil import datasync, fsync_dir, make_dirs_durably, pwrite_all, remove_if_present, write_file_durably
 
 log = logging.getLogger(__name__)
 
@@ -218,15 +219,22 @@ class SegmentLog:
                 self._trim_cache(len(self.cache) // 2 or 1)
 
     def _preallocate(self, end: int) -> None:
-        """Zeros from ``end`` to one chunk past it (the next fdatasync commits the new size)."""
+        """Zeros from ``end`` to one chunk past it (the next fdatasync commits the new size).
+        Only a speed-up: on a disk too full for them the file ends at ``end`` instead."""
         target = end + self.prealloc
         if len(self._zeros) != self.prealloc:
             self._zeros = bytes(self.prealloc)
         zeros = self._zeros
         offset = end
-        while offset < target:
-            pwrite_all(self.fd, zeros[: target - offset], offset)
-            offset += min(len(zeros), target - offset)
+        try:
+            while offset < target:
+                pwrite_all(self.fd, zeros[: target - offset], offset)
+                offset += min(len(zeros), target - offset)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            os.ftruncate(self.fd, end)
+            target = end
         self.allocated = target
 
     def sync(self) -> None:
@@ -255,13 +263,16 @@ class SegmentLog:
             head = self._pread(seg, BLOCK_HEADER.size, block)
             cut = block + BLOCK_HEADER.size + BLOCK_HEADER.unpack(head)[2]
         if k < len(self.segments) - 1:
+            # Opened first: out of descriptors, nothing has changed yet. Every step after
+            # it may be redone by a retry (a removal of a file already gone is no error).
+            fd = os.open(seg.path, os.O_RDWR)
             os.close(self.fd)
+            self.fd = fd
             # Newest first: a crash part-way leaves a contiguous log.
             for later in reversed(self.segments[k + 1 :]):
-                os.remove(later.path)
-            del self.segments[k + 1 :], self.firsts[k + 1 :]
+                remove_if_present(later.path)
             fsync_dir(self.directory)
-            self.fd = os.open(seg.path, os.O_RDWR)
+            del self.segments[k + 1 :], self.firsts[k + 1 :]
         os.ftruncate(self.fd, cut)
         datasync(self.fd)
         self.size = self.synced_end = self.allocated = cut
@@ -272,22 +283,28 @@ class SegmentLog:
         log.info("truncated the log from index %d (in %s)", index, seg.path)
 
     def _rotate(self, first: int) -> None:
+        # Retried after a failure (a full disk, no descriptor left): each step may be redone,
+        # and the active segment stays open and current until the new one is.
         if self.segments:
             if self.allocated > self.size:
                 # Only the last segment may end in zeros (the recovery scan's rule).
                 os.ftruncate(self.fd, self.size)
+                self.allocated = self.size
                 self.dirty = True
             if self.dirty:
                 datasync(self.fd)
-            os.close(self.fd)
+                self.dirty = False
         else:
             self.base = first
         path = os.path.join(self.directory, f"{first:020d}.seg")
         write_file_durably(path, encode_segment_header(first))
         fsync_dir(self.directory)
+        fd = os.open(path, os.O_RDWR)
+        if self.segments:
+            os.close(self.fd)
         self.segments.append(Segment(first, path))
         self.firsts.append(first)
-        self.fd = os.open(path, os.O_RDWR)
+        self.fd = fd
         self.size = self.synced_end = self.allocated = os.fstat(self.fd).st_size
         self.dirty = False
         self.durable_last = first - 1
@@ -302,7 +319,7 @@ class SegmentLog:
         while n < len(self.segments) - 1 and self.firsts[n + 1] - 1 <= index:
             n += 1
         for seg in self.segments[:n]:  # oldest first: a crash part-way leaves a contiguous log
-            os.remove(seg.path)
+            remove_if_present(seg.path)
             log.info("deleted log segment %s (compacted through index %d)", seg.path, index)
         if n:
             cut = self.firsts[n] - self.base
@@ -312,11 +329,12 @@ class SegmentLog:
 
     def reset(self, first: int) -> None:
         """Delete every segment; the next entry appended will be ``first``. Durable on return."""
-        if self.segments:
+        if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+        if self.segments:
             for seg in reversed(self.segments):
-                os.remove(seg.path)
+                remove_if_present(seg.path)  # a retry finds some gone
             fsync_dir(self.directory)
         self.segments.clear()
         self.firsts.clear()

@@ -20,6 +20,7 @@ guarantees it); reads may overlap a write. ``_lock`` guards the read view; slow 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import logging
 import os
 import threading
@@ -42,6 +43,8 @@ log = logging.getLogger(__name__)
 #: A changed commit index alone is written at most this often (on sync); a stale commit is
 #: safe — the leader tells it again — so this only bounds replay after a restart.
 COMMIT_WRITE_INTERVAL = 1.0
+#: errors of a write that say space or descriptors ran out (keyval.runtime.space retries them)
+_OUT_OF_RESOURCES = (errno.ENOSPC, errno.EDQUOT, errno.EMFILE, errno.ENFILE)
 
 
 class SegmentStorage:
@@ -255,7 +258,15 @@ class SegmentStorage:
         # Before sync returns, hence before anything it made durable is acknowledged.
         self._advance_watermark()
         if self._hs.commit != self._hs_saved.commit and time.monotonic() - self._hs_saved_at >= COMMIT_WRITE_INTERVAL:
-            self._save_hard_state(self._hs)
+            try:
+                self._save_hard_state(self._hs)
+            except OSError as exc:
+                if exc.errno not in _OUT_OF_RESOURCES:
+                    raise
+                # Not needed for what this sync promises (a stale commit is safe): a full
+                # disk or a lack of descriptors must not hold up the entries. Tried again
+                # at the next sync.
+                log.debug("%s: commit index %d not saved yet: %s", self.data_dir, self._hs.commit, exc)
 
     def apply_snapshot(self, snapshot: Snapshot) -> None:
         self._check_open()
@@ -268,14 +279,16 @@ class SegmentStorage:
                 keep = self._term(meta.index) == meta.term
             except (Compacted, Unavailable):
                 keep = False
-            # Not kept: the runtime restores its state machine from it, a follower rarely
-            # sends it on — snapshot_chunk loads it again if it does.
-            self._snap_meta, self._sent = meta, None
-            self._offset, self._offset_term = meta.index, meta.term
+            # The log first: if that fails (a full disk), the snapshot is not yet in force
+            # and the runtime's retry of this call does it all again.
             if keep:
                 self._log.drop_through(meta.index)
             else:
                 self._log.reset(meta.index + 1)
+            # Not kept: the runtime restores its state machine from it, a follower rarely
+            # sends it on — snapshot_chunk loads it again if it does.
+            self._snap_meta, self._sent = meta, None
+            self._offset, self._offset_term = meta.index, meta.term
         if meta.index >= self._wm[0] or not self._lost_since_open:
             self._lost_since_open = False
             self._advance_watermark()

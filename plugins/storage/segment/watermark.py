@@ -73,22 +73,39 @@ class WatermarkFile:
         return index, term
 
     def save(self, index: int, term: int) -> None:
-        """Durable when this returns."""
-        if self._fd < 0:
-            self._open()
-        self._seq += 1
+        """Durable when this returns. A failed save (a full disk) changes neither slot's
+        last valid value but the one being written, and is retried into the same slot."""
+        seq = self._seq + 1
+        record, at = _encode(seq, index, term), (seq % 2) * SLOT
         try:
-            pwrite_all(self._fd, _encode(self._seq, index, term), (self._seq % 2) * SLOT)
-            datasync(self._fd)
+            if self._fd < 0:
+                self._open(record, at)
+            else:
+                pwrite_all(self._fd, record, at)
+                datasync(self._fd)
         except OSError as exc:
             raise StorageError(f"cannot write {self.path}: {exc.strerror or exc}") from exc
+        self._seq = seq
 
-    def _open(self) -> None:
+    def _open(self, record: bytes, at: int) -> None:
+        """Open the file, writing ``record`` at ``at`` in it. A missing (or short) file is
+        created whole, the record already in it, and renamed into place: a slot write never
+        has to extend it, and no crash leaves a file without a valid slot."""
         if not os.path.exists(self.path) or os.path.getsize(self.path) < 2 * SLOT:
-            # Created whole and renamed into place: a slot write never has to extend it.
-            write_file_durably(self.path, bytes(2 * SLOT))
+            content = bytearray(2 * SLOT)
+            content[at : at + len(record)] = record
+            write_file_durably(self.path, bytes(content))
             fsync_dir(self.directory)
-        self._fd = os.open(self.path, os.O_RDWR)
+            self._fd = os.open(self.path, os.O_RDWR)
+            return
+        fd = os.open(self.path, os.O_RDWR)
+        try:
+            pwrite_all(fd, record, at)
+            datasync(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
 
     def close(self) -> None:
         if self._fd >= 0:
