@@ -112,6 +112,14 @@ def _rewrite(storage, data_dir: str, node_id: str | None, dry_run: bool) -> Reco
     last = storage.last_index()
     if hard_state.term == 0 and snap.index == 0 and last == 0:
         raise KeyvalError(f"data dir {data_dir!r} holds no Raft data (wrong --data-dir or --storage?)")
+    watermark, _term = storage.durable_watermark()
+    held = max(last, snap.index)
+    if watermark > held:
+        # A live node re-fetches such entries from its leader; a recovered one would have
+        # none to ask, and a new cluster would be born without writes it acknowledged.
+        raise KeyvalError(f"data dir {data_dir!r} lost entries {held + 1}..{watermark} to disk damage: recovering "
+                          f"from it would drop them; recover from the node whose log is most complete, or "
+                          f"restore a backup")
     old = _current_membership(storage, snap.membership)
     if not old.voters:
         raise KeyvalError(f"data dir {data_dir!r} holds no cluster configuration")
