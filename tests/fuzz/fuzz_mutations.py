@@ -11,6 +11,7 @@ import signal
 from contextlib import contextmanager
 from typing import Sequence
 
+from hypothesis import currently_in_test_context, event
 from hypothesis import strategies as st
 
 from keyval.errors import KeyvalError, StorageError
@@ -67,6 +68,12 @@ def _damaged(draw, base: bytes, hot: tuple[int, ...], nest: tuple[bytes, ...]) -
 def strange_bytes(magic: bytes = b"") -> st.SearchStrategy[bytes]:
     """Plain random bytes, and random bytes behind the format's magic."""
     return st.one_of(st.binary(max_size=4096), st.binary(max_size=4096).map(lambda rest: magic + rest))
+
+
+def note(outcome: str) -> None:
+    """Count an outcome in hypothesis' statistics (``--hypothesis-show-statistics``)."""
+    if currently_in_test_context():
+        event(outcome)
 
 
 class Hang(AssertionError):

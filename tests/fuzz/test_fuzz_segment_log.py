@@ -16,10 +16,10 @@ import tempfile
 import zlib
 
 import pytest
-from hypothesis import event, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fuzz_mutations import PROJECT_ERRORS, damaged, strange_bytes, within
+from fuzz_mutations import PROJECT_ERRORS, damaged, note, strange_bytes, within
 from keyval.raft.types import Entry, EntryType, HardState, Membership
 from keyval.wire_bounds import MAX_STORED_INT
 from plugins.storage.segment import hardstate
@@ -154,7 +154,7 @@ def test_a_damaged_segment_scans_to_an_error_or_a_log_that_was_written(one_segme
     try:
         found = scanned(name, bad, last)
     except PROJECT_ERRORS as exc:
-        event(type(exc).__name__)
+        note(type(exc).__name__)
         return
     assert is_a_prefix_of_a_version(found, versions), "a damaged segment yielded entries never written"
 
@@ -167,7 +167,7 @@ def test_a_resealed_segment_scans_to_an_error_or_a_well_formed_log(one_segment, 
     try:
         found = scanned(name, bad, last)
     except PROJECT_ERRORS as exc:
-        event(type(exc).__name__)
+        note(type(exc).__name__)
         return
     indexes = [index for _, index, _, _ in found]
     assert indexes == list(range(indexes[0], indexes[0] + len(indexes))) if indexes else True
@@ -179,7 +179,7 @@ def test_strange_bytes_scan_to_an_error_or_a_well_formed_log(raw, last):
     try:
         scanned("strange.seg", raw, last)
     except PROJECT_ERRORS as exc:
-        event(type(exc).__name__)
+        note(type(exc).__name__)
 
 
 # -- SegmentLog: opening a directory of segment files -----------------------------------------
@@ -203,7 +203,7 @@ def test_a_log_directory_with_a_damaged_segment_opens_to_an_error_or_a_log_that_
         try:
             log, found = open_and_read(tmp)
         except PROJECT_ERRORS as exc:
-            event(type(exc).__name__)
+            note(type(exc).__name__)
             return
         if resealed:
             log.close()
@@ -236,7 +236,7 @@ def test_a_damaged_hard_state_is_an_error_or_the_one_written(data):
     try:
         state = decoded(bad)
     except PROJECT_ERRORS as exc:
-        event(type(exc).__name__)
+        note(type(exc).__name__)
         return
     assert state == HARD_STATE
 
@@ -249,7 +249,7 @@ def test_a_resealed_hard_state_is_an_error_or_a_hard_state(data):
     try:
         state = decoded(body + struct.pack("<I", zlib.crc32(body)))
     except PROJECT_ERRORS as exc:
-        event(type(exc).__name__)
+        note(type(exc).__name__)
         return
     assert isinstance(state.vote, str) and 0 <= state.term <= MAX_STORED_INT and 0 <= state.commit <= MAX_STORED_INT
 
@@ -260,4 +260,4 @@ def test_strange_bytes_as_a_hard_state_are_an_error(raw):
     try:
         decoded(raw)
     except PROJECT_ERRORS as exc:
-        event(type(exc).__name__)
+        note(type(exc).__name__)
