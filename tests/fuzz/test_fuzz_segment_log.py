@@ -20,10 +20,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fuzz_mutations import PROJECT_ERRORS, damaged, note, strange_bytes, within
+from keyval.errors import CorruptLog
 from keyval.raft.types import Entry, EntryType, HardState, Membership
 from keyval.wire_bounds import MAX_STORED_INT
 from plugins.storage.segment import hardstate
-from plugins.storage.segment.format import BLOCK_HEADER, SEGMENT_HEADER, SEGMENT_MAGIC, scan_segment
+from plugins.storage.segment.format import (
+    BLOCK_HEADER,
+    SEGMENT_HEADER,
+    SEGMENT_MAGIC,
+    encode_segment_header,
+    scan_segment,
+    segment_header,
+)
 from plugins.storage.segment.log import SegmentLog
 
 FUZZ = settings.get_profile("keyval-fuzz")
@@ -261,3 +269,30 @@ def test_strange_bytes_as_a_hard_state_are_an_error(raw):
         decoded(raw)
     except PROJECT_ERRORS as exc:
         note(type(exc).__name__)
+
+
+def test_a_segment_before_the_last_cut_at_a_block_boundary_is_corruption(several_segments):
+    # Found by the fuzzer: 00..06.seg ends in a block superseding 8..9; cut off, the entries
+    # it replaced (8..9 of term 1) came back and still lined up with 00..10.seg.
+    files, _ = several_segments
+    name = "00000000000000000006.seg"
+    offsets = _block_offsets(files[name])
+    assert len(offsets) == 3  # two blocks: 6..9 of term 1, then 8..9 of term 2
+    with tempfile.TemporaryDirectory() as tmp:
+        for other, raw in files.items():
+            with open(os.path.join(tmp, other), "wb") as f:
+                f.write(raw[: offsets[1]] if other == name else raw)
+        with pytest.raises(CorruptLog, match=f"{name} at byte {offsets[1]}: the segment ends early"):
+            SegmentLog(tmp, 200, cache_bytes=0)
+
+
+def test_segments_written_before_the_previous_block_link_still_open(several_segments):
+    files, versions = several_segments
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, raw in files.items():
+            assert segment_header(name, raw)[1] is not None or name == min(files)
+            with open(os.path.join(tmp, name), "wb") as f:  # the header as KeyVal 0.2.0 wrote it
+                f.write(encode_segment_header(int(name[:-4])) + raw[SEGMENT_HEADER.size :])
+        log, found = open_and_read(tmp)
+        log.close()
+    assert found == versions[-1]

@@ -107,6 +107,7 @@ class SegmentLog:
             elif name.endswith(".seg") and name[:-4].isdigit():
                 found.append((int(name[:-4]), os.path.join(self.directory, name)))
         found.sort()
+        before = None  # the previous segment's scan
         for k, (first, path) in enumerate(found):
             with open(path, "rb") as f:
                 raw = f.read()
@@ -117,6 +118,11 @@ class SegmentLog:
                 self.base = first
             elif first != self.last_index() + 1:
                 raise CorruptLog(path, 0, f"starts at index {first} but the log before it ends at {self.last_index()}")
+            elif scan.previous_block is not None and scan.previous_block != before.last_block:
+                previous = self.segments[-1].path
+                raise CorruptLog(previous, before.end, f"the segment ends early: {os.path.basename(path)} "
+                                 f"records a different last block for it (blocks at its end were lost)")
+            before = scan
             self.segments.append(Segment(first, path))
             self.firsts.append(first)
             self.terms += scan.terms
@@ -235,7 +241,13 @@ class SegmentLog:
         log.info("truncated the log from index %d (in %s)", index, seg.path)
 
     def _rotate(self, first: int) -> None:
+        previous_block = None
         if self.segments:
+            if self.last_index() >= self.segments[-1].first:
+                # The block of the last entry is the file's last block (a truncation cuts the
+                # blocks after it): the new header records its crc, for the next open to check.
+                at = self.blk[-1] + 4
+                previous_block = int.from_bytes(self._pread(self.segments[-1], 4, at), "little")
             if self.allocated > self.size:
                 # Only the last segment may end in zeros (the recovery scan's rule).
                 os.ftruncate(self.fd, self.size)
@@ -246,7 +258,7 @@ class SegmentLog:
         else:
             self.base = first
         path = os.path.join(self.directory, f"{first:020d}.seg")
-        write_file_durably(path, encode_segment_header(first))
+        write_file_durably(path, encode_segment_header(first, previous_block))
         fsync_dir(self.directory)
         self.segments.append(Segment(first, path))
         self.firsts.append(first)
