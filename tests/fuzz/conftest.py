@@ -20,7 +20,7 @@ import resource
 import pytest
 from hypothesis import HealthCheck, settings
 
-EXAMPLES = int(os.environ.get("KEYVAL_FUZZ_EXAMPLES", "150"))
+EXAMPLES = int(os.environ.get("KEYVAL_FUZZ_EXAMPLES", "300"))
 ADDRESS_SPACE_MARGIN = 1 << 30
 
 settings.register_profile(

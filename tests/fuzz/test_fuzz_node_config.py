@@ -119,6 +119,7 @@ def test_strange_bytes_as_a_config_file_are_refused(raw):
 
 scalars = st.one_of(
     st.none(), st.booleans(), st.integers(), st.integers(-(2**70), 2**70), st.floats(),
+    st.sampled_from([float("inf"), float("-inf"), float("nan"), 0.0, -1, 2**64]),
     st.text(max_size=20), st.sampled_from(["node1", "10.0.0.1:7001", "64MiB", "auto", "debug", "a\0b", "[::1]:1"]),
     st.binary(max_size=8),
 )
