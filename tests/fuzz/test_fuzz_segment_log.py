@@ -296,3 +296,20 @@ def test_segments_written_before_the_previous_block_link_still_open(several_segm
         log, found = open_and_read(tmp)
         log.close()
     assert found == versions[-1]
+
+
+def test_entry_data_shaped_like_block_headers_cannot_stall_the_torn_tail_check(tmp_path):
+    # A client's value: 1 MiB of fake block headers, each claiming a 512 KiB body and a synced
+    # end that would prove the torn block before it fsynced. Checking every one would
+    # checksum 16 GiB; the search gives up within a few times the file and refuses instead.
+    log = SegmentLog(str(tmp_path), 64 << 20, cache_bytes=0)
+    log.append([Entry(1, 1, EntryType.NORMAL, b"acknowledged")])
+    log.sync()
+    torn_at = log.size
+    fake = BLOCK_HEADER.pack(b"kvB\xa7", 0, 512 << 10, 1, 3, torn_at + 1)
+    log.append([Entry(1, 2, EntryType.NORMAL, fake * ((1 << 20) // len(fake)))])
+    raw = bytearray((tmp_path / "00000000000000000001.seg").read_bytes())  # with preallocated zeros
+    raw[torn_at + BLOCK_HEADER.size] ^= 1  # the second block never fully reached the disk
+    with within(3), pytest.raises(CorruptLog, match="too many block markers after it"):
+        scan_segment("x.seg", bytes(raw), last=True)
+    log.close()

@@ -68,6 +68,8 @@ BLOCK_HEADER = struct.Struct("<4sIIIQQ")
 ENTRY_TABLE = 13
 #: the table of a block holding one entry
 _SINGLE = struct.Struct("<qIB")
+#: bytes the search for a block proving an fsync may checksum beyond 4x the rest of the file
+_PROOF_BUDGET = 1 << 20
 
 _get_data = attrgetter("data")
 _get_term = attrgetter("term")
@@ -178,16 +180,28 @@ def _check_block(buf: memoryview, off: int) -> tuple[str, int, int, int, int]:
     return "", end, count, first, synced
 
 
-def _later_synced_block(buf: memoryview, raw: bytes, bad: int) -> int:
-    """Offset of a valid block after ``bad`` whose synced end lies past ``bad``, or -1.
+def _later_synced_block(buf: memoryview, raw: bytes, bad: int) -> int | None:
+    """Offset of a valid block after ``bad`` whose synced end lies past ``bad``, or -1;
+    None when the search gave up (below).
 
-    Such a block proves the bytes at ``bad`` had been fsynced before it was written.
+    Such a block proves the bytes at ``bad`` had been fsynced before it was written. Every
+    block marker after ``bad`` is a candidate, those inside entry data too, and entry data is
+    what clients write: a value full of markers each claiming a long body would cost one
+    checksum over most of the file per marker. So the header rules candidates out first, and
+    the checksums computed may cover a few times the bytes after ``bad``, no more.
     """
+    size = len(buf)
+    budget = _PROOF_BUDGET + 4 * (size - bad)
     at = raw.find(BLOCK_MAGIC, bad + 1)
-    while at >= 0:
-        problem, _end, _count, _first, synced = _check_block(buf, at)
-        if not problem and synced > bad:
-            return at
+    while at >= 0 and size - at >= BLOCK_HEADER.size:
+        _magic, crc, body, count, _first, synced = BLOCK_HEADER.unpack_from(buf, at)
+        end = at + BLOCK_HEADER.size + body
+        if bad < synced <= at and count and body >= ENTRY_TABLE * count and end <= size:
+            budget -= end - at
+            if budget < 0:
+                return None
+            if zlib.crc32(buf[at + 8 : end]) == crc:
+                return at
         at = raw.find(BLOCK_MAGIC, at + 1)
     return -1
 
@@ -232,6 +246,9 @@ def scan_segment(path: str, raw: bytes, last: bool) -> SegmentScan:
                 break  # the preallocated zeros after the last block: nothing was written there
             problem = _check_block(buf, off)[0] or "bad block framing"
             later = _later_synced_block(buf, raw, off) if last else off
+            if later is None:
+                raise CorruptLog(path, off, problem + "; too many block markers after it to tell a torn write "
+                                 "from damage (was much entry data shaped like block headers?)")
             if later >= 0:
                 where = f"; the valid block at byte {later} shows it was fsynced" if last else ""
                 raise CorruptLog(path, off, problem + where)
