@@ -276,9 +276,9 @@ def _decompress(f, size: int, path: str) -> bytes:
                 rest = memoryview(f.read(_READ_CHUNK))
                 if not rest:
                     break
-            # Fed no more at a time than could inflate to what the header still allows (plus
-            # _MIN_FEED's worth), so a damaged header claiming a tiny size cannot make us
-            # inflate gigabytes before noticing.
+            # Fed no more at a time than could inflate to what the header still allows (or
+            # _MIN_FEED bytes, at most 8 MiB inflated), so a damaged header claiming a tiny size
+            # cannot make us inflate gigabytes before noticing.
             step = max(_MIN_FEED, (size + 1 - got) // _MAX_INFLATION)
             part = inflater.decompress(rest[:step])
             rest = rest[step:]
