@@ -162,7 +162,9 @@ def node_config(settings: dict[str, Any]) -> NodeConfig:
     values["id"] = parse_node_id(values["id"])
     for key in ("peer_addr", "client_addr"):
         values[key] = parse_address(values[key], key)
-    if values.get("metrics_addr"):
+    if values.get("metrics_addr") in (None, ""):
+        values["metrics_addr"] = None  # not served
+    else:
         values["metrics_addr"] = parse_address(values["metrics_addr"], "metrics_addr")
     if values.get("bootstrap") not in (None, "", {}):
         values["bootstrap"] = parse_bootstrap(values["bootstrap"])

@@ -7,6 +7,8 @@ land anywhere, and more often on ``hot`` offsets (the format's length and count 
 """
 from __future__ import annotations
 
+import os
+import resource
 import signal
 from contextlib import contextmanager
 from typing import Sequence
@@ -80,17 +82,32 @@ class Hang(AssertionError):
     pass
 
 
+#: what a reader call may map beyond what the process had when it started
+ADDRESS_SPACE_MARGIN = 1 << 30
+
+
 @contextmanager
 def within(seconds: float):
-    """Fail with Hang if the block takes longer than ``seconds`` (a reader looping forever)."""
+    """Fail with Hang if the block takes longer than ``seconds`` (a reader looping forever),
+    and with MemoryError if it maps more than ADDRESS_SPACE_MARGIN (a reader believing a
+    huge length field), rather than take the machine's memory."""
 
     def expired(*_):
         raise Hang(f"the reader took more than {seconds}s")
 
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    limit = _mapped_bytes() + ADDRESS_SPACE_MARGIN
     previous = signal.signal(signal.SIGALRM, expired)
+    resource.setrlimit(resource.RLIMIT_AS, (limit if hard == resource.RLIM_INFINITY else min(limit, hard), hard))
     signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
         yield
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+def _mapped_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
