@@ -76,6 +76,8 @@ class NodeConfig:
 KEYS = tuple(NodeConfig.__dataclass_fields__)
 REQUIRED = ("id", "peer_addr", "client_addr")
 PATH_KEYS = ("secret_file", "client_cert", "client_key", "client_ca", "tokens_file")
+#: A node's settings are a few dozen values; the bound is far above any real file.
+MAX_VALUES = 10_000
 
 
 def parse_bootstrap(value: str | dict[str, str]) -> dict[str, str]:
@@ -104,21 +106,46 @@ def parse_bootstrap(value: str | dict[str, str]) -> dict[str, str]:
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"config file {str(path)!r} cannot be read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {str(path)!r} is not UTF-8 text (byte {exc.start} is not)") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {str(path)!r} is not valid YAML: {' '.join(str(exc).split())}") from None
+    except RecursionError:
+        raise ConfigError(f"config file {str(path)!r} nests lists or mappings too deeply") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"config file {str(path)!r} must hold a mapping of settings")
+    if _exceeds_values(data, MAX_VALUES):
+        # YAML aliases can repeat a part without bound ("billion laughs"); anything that
+        # walked or printed such a value whole would never finish.
+        raise ConfigError(f"config file {str(path)!r} holds more than {MAX_VALUES} values (counting what "
+                          f"YAML aliases repeat)")
     unknown = sorted(set(map(str, data)) - set(KEYS))
     if unknown:
         raise ConfigError(f"config file {str(path)!r}: unknown key(s) {', '.join(unknown)}; known: {', '.join(KEYS)}")
     return data
+
+
+def _exceeds_values(data: Any, limit: int) -> bool:
+    """Whether ``data`` holds more than ``limit`` values, each alias counted again."""
+    pending, seen = [data], 0
+    while pending:
+        seen += 1
+        if seen > limit:
+            return True
+        item = pending.pop()
+        if isinstance(item, dict):
+            pending += item.keys()
+            pending += item.values()
+        elif isinstance(item, list):
+            pending += item
+    return False
 
 
 def merge_settings(config_file: str | Path | None, flags: dict[str, Any]) -> dict[str, Any]:
@@ -142,7 +169,9 @@ def node_config(settings: dict[str, Any]) -> NodeConfig:
     values["id"] = parse_node_id(values["id"])
     for key in ("peer_addr", "client_addr"):
         values[key] = parse_address(values[key], key)
-    if values.get("metrics_addr"):
+    if values.get("metrics_addr") in (None, ""):
+        values["metrics_addr"] = None  # not served
+    else:
         values["metrics_addr"] = parse_address(values["metrics_addr"], "metrics_addr")
     if values.get("bootstrap") not in (None, "", {}):
         values["bootstrap"] = parse_bootstrap(values["bootstrap"])
@@ -172,7 +201,7 @@ def node_config(settings: dict[str, Any]) -> NodeConfig:
             raise ConfigError(f"{key}: expected a mapping")
     for key in ("data_dir", "log_file", "transport", "storage", *PATH_KEYS):
         if key in values and values[key] is not None:
-            values[key] = str(values[key])
+            values[key] = _path_or_name(key, values[key])
     if bool(values.get("client_cert")) != bool(values.get("client_key")):
         raise ConfigError("client_cert and client_key must be given together")
     if values.get("client_ca") and not values.get("client_cert"):
@@ -223,6 +252,17 @@ def _check_client_limits(values: dict[str, Any]) -> None:
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < 10**9:
         raise ConfigError(f"client_idle_timeout: expected a number of seconds > 0, got {timeout!r}")
     values["client_idle_timeout"] = float(timeout)
+
+
+def _path_or_name(key: str, value: Any) -> str:
+    # A number is taken as written (a directory named 2024); a list, a mapping, a boolean or
+    # binary data is no path, and a NUL character would only fail later, deep in a system call.
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ConfigError(f"{key}: expected a path or a name, got {value!r}")
+    text = str(value)
+    if "\0" in text:
+        raise ConfigError(f"{key}: {text!r} contains a NUL character")
+    return text
 
 
 def _log_level(level: Any) -> str:

@@ -50,7 +50,8 @@ class StagedRestore:
         if self.raw and not self.error:
             try:
                 self._parse()
-            except (msgspec.DecodeError, ValueError, TypeError, KeyError, IndexError) as exc:
+            except (msgspec.DecodeError, ValueError, TypeError, KeyError, IndexError, RecursionError) as exc:
+                # Every node applies these bytes: anything raised here would stop them all.
                 self.error = f"not a KV snapshot ({exc})"
 
     def problem(self) -> str:

@@ -130,7 +130,8 @@ def decode_snapshot(data: bytes) -> DecodedSnapshot:
             raise ValueError("snapshot revision must be an integer")
         return DecodedSnapshot(revision, new_data, header["sessions"], dict(header.get("meta", {})),
                                staged, str(header.get("last_restore", "")))
-    except (msgspec.DecodeError, KeyError, TypeError, IndexError) as exc:
+    except (msgspec.DecodeError, KeyError, TypeError, IndexError, RecursionError) as exc:
+        # RecursionError: msgpack arrays nested deeper than the interpreter's recursion limit
         raise ValueError(f"malformed snapshot: {exc}") from exc
 
 

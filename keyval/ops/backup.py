@@ -83,6 +83,8 @@ class Manifest:
             doc = json.loads(raw)
         except (UnicodeDecodeError, ValueError) as exc:
             raise ArchiveError(f"{MANIFEST_NAME} is not valid JSON ({exc})") from None
+        except RecursionError:
+            raise ArchiveError(f"{MANIFEST_NAME} nests arrays or objects too deeply to be a manifest") from None
         if not isinstance(doc, dict) or doc.get("format") != FORMAT_NAME:
             raise ArchiveError(f"{MANIFEST_NAME} does not describe a KeyVal backup")
         version = doc.get("format_version")

@@ -47,6 +47,10 @@ _CRC = struct.Struct("<I")
 # A membership of thousands of nodes is a few hundred KiB; anything past this is a bad header.
 _MAX_HEADER = 16 << 20
 _READ_CHUNK = 256 << 10
+#: zstd's largest expansion, output bytes per input byte: an RLE block, 4 bytes for 128 KiB
+_MAX_INFLATION = 1 << 15
+#: the smallest slice fed to the inflater: it may inflate to 8 MiB past what a header claims
+_MIN_FEED = 256
 
 _NAME = re.compile(r"^snapshot-(\d{20})-(\d{20})\.snap$")
 _TMP_PREFIX = ".tmp-snapshot-"
@@ -265,14 +269,19 @@ def _compress(chunks: Iterable[bytes], f, level: int) -> tuple[int, int]:
 def _decompress(f, size: int, path: str) -> bytes:
     parts, got = [], 0
     inflater = zstandard.ZstdDecompressor().decompressobj()
+    rest = memoryview(b"")  # read from the file, not yet fed to the inflater
     try:
-        # Fed a bounded slice at a time, so a damaged header claiming a tiny size cannot
-        # make us inflate gigabytes before noticing.
         while got <= size and not inflater.eof:
-            compressed = f.read(_READ_CHUNK)
-            if not compressed:
-                break
-            part = inflater.decompress(compressed)
+            if not rest:
+                rest = memoryview(f.read(_READ_CHUNK))
+                if not rest:
+                    break
+            # Fed no more at a time than could inflate to what the header still allows (or
+            # _MIN_FEED bytes, at most 8 MiB inflated), so a damaged header claiming a tiny size
+            # cannot make us inflate gigabytes before noticing.
+            step = max(_MIN_FEED, (size + 1 - got) // _MAX_INFLATION)
+            part = inflater.decompress(rest[:step])
+            rest = rest[step:]
             parts.append(part)
             got += len(part)
     except zstandard.ZstdError as exc:
@@ -284,7 +293,7 @@ def _decompress(f, size: int, path: str) -> bytes:
         raise CorruptSnapshot(path, f"truncated ({got} of {size} bytes readable)")
     if got != size:
         raise CorruptSnapshot(path, f"data is {got} bytes, header says {size}")
-    if inflater.unused_data or f.read(1):
+    if inflater.unused_data or rest or f.read(1):
         raise CorruptSnapshot(path, "trailing bytes after the compressed data")
     return b"".join(parts)
 

@@ -49,7 +49,7 @@ class UdpOptions:
     @classmethod
     def parse(cls, options: dict[str, Any]) -> "UdpOptions":
         known = {f.name: f for f in fields(cls)}
-        unknown = sorted(set(options) - set(known))
+        unknown = sorted(set(map(str, options)) - set(known))
         if unknown:
             raise ConfigError(f"transport_options: unknown udp option(s) {', '.join(unknown)}; "
                               f"known: {', '.join(sorted(known))}")
@@ -61,7 +61,7 @@ class UdpOptions:
             kind = float if name == "reassembly_timeout" else int
             try:
                 values[name] = kind(value)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):  # OverflowError: int(float('inf'))
                 raise ConfigError(f"transport_options.{name}: expected a number, got {value!r}") from None
         parsed = cls(**values)
         parsed._check()

@@ -3,8 +3,8 @@
 A segment file ``DATA_DIR/log/<first index, 20 digits>.seg`` is::
 
     file header (32 bytes, little-endian)
-      magic "KVLOGSEG" | format version u32 | flags u32 (0) | first index u64 |
-      reserved u32 (0) | crc32 u32 of the 28 bytes before it
+      magic "KVLOGSEG" | format version u32 | flags u32 | first index u64 |
+      previous block u32 | crc32 u32 of the 28 bytes before it
     blocks, one per append call (one write, one checksum for a whole batch)
 
     block header (32 bytes)
@@ -24,6 +24,14 @@ size to commit. A tail of zeros after the last block is a clean end, not a torn 
 
 ``synced end`` is how many bytes of this segment were known durable (fsynced) when the block
 was written. It is what tells a torn tail from corruption (see ``scan_segment``).
+
+``previous block``, when flag ``PREVIOUS_BLOCK`` is set, is the crc field of the last block
+of the segment before this one, as that segment was when this one was created (and it never
+changes after). Only it shows that a segment before the last lost blocks at its end: cut at
+a block boundary, a segment scans clean, and when the blocks lost had superseded entries of
+an earlier block, the entries they replaced come back and the indexes still line up with the
+next segment. Files written before the flag existed have it clear (the field was 0) and
+are not checked; readers before it ignored both fields, so the format version is unchanged.
 
 A block may start *inside* the previous block's index range: that is how a conflicting
 suffix is truncated without rewriting acknowledged data. The later block supersedes the
@@ -49,6 +57,8 @@ from keyval.errors import CorruptLog, KeyvalError, StorageError
 from keyval.raft.types import Entry
 
 FORMAT_VERSION = 1
+#: header flag: the "previous block" field holds the crc of the previous segment's last block
+PREVIOUS_BLOCK = 1
 
 SEGMENT_MAGIC = b"KVLOGSEG"
 SEGMENT_HEADER = struct.Struct("<8sIIQII")
@@ -58,6 +68,8 @@ BLOCK_HEADER = struct.Struct("<4sIIIQQ")
 ENTRY_TABLE = 13
 #: the table of a block holding one entry
 _SINGLE = struct.Struct("<qIB")
+#: bytes the search for a block proving an fsync may checksum beyond 4x the rest of the file
+_PROOF_BUDGET = 1 << 20
 
 _get_data = attrgetter("data")
 _get_term = attrgetter("term")
@@ -76,16 +88,24 @@ class UnsupportedFormat(StorageError, KeyvalError):
         )
 
 
-def encode_segment_header(first_index: int) -> bytes:
-    head = SEGMENT_HEADER.pack(SEGMENT_MAGIC, FORMAT_VERSION, 0, first_index, 0, 0)
+def encode_segment_header(first_index: int, previous_block: int | None = None) -> bytes:
+    """The header of a segment starting at ``first_index``; ``previous_block``: the crc of the
+    previous segment's last block, None for the first segment (or one after no block)."""
+    flags = 0 if previous_block is None else PREVIOUS_BLOCK
+    head = SEGMENT_HEADER.pack(SEGMENT_MAGIC, FORMAT_VERSION, flags, first_index, previous_block or 0, 0)
     return head[:-4] + struct.pack("<I", zlib.crc32(head[:-4]))
 
 
 def decode_segment_header(path: str, buf: bytes | memoryview) -> int:
     """The first index recorded in a segment header; raises on anything but the current format."""
+    return segment_header(path, buf)[0]
+
+
+def segment_header(path: str, buf: bytes | memoryview) -> tuple[int, int | None]:
+    """(first index, the previous segment's last block crc or None) from a segment header."""
     if len(buf) < SEGMENT_HEADER.size:
         raise CorruptLog(path, 0, f"file is {len(buf)} bytes, shorter than a segment header")
-    magic, version, _flags, first, _reserved, crc = SEGMENT_HEADER.unpack_from(buf, 0)
+    magic, version, flags, first, previous, crc = SEGMENT_HEADER.unpack_from(buf, 0)
     if magic != SEGMENT_MAGIC:
         raise CorruptLog(path, 0, "not a KeyVal log segment (bad magic)")
     if version > FORMAT_VERSION:
@@ -94,7 +114,7 @@ def decode_segment_header(path: str, buf: bytes | memoryview) -> int:
         raise CorruptLog(path, 8, f"invalid format version {version}")
     if zlib.crc32(buf[: SEGMENT_HEADER.size - 4]) != crc:
         raise CorruptLog(path, 0, "segment header checksum mismatch")
-    return first
+    return first, previous if flags & PREVIOUS_BLOCK else None
 
 
 def encode_block(entries: Sequence[Entry], synced_end: int) -> tuple[bytearray, array]:
@@ -136,6 +156,10 @@ class SegmentScan:
     #: end of the last valid block: the file is cut here if ``torn`` says why
     end: int = SEGMENT_HEADER.size
     torn: str = ""
+    #: the crc of the last valid block (None: no block), and what the header records of the
+    #: previous segment's (None: nothing)
+    last_block: int | None = None
+    previous_block: int | None = None
 
 
 def _check_block(buf: memoryview, off: int) -> tuple[str, int, int, int, int]:
@@ -156,16 +180,28 @@ def _check_block(buf: memoryview, off: int) -> tuple[str, int, int, int, int]:
     return "", end, count, first, synced
 
 
-def _later_synced_block(buf: memoryview, raw: bytes, bad: int) -> int:
-    """Offset of a valid block after ``bad`` whose synced end lies past ``bad``, or -1.
+def _later_synced_block(buf: memoryview, raw: bytes, bad: int) -> int | None:
+    """Offset of a valid block after ``bad`` whose synced end lies past ``bad``, or -1;
+    None when the search gave up (below).
 
-    Such a block proves the bytes at ``bad`` had been fsynced before it was written.
+    Such a block proves the bytes at ``bad`` had been fsynced before it was written. Every
+    block marker after ``bad`` is a candidate, those inside entry data too, and entry data is
+    what clients write: a value full of markers each claiming a long body would cost one
+    checksum over most of the file per marker. So the header rules candidates out first, and
+    the checksums computed may cover a few times the bytes after ``bad``, no more.
     """
+    size = len(buf)
+    budget = _PROOF_BUDGET + 4 * (size - bad)
     at = raw.find(BLOCK_MAGIC, bad + 1)
-    while at >= 0:
-        problem, _end, _count, _first, synced = _check_block(buf, at)
-        if not problem and synced > bad:
-            return at
+    while at >= 0 and size - at >= BLOCK_HEADER.size:
+        _magic, crc, body, count, _first, synced = BLOCK_HEADER.unpack_from(buf, at)
+        end = at + BLOCK_HEADER.size + body
+        if bad < synced <= at and count and body >= ENTRY_TABLE * count and end <= size:
+            budget -= end - at
+            if budget < 0:
+                return None
+            if zlib.crc32(buf[at + 8 : end]) == crc:
+                return at
         at = raw.find(BLOCK_MAGIC, at + 1)
     return -1
 
@@ -188,13 +224,15 @@ def scan_segment(path: str, raw: bytes, last: bool) -> SegmentScan:
     final fsynced batch, with nothing written after it, looks exactly like a torn write.
     """
     buf = memoryview(raw)
-    scan = SegmentScan(decode_segment_header(path, buf))
+    first, previous = segment_header(path, buf)
+    scan = SegmentScan(first, previous_block=previous)
     terms, lens, types, pos, blk = scan.terms, scan.lens, scan.types, scan.pos, scan.blk
     expected = scan.first  # the next index in sequence
     prev_first = scan.first - 1  # a block must start past the previous block's first index
     off = SEGMENT_HEADER.size
     size = len(buf)
     header = BLOCK_HEADER.size
+    last_block = None
     unpack_header, unpack_single, crc32 = BLOCK_HEADER.unpack_from, _SINGLE.unpack_from, zlib.crc32
     while off < size:
         # The checks of _check_block, inlined: this loop runs once per append ever made.
@@ -208,10 +246,13 @@ def scan_segment(path: str, raw: bytes, last: bool) -> SegmentScan:
                 break  # the preallocated zeros after the last block: nothing was written there
             problem = _check_block(buf, off)[0] or "bad block framing"
             later = _later_synced_block(buf, raw, off) if last else off
+            if later is None:
+                raise CorruptLog(path, off, problem + "; too many block markers after it to tell a torn write "
+                                 "from damage (was much entry data shaped like block headers?)")
             if later >= 0:
                 where = f"; the valid block at byte {later} shows it was fsynced" if last else ""
                 raise CorruptLog(path, off, problem + where)
-            scan.end, scan.torn = off, problem
+            scan.end, scan.torn, scan.last_block = off, problem, last_block
             return scan
         if not prev_first < first <= expected:
             raise CorruptLog(path, off, f"block starts at index {first}, expected {expected}")
@@ -242,6 +283,7 @@ def scan_segment(path: str, raw: bytes, last: bool) -> SegmentScan:
             blk.extend(array("q", (off,)) * count)
         prev_first = first
         expected = first + count
+        last_block = crc
         off = end
-    scan.end = off
+    scan.end, scan.last_block = off, last_block
     return scan

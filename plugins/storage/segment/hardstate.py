@@ -15,6 +15,7 @@ import zlib
 
 from keyval.errors import CorruptLog
 from keyval.raft.types import HardState
+from keyval.wire_bounds import MAX_STORED_INT
 
 from .format import FORMAT_VERSION, UnsupportedFormat
 from .fsutil import fsync_dir, write_file_durably
@@ -42,7 +43,14 @@ def decode(path: str, raw: bytes) -> HardState:
     end = HEAD.size + vote_len
     if end + CRC.size != len(raw) or zlib.crc32(raw[:end]) != CRC.unpack_from(raw, end)[0]:
         raise CorruptLog(path, 0, "hard state checksum mismatch")
-    return HardState(term=term, vote=raw[HEAD.size : end].decode(), commit=commit)
+    if max(term, commit) > MAX_STORED_INT:
+        # Only a forged file gets here (the checksum matched): its term could never grow.
+        raise CorruptLog(path, 8, f"term {term} or commit {commit} beyond what the log can hold")
+    try:
+        vote = raw[HEAD.size : end].decode()
+    except UnicodeDecodeError:
+        raise CorruptLog(path, HEAD.size, "the vote is not a UTF-8 node id") from None
+    return HardState(term=term, vote=vote, commit=commit)
 
 
 class HardStateFile:

@@ -110,6 +110,7 @@ class SegmentLog:
             elif name.endswith(".seg") and name[:-4].isdigit():
                 found.append((int(name[:-4]), os.path.join(self.directory, name)))
         found.sort()
+        before = None  # the previous segment's scan
         for k, (first, path) in enumerate(found):
             with open(path, "rb") as f:
                 raw = f.read()
@@ -119,6 +120,9 @@ class SegmentLog:
                     raise CorruptLog(path, 0, f"header says first index {scan.first}, the file name {first}")
                 if self.segments and first != self.last_index() + 1:
                     raise CorruptLog(path, 0, f"starts at index {first} but the log before it ends at {self.last_index()}")
+                if self.segments and scan.previous_block is not None and scan.previous_block != before.last_block:
+                    raise CorruptLog(path, 0, f"records another last block for {os.path.basename(self.segments[-1].path)}: "
+                                              f"the blocks at its end were lost")
             except CorruptLog as damage:
                 scan = self._set_aside(found[k:], raw, damage)
                 if scan is None:
@@ -126,6 +130,7 @@ class SegmentLog:
                 found = found[: k + 1]
             if not self.segments:
                 self.base = first
+            before = scan
             self.segments.append(Segment(first, path))
             self.firsts.append(first)
             self.terms += scan.terms
@@ -285,7 +290,13 @@ class SegmentLog:
     def _rotate(self, first: int) -> None:
         # Retried after a failure (a full disk, no descriptor left): each step may be redone,
         # and the active segment stays open and current until the new one is.
+        previous_block = None
         if self.segments:
+            if self.last_index() >= self.segments[-1].first:
+                # The block of the last entry is the file's last block (a truncation cuts the
+                # blocks after it): the new header records its crc, for the next open to check.
+                at = self.blk[-1] + 4
+                previous_block = int.from_bytes(self._pread(self.segments[-1], 4, at), "little")
             if self.allocated > self.size:
                 # Only the last segment may end in zeros (the recovery scan's rule).
                 os.ftruncate(self.fd, self.size)
@@ -297,7 +308,7 @@ class SegmentLog:
         else:
             self.base = first
         path = os.path.join(self.directory, f"{first:020d}.seg")
-        write_file_durably(path, encode_segment_header(first))
+        write_file_durably(path, encode_segment_header(first, previous_block))
         fsync_dir(self.directory)
         fd = os.open(path, os.O_RDWR)
         if self.segments:

@@ -37,7 +37,7 @@ _RULES = {
 def parse_options(options: dict[str, Any] | None) -> SegmentOptions:
     """``SegmentOptions`` from a config dict; a bad one raises ConfigError in one line."""
     options = dict(options or {})
-    unknown = sorted(set(options) - set(_RULES))
+    unknown = sorted(set(map(str, options)) - set(_RULES))
     if unknown:
         raise ConfigError(
             f"segment storage: unknown option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "

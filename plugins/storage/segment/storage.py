@@ -88,6 +88,13 @@ class SegmentStorage:
         self._wm = self._open_watermark(last)
         #: entries are missing that were durable: the watermark waits for the log to pass it
         self._lost_since_open = self._wm[0] > last
+        if self._lost_since_open and self._hs.commit > self._snap_meta.index:
+            # Damage may have taken a block that superseded entries the log still holds (a
+            # truncated conflicting suffix comes back when its replacement is lost): none of
+            # the log is trusted as committed until the leader has matched it again.
+            log.warning("%s: entries were lost to damage: trusting no commit index beyond the snapshot (%d, "
+                        "was %d); the leader confirms the rest", data_dir, self._snap_meta.index, self._hs.commit)
+            self._hs = dataclasses.replace(self._hs, commit=self._snap_meta.index)
 
     def _open_watermark(self, last: int) -> tuple[int, int]:
         """The watermark as found, checked against the log; a missing file is written now."""
