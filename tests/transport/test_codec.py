@@ -18,6 +18,7 @@ from keyval.raft.messages import (
     AppendEntries,
     AppendResponse,
     Heartbeat,
+    HeartbeatResponse,
     InstallSnapshot,
     Message,
     TimeoutNow,
@@ -79,6 +80,9 @@ def sample_messages() -> list[Message]:
         AppendResponse(3, "b", "a", 6, reject=True, hint_index=2, hint_term=1),
         InstallSnapshot(3, "a", "b", meta, 0, b"snap", True),
         TimeoutNow(3, "a", "b"),
+        AppendResponse(3, "b", "a", 6, lost=9),  # a follower re-fetching entries it lost
+        AppendEntries(3, "a", "b", 6, 3, (), 6, leader_last=12),
+        HeartbeatResponse(3, "b", "a", b"", lost=9),
     ]
 
 

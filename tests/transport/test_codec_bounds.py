@@ -19,7 +19,7 @@ from keyval.wire_bounds import MAX_WIRE_INT
 from test_codec import messages, raw_v1  # same directory: pytest puts it on sys.path
 
 NUMBER_FIELDS = ("term", "prev_index", "prev_term", "commit", "index", "hint_index", "hint_term",
-                 "last_index", "last_term", "offset", "snapshot_index")
+                 "last_index", "last_term", "offset", "snapshot_index", "lost", "leader_last")
 
 
 def assert_membership_within_bounds(m: Membership) -> None:
