@@ -74,9 +74,9 @@ def loaded(text: bytes) -> NodeConfig:
                 parse_options(config.storage_options)
                 # The transport options as either built-in transport would take them.
                 options = {k: v for k, v in config.transport_options.items() if k in UDP_OPTIONS}
-                for parse, given in ((parse_tcp_options, config.transport_options), (UdpOptions.parse, options)):
+                for parse, offered in ((parse_tcp_options, config.transport_options), (UdpOptions.parse, options)):
                     try:
-                        parse(given)
+                        parse(offered)
                     except ConfigError:
                         pass
                 return config

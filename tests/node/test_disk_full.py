@@ -28,7 +28,7 @@ from plugins.storage.segment.options import SegmentOptions
 from plugins.storage.segment.storage import SegmentStorage
 
 from .procs import LocalCluster
-from .small_fs import MiB, fill, free_bytes, small_filesystem
+from .small_fs import MiB, fill, small_filesystem
 from .test_node_metrics import scrape
 from .test_node_stuck_member import http_health, wait_until
 
