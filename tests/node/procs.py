@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -155,3 +156,40 @@ class LocalCluster:
 
     def logs(self) -> str:
         return "\n".join(f"--- {n.id}\n{n.log()[-3000:]}" for n in self.nodes.values() if n.log())
+
+
+class BackgroundWriter:
+    """Puts new keys one after another until stopped, remembering which were acknowledged
+    and which were tried (an unanswered write may or may not have applied), and the errors.
+    ``connect()`` makes the client it writes through."""
+
+    def __init__(self, connect, value_bytes: int = 1000) -> None:
+        self._connect = connect
+        self._value_bytes = value_bytes
+        self.tried: set[str] = set()
+        self.acked: dict[str, bytes] = {}
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with self._connect() as client:
+            i = 0
+            while not self._stop.is_set():
+                key = f"w{i:06d}"
+                value = (f"value {i} ".encode() * self._value_bytes)[: self._value_bytes]
+                self.tried.add(key)
+                try:
+                    client.put(key, value)
+                    self.acked[key] = value
+                except KeyvalError as exc:
+                    self.errors.append(type(exc).__name__)
+                i += 1
+
+    def __enter__(self) -> "BackgroundWriter":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(30)

@@ -14,20 +14,19 @@ import logging
 import re
 import subprocess
 import sys
-import threading
 import time
 from contextlib import ExitStack
 
 import pytest
 
 from keyval.client import Client
-from keyval.errors import KeyvalError, NoSpace
+from keyval.errors import NoSpace
 from keyval.kv import KVStore
 from keyval.raft.types import EntryType
 from plugins.storage.segment.options import SegmentOptions
 from plugins.storage.segment.storage import SegmentStorage
 
-from .procs import LocalCluster
+from .procs import BackgroundWriter, LocalCluster
 from .small_fs import MiB, fill, small_filesystem
 from .test_node_metrics import scrape
 from .test_node_stuck_member import http_health, wait_until
@@ -136,45 +135,11 @@ def _accepted(client) -> bool:
     return True
 
 
-class Writer:
-    """Puts new keys one after another through the cluster, remembering which were
-    acknowledged and which were tried (an unanswered write may or may not apply)."""
-
-    def __init__(self, cluster) -> None:
-        self.cluster = cluster
-        self.tried: set[str] = set()
-        self.acked: dict[str, bytes] = {}
-        self.errors: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        with self.cluster.client(timeout=2) as client:
-            i = 0
-            while not self._stop.is_set():
-                key, value = f"w{i:06d}", f"value {i} ".encode() * 100
-                self.tried.add(key)
-                try:
-                    client.put(key, value)
-                    self.acked[key] = value
-                except KeyvalError as exc:
-                    self.errors.append(type(exc).__name__)
-                i += 1
-
-    def __enter__(self) -> "Writer":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join(30)
-
-
 def test_a_truly_full_disk_stops_no_node_and_loses_no_acknowledged_write(tmp_path, disks, caplog):
     c = on_small_disks(tmp_path, disks, "--space-reserve", "0")
     leader = c.wait_for_leader()
     node = c.nodes[leader]
-    with Writer(c) as writer:
+    with BackgroundWriter(lambda: c.client(timeout=2), value_bytes=1100) as writer:
         wait_until(lambda: len(writer.acked) >= 50, 20, "writes before the disk fills", c)
         filler = fill(node.data_dir / "filler")  # to the last byte
         wait_until(lambda: "persisting failed: " in node.log(), 30, f"{leader}'s writes failing", c)

@@ -9,14 +9,13 @@ import json
 import re
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
 
 import pytest
 
-from .procs import LocalCluster
+from .procs import BackgroundWriter, LocalCluster
 from .test_node_metrics import scrape
 
 STUCK_AFTER = 2.0
@@ -70,29 +69,6 @@ def wait_until(check, timeout: float, what: str, cluster):
             return value
         time.sleep(0.2)
     raise AssertionError(f"{what} within {timeout}s\n{cluster.logs()}")
-
-
-class Writer:
-    """Writes keys one after another until stopped."""
-
-    def __init__(self, cluster) -> None:
-        self.cluster, self.written = cluster, 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        with self.cluster.client() as client:
-            while not self._stop.is_set():
-                client.put(f"w{self.written}", "v")
-                self.written += 1
-
-    def __enter__(self) -> "Writer":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join(20)
 
 
 def test_a_follower_that_gets_no_appends_is_stuck_until_healed(faulty_cluster):
@@ -154,11 +130,11 @@ def test_a_slow_follower_that_keeps_up_is_not_stuck(faulty_cluster):
     leader = c.wait_for_leader()
     target = next(n for n in c.initial if n != leader)
     set_faults(c, {"rules": [{"delay_ms": 400, "to": target, "types": ["AppendEntries"]}]})
-    with Writer(c) as writer:
+    with BackgroundWriter(c.client, value_bytes=1) as writer:
         time.sleep(STUCK_AFTER + 2)
         during = health(c, "--json")
         metrics = scrape(c.nodes[leader])
-    assert writer.written > 50
+    assert len(writer.acked) > 50
     doc = json.loads(during.stdout)
     assert during.returncode == 0 and doc["stuck"] == [], doc
     assert metrics[f'keyval_peer_stalled_seconds{{peer="{target}"}}'] < STUCK_AFTER

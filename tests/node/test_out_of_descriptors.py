@@ -11,50 +11,16 @@ from __future__ import annotations
 
 import os
 import resource
-import threading
 import time
 
 import pytest
 
 from keyval.client import Client
-from keyval.errors import KeyvalError
 
 from .client_floods import allow_descriptors, close_all, open_connections
-from .procs import LocalCluster
+from .procs import BackgroundWriter, LocalCluster
 from .test_disk_full import read_back
 from .test_node_stuck_member import wait_until
-
-
-class Writer:
-    """Puts new keys through one connection made before the flood."""
-
-    def __init__(self, address: str) -> None:
-        self.address = address
-        self.tried: set[str] = set()
-        self.acked: dict[str, bytes] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        with Client([self.address], timeout=3) as client:
-            i = 0
-            while not self._stop.is_set():
-                key, value = f"w{i:06d}", f"value {i} ".encode() * 50
-                self.tried.add(key)
-                try:
-                    client.put(key, value)
-                    self.acked[key] = value
-                except KeyvalError:
-                    pass
-                i += 1
-
-    def __enter__(self) -> "Writer":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join(30)
 
 
 @pytest.mark.parametrize("event_loop", ["uvloop", "asyncio"])
@@ -70,7 +36,7 @@ def test_out_of_descriptors_the_node_pauses_accepting_retries_its_writes_and_rec
     flood = []
     try:
         cluster.wait_for_leader()
-        with Writer(node.client_addr) as writer:
+        with BackgroundWriter(lambda: Client([node.client_addr], timeout=3), value_bytes=550) as writer:
             wait_until(lambda: len(writer.acked) >= 50, 20, "writes before the flood", cluster)
             held = len(os.listdir(f"/proc/{node.proc.pid}/fd"))
             resource.prlimit(node.proc.pid, resource.RLIMIT_NOFILE, (held + 24, 1024))
