@@ -25,12 +25,16 @@ from __future__ import annotations
 
 import argparse
 import logging
+import multiprocessing
 import random
 import sys
 import time
 import traceback
-from collections import Counter
+from collections import Counter, deque
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
+from itertools import islice
+from typing import Iterable, Iterator
 
 from keyval import hookimpl
 from keyval.plugin_api.backends import StorageBackend, TransportBackend
@@ -458,6 +462,28 @@ def run_seed(seed: int, **options) -> SimResult:
     return Simulation(SimOptions(seed=seed, **options)).run()
 
 
+def run_seeds(seeds: Iterable[int], jobs: int = 1, **options) -> Iterator[SimResult]:
+    """``run_seed`` for each seed, results in seed order. With ``jobs > 1`` the seeds run in
+    that many worker processes: a seed's run depends on nothing but the seed (see
+    ``test_same_trace_whatever_the_hash_seed``), so the results are the same either way. Only
+    a few seeds run ahead of the consumer, which may stop early (at the first failure)."""
+    if jobs <= 1:
+        yield from (run_seed(seed, **options) for seed in seeds)
+        return
+    # spawn, not fork: the caller may have threads (pytest-timeout's, a sync thread's).
+    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        todo = iter(seeds)
+        ahead: deque[Future] = deque(pool.submit(run_seed, seed, **options) for seed in islice(todo, 2 * jobs))
+        while ahead:
+            result = ahead.popleft().result()
+            for seed in islice(todo, 1):
+                ahead.append(pool.submit(run_seed, seed, **options))
+            yield result
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 # -- command line ----------------------------------------------------------------------------
 def _seed_range(text: str) -> range:
     if "-" in text:
@@ -485,6 +511,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--trace-lines", type=int, default=SimOptions.trace_limit, help="trace lines kept for reports")
     p.add_argument("--stop-on-failure", action="store_true", help="stop at the first failing seed")
     p.add_argument("--digest", action="store_true", help="print each seed's trace digest")
+    p.add_argument("--jobs", type=int, default=1, help="seeds run at once, in worker processes (default 1)")
     return p
 
 
@@ -503,8 +530,11 @@ def main(argv: list[str] | None = None) -> int:
     failures: list[SimResult] = []
     totals: Counter = Counter()
     runs = 0
-    for seed in seeds:
-        result = run_seed(seed, **base)
+    if args.jobs < 1:
+        print("--jobs must be at least 1", file=sys.stderr)
+        return 2
+    for result in run_seeds(seeds, jobs=1 if args.verbose else args.jobs, **base):
+        seed = result.seed
         runs += 1
         totals.update(result.stats)
         if args.digest or args.verbose:

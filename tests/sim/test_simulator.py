@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from keyval.testing.simulator import FAULT_KINDS, SimOptions, Simulation, main, run_seed
+from keyval.testing.simulator import FAULT_KINDS, SimOptions, Simulation, main, run_seed, run_seeds
 
 #: Seeds the default run covers with every fault kind on, in blocks (one test per block).
 SEEDS = 500
@@ -32,10 +32,12 @@ BREAK_BUDGETS = {
 }
 
 REPO = Path(__file__).resolve().parents[2]
+#: worker processes for runs of many seeds (CPU-bound; CI's time budget is the reason)
+JOBS = min(os.cpu_count() or 1, 4)
 
 
 def _failures(seeds, **options) -> list:
-    return [result for result in (run_seed(seed, **options) for seed in seeds) if not result.ok]
+    return [result for result in run_seeds(seeds, jobs=JOBS, **options) if not result.ok]
 
 
 @pytest.mark.parametrize("block", range(SEEDS // BLOCK), ids=lambda b: f"seeds{b * BLOCK}-{(b + 1) * BLOCK - 1}")
@@ -88,8 +90,7 @@ def test_same_trace_whatever_the_hash_seed():
 @pytest.mark.parametrize("name", sorted(BREAK_BUDGETS))
 def test_deliberate_bug_is_caught(name, capsys):
     caught = None
-    for seed in range(BREAK_BUDGETS[name]):
-        result = run_seed(seed, breaks=(name,))
+    for result in run_seeds(range(BREAK_BUDGETS[name]), jobs=JOBS, breaks=(name,)):
         # A bug that breaks safety may first leave a cluster that cannot move on — a node
         # recovering lost entries rightly refuses a candidate that lacks one the bug let
         # commit — which proves nothing by itself: look on for the safety failure.
