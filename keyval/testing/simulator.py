@@ -511,7 +511,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--trace-lines", type=int, default=SimOptions.trace_limit, help="trace lines kept for reports")
     p.add_argument("--stop-on-failure", action="store_true", help="stop at the first failing seed")
     p.add_argument("--digest", action="store_true", help="print each seed's trace digest")
-    p.add_argument("--jobs", type=int, default=1, help="seeds run at once, in worker processes (default 1)")
+    p.add_argument("--jobs", type=int, default=1, help="seeds run at once, in worker processes (default 1; worth it only with real cores to spare)")
     return p
 
 
