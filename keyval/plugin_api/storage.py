@@ -2,8 +2,8 @@
 
 The Raft core reads the log through the narrow read-only view ``keyval.raft.storage.LogStorage``
 (``initial_state``, ``first_index``, ``last_index``, ``term``, ``entries``, ``snapshot_meta``,
-``config_indexes``, ``snapshot_chunk``, with the named errors ``Compacted``, ``Unavailable``,
-``SnapshotUnavailable``). The node runtime adds the writes below, following each ``Ready``:
+``config_indexes``, ``snapshot_chunk``, ``durable_watermark``, with the named errors
+``Compacted``, ``Unavailable``, ``SnapshotUnavailable``). The node runtime adds the writes below, following each ``Ready``:
 persist (snapshot, entries, hard state, then ``sync``), send, apply, advance.
 
 Opening one is the plugin's factory, ``factory(data_dir, options)`` (``keyval.plugin_api.backends``):
@@ -41,8 +41,9 @@ class SnapshotInfo:
 class Storage(LogStorage, Protocol):
     """The whole storage contract: the core's read view (``LogStorage``: ``initial_state``,
     ``first_index``, ``last_index``, ``term``, ``entries``, ``snapshot_meta``,
-    ``config_indexes``, ``snapshot_chunk``) and the writes below. ``keyval serve`` checks every
-    member before it serves; ``keyval.testing.storage_conformance`` checks every promise.
+    ``config_indexes``, ``snapshot_chunk``, ``durable_watermark``) and the writes below, 18
+    members in all. ``keyval serve`` checks every member before it serves;
+    ``keyval.testing.storage_conformance`` checks every promise.
 
     Threads: the event loop thread appends, sets the hard state, reads and compacts; the
     node's sync thread runs ``sync`` (the loop reads and compacts meanwhile, but waits for
