@@ -3,8 +3,9 @@
 The Raft core reads the log through the narrow read-only view ``keyval.raft.storage.LogStorage``
 (``initial_state``, ``first_index``, ``last_index``, ``term``, ``entries``, ``snapshot_meta``,
 ``config_indexes``, ``snapshot_chunk``, ``durable_watermark``, with the named errors
-``Compacted``, ``Unavailable``, ``SnapshotUnavailable``). The node runtime adds the writes below, following each ``Ready``:
-persist (snapshot, entries, hard state, then ``sync``), send, apply, advance.
+``Compacted``, ``Unavailable``, ``SnapshotUnavailable``). The node runtime adds the writes
+below, following each ``Ready``: persist (snapshot, entries, hard state, then ``sync``),
+send, apply, advance.
 
 Opening one is the plugin's factory, ``factory(data_dir, options)`` (``keyval.plugin_api.backends``):
 ``data_dir`` is None for a backend that keeps nothing on disk. Opening recovers from a crash
