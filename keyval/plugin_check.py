@@ -26,6 +26,8 @@ NODES = ("node1", "node2", "node3")
 KEYS_BEFORE, KEYS_WHILE_DOWN = 100, 50
 #: how long a step may wait for the cluster (elections, catching up)
 STEP_TIMEOUT = 60.0
+#: a node catching up whose applied index has not moved for this long is stuck
+STALL_TIMEOUT = 15.0
 
 
 class StepFailed(Exception):
@@ -59,8 +61,9 @@ class PluginCheck:
             began = time.monotonic()
             try:
                 said = step()
-            except (StepFailed, KeyvalError, OSError) as exc:
-                self.echo(f"FAIL  {name:<13} {exc}")
+            except Exception as exc:  # every failure is a FAIL line, whatever the plugin raised
+                reason = str(exc) if isinstance(exc, (StepFailed, KeyvalError)) else f"{type(exc).__name__}: {exc}"
+                self.echo(f"FAIL  {name:<13} {reason}")
                 for skipped, _ in steps[n + 1 :]:
                     self.echo(f"SKIP  {skipped}")
                 where = ""
@@ -157,17 +160,29 @@ class PluginCheck:
         raise StepFailed(f"no leader within {STEP_TIMEOUT:.0f}s")
 
     def _caught_up(self, node: str) -> int:
-        """Wait until ``node`` has applied what the leader has committed; its applied index."""
+        """Wait until ``node`` has applied what the leader has committed; its applied index.
+        The leader is asked of the other nodes: ``node`` may have come back as a stranger."""
         address = self.clients[NODES.index(node)]
         deadline = time.monotonic() + STEP_TIMEOUT
         commit, applied = None, None
-        with Client(self.clients, timeout=5.0) as client:
+        moved = time.monotonic()
+        with Client([a for a in self.clients if a != address], timeout=5.0) as client:
             while time.monotonic() < deadline:
+                if time.monotonic() - moved > STALL_TIMEOUT:
+                    raise StepFailed(f"{node} is stuck at applied index {applied} (the leader's commit index "
+                                     f"{commit}): no progress for {STALL_TIMEOUT:.0f}s")
                 try:
                     anyone = client.status()  # a node just started may not know the leader yet
-                    if anyone.get("leader"):
-                        commit = client.status(anyone["client_addresses"][anyone["leader"]])["commit_index"]
-                        applied = client.status(address)["applied_index"]
+                    leader_address = anyone["client_addresses"].get(anyone["leader"] or "")
+                    if leader_address:
+                        leader, mine = client.status(leader_address), client.status(address)
+                        if mine["applied_index"] != applied:
+                            moved = time.monotonic()
+                        commit, applied = leader["commit_index"], mine["applied_index"]
+                        if mine["cluster_id"] and mine["cluster_id"] != leader["cluster_id"]:
+                            raise StepFailed(
+                                f"{node} came back as another cluster (cluster id {mine['cluster_id']}, the "
+                                f"leader's {leader['cluster_id']}): its storage kept nothing across the restart")
                         if applied >= commit:
                             return applied
                 except KeyvalError:
