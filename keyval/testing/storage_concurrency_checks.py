@@ -22,12 +22,8 @@ from keyval.raft.storage import Compacted
 from keyval.raft.types import HardState
 from keyval.testing.storage_common import MEMBERS, assert_as_declared, run
 
-#: Readies the loop thread handles in the check: enough for races to show, about a second.
-ROUNDS = 120
-
-
 class ConcurrencyChecks:
-    """Uses ``storages`` and ``persistent`` of ``StorageConformance``."""
+    """Uses ``storages``, ``persistent`` and ``concurrency_rounds`` of ``StorageConformance``."""
 
     def test_loop_sync_thread_and_snapshot_thread_at_once(self, storages):
         rng = random.Random(16)
@@ -51,10 +47,11 @@ class ConcurrencyChecks:
                 stop.set()
 
         snapshots = threading.Thread(target=snapshotter, name="conformance-snapshots")
+        doing = "append() on the loop thread"
         with ThreadPoolExecutor(1, thread_name_prefix="conformance-sync") as sync_thread:
             snapshots.start()
             try:
-                for _ in range(ROUNDS):
+                for _ in range(self.concurrency_rounds):
                     if stop.is_set():
                         break
                     last = len(model)
@@ -62,20 +59,31 @@ class ConcurrencyChecks:
                         term += 1  # a new leader replaces an uncommitted suffix
                         last = rng.randint(commit + 1, last - 1)
                     batch = run(last + 1, last + rng.randint(1, 20), term, size=rng.randint(0, 400))
+                    doing = "append() on the loop thread"
                     store.append(batch)
                     model[last:] = batch
+                    doing = "set_hard_state() on the loop thread"
                     store.set_hard_state(HardState(term, "n1", commit))
                     syncing = sync_thread.submit(store.sync)
                     while not syncing.done():  # the loop reads on meanwhile, and compacts
+                        doing = "a read on the loop thread while sync() ran"
                         self._read_while_syncing(store, model, rng)
                         if rng.random() < 0.05 and newest_snapshot[0] > store.first_index():
+                            doing = "compact() on the loop thread while sync() ran"
                             store.compact(rng.randint(store.first_index(), newest_snapshot[0]))
+                    doing = "sync() on the sync thread"
                     syncing.result()
                     commit = max(commit, len(model) - 3)
+            except AssertionError:
+                raise
+            except Exception as exc:
+                raise AssertionError(f"{doing} failed, with create_snapshot() running on another thread: "
+                                     f"{exc!r}") from exc
             finally:
                 stop.set()
                 snapshots.join()
-        assert not errors, f"create_snapshot in its thread failed: {errors[0]!r}"
+        assert not errors, (f"create_snapshot() failed, with append() and sync() running on another thread: "
+                            f"{errors[0]!r}")
         self._check_holds(store, model, "after the threads stopped")
         if self.persistent:
             store = storages.reopen(store)

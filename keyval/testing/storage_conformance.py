@@ -95,8 +95,11 @@ class StorageConformance(LogChecks, SnapshotChecks, ConfigChecks, ConcurrencyChe
     options: dict[str, Any] = {}
     persistent: bool = True
     snapshot_retention: int | None = None
-    #: Rounds of kill-mid-write in the crash checks; more find more, slower.
+    #: Rounds of kill-mid-write (and power-cut-mid-write) in the crash checks; more find more, slower.
     crash_rounds: int = 3
+    #: Readies the loop thread handles while the other threads run, in the thread check: a
+    #: race shows with a probability that grows with them; about a second at the default.
+    concurrency_rounds: int = 120
 
     def open_storage(self, data_dir: str) -> Any:
         """Return an open ``keyval.plugin_api.storage.Storage`` on ``data_dir`` (which exists)."""
