@@ -192,6 +192,21 @@ def secret_create(ctx: click.Context, path: str) -> None:
                f"--secret-file")
 
 
+@cli.command("plugin-check")
+@click.argument("name")
+@click.option("--base-port", type=click.IntRange(1, 64535 - 10), default=None, metavar="P",
+              help="nodeN listens on P+N (peer) and P+1000+N (client); default: a free range.")
+@click.option("--dir", "workdir", type=click.Path(file_okay=False), default=None, metavar="DIR",
+              help="Keep the cluster's data and logs here (default: a temporary dir, removed if every step passes).")
+@click.pass_context
+def plugin_check(ctx: click.Context, name: str, base_port: int | None, workdir: str | None) -> None:
+    """Smoke-test storage plugin NAME on a real 3-node local cluster: write, restart a node,
+    snapshot, compact, restart every node, read back. One line per step; exit 0 if all pass."""
+    from keyval.plugin_check import run_plugin_check
+
+    ctx.exit(run_plugin_check(name, base_port, workdir, click.echo))
+
+
 @cli.command(
     add_help_option=False,  # `keyval simulate --help` is the simulator's help
     context_settings={"ignore_unknown_options": True, "allow_extra_args": True},

@@ -2,15 +2,20 @@
 
 The Raft core reads the log through the narrow read-only view ``keyval.raft.storage.LogStorage``
 (``initial_state``, ``first_index``, ``last_index``, ``term``, ``entries``, ``snapshot_meta``,
-``config_indexes``, ``snapshot_chunk``, with the named errors ``Compacted``, ``Unavailable``,
-``SnapshotUnavailable``). The node runtime adds the writes below, following each ``Ready``:
-persist (snapshot, entries, hard state, then ``sync``), send, apply, advance.
+``config_indexes``, ``snapshot_chunk``, ``durable_watermark``, with the named errors
+``Compacted``, ``Unavailable``, ``SnapshotUnavailable``). The node runtime adds the writes
+below, following each ``Ready``: persist (snapshot, entries, hard state, then ``sync``),
+send, apply, advance.
 
 Opening one is the plugin's factory, ``factory(data_dir, options)`` (``keyval.plugin_api.backends``):
 ``data_dir`` is None for a backend that keeps nothing on disk. Opening recovers from a crash
-(a torn tail is cut off) and raises ``keyval.errors.CorruptLog`` naming the file and byte
-offset if data that may have been acknowledged is damaged. Every failure a storage reports
-on purpose is a ``StorageError`` (the one class, ``keyval.errors.StorageError``).
+— a process killed or the power lost — by cutting a torn tail (unsynced writes, which may
+or may not have reached the disk). Damage to data that was synced, and so may have been
+acknowledged (a bad block, a flipped bit), is never read back as data: either opening
+raises ``keyval.errors.CorruptLog(path, offset, reason)`` (the node refuses to start and
+says where), or the log is cut before the damage and ``durable_watermark()`` stays above
+``last_index()`` (the node re-fetches the lost entries from its leader). Every failure a
+storage reports on purpose is a ``StorageError`` (the one class, ``keyval.errors.StorageError``).
 
 Snapshot data is the state machine's own bytes (backend-independent, so nodes with different
 backends can send each other snapshots); a backend may compress it on disk.
@@ -37,12 +42,15 @@ class SnapshotInfo:
 class Storage(LogStorage, Protocol):
     """The whole storage contract: the core's read view (``LogStorage``: ``initial_state``,
     ``first_index``, ``last_index``, ``term``, ``entries``, ``snapshot_meta``,
-    ``config_indexes``, ``snapshot_chunk``) and the writes below. ``keyval serve`` checks every
-    member before it serves; ``keyval.testing.storage_conformance`` checks every promise.
+    ``config_indexes``, ``snapshot_chunk``, ``durable_watermark``) and the writes below, 18
+    members in all. ``keyval serve`` checks every member before it serves;
+    ``keyval.testing.storage_conformance`` checks every promise.
 
-    The runtime calls ``sync``, ``create_snapshot``, ``apply_snapshot`` and ``compact`` from
-    a worker thread while other calls come from its event loop thread: a backend serialises
-    them.
+    Threads: the event loop thread appends, sets the hard state, reads and compacts; the
+    node's sync thread runs ``sync`` (the loop reads and compacts meanwhile, but waits for
+    it before its next append); an executor thread runs ``create_snapshot`` at any moment,
+    beside all of those, and ``apply_snapshot`` while the loop waits. A backend serialises
+    what must not interleave (a lock around each call is the simple way).
 
     A write failing for want of space or descriptors (``OSError`` ENOSPC, EDQUOT, EMFILE,
     ENFILE, or a ``StorageError`` raised from one) is retried: the runtime makes the same
@@ -78,12 +86,22 @@ class Storage(LogStorage, Protocol):
 
         The log is replaced by it: entries up to its index are discarded; a held suffix
         whose entry at the snapshot index has the snapshot's term may be kept.
+
+        A snapshot not newer than the newest held (its index at or below that one's) is
+        ignored: nothing changes — the log, the snapshots, the compaction point. (A leader's
+        snapshot can arrive after this node has passed it; installing it would roll back.)
         """
 
     def create_snapshot(self, index: int, membership: Membership, data: bytes | Iterable[bytes]) -> SnapshotMeta:
-        """Save a snapshot of the state machine as of applied ``index`` (which must be held);
-        durable when this returns. Older snapshots beyond the backend's retention are deleted.
-        Does not compact the log: call ``compact`` for that."""
+        """Save a snapshot of the state machine as of applied ``index`` (which must be held:
+        else ``Compacted``, ``Unavailable`` or ``ValueError``); durable when this returns.
+        Older snapshots beyond the backend's retention are deleted. Does not compact the log:
+        call ``compact`` for that. Returns the new snapshot's ``SnapshotMeta``.
+
+        Below the newest snapshot's index it raises ``ValueError`` and changes nothing: an
+        older state must never become the newest (a restart from it would apply entries
+        twice). At the newest snapshot's index, the same state again, it may keep either copy.
+        """
 
     def load_snapshot(self) -> Snapshot | None:
         """The newest snapshot that passes its checksum, or None. A corrupt one is skipped

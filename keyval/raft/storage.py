@@ -111,6 +111,11 @@ class MemoryStorage:
 
     Used by the simulator and by tests; it loses everything a real crash would lose only if
     the caller forgets to apply a Ready — which is exactly what the simulator relies on.
+    Not a storage plugin, nor a model of one: its ``create_snapshot`` takes bytes and
+    returns the ``Snapshot`` (the core's tests want the data back), ignores an index at or
+    below its snapshot, and keeps one snapshot. The plugin contract is
+    ``keyval.plugin_api.storage.Storage``; the ``memory`` backend
+    (``plugins/storage/memory_storage.py``) implements it on top of this class.
     """
 
     def __init__(self) -> None:

@@ -24,3 +24,15 @@ def run(lo: int, hi: int, term: int = 1, size: int = 8) -> list[Entry]:
 def chunks_of(data: bytes, size: int = 1000):
     return (data[i : i + size] for i in range(0, len(data), size))
 
+
+
+def assert_as_declared(entries, where: str) -> None:
+    """Every field of every entry has the type ``Entry`` declares. An ``int`` type compares
+    equal to ``EntryType.NORMAL`` and a ``memoryview`` to the bytes it shows, so equality
+    alone lets them through; the core tests ``entry.type is EntryType.CONFIG`` and hands data
+    on as bytes (encoders, the state machine), so they break a node later, far from here."""
+    for e in entries:
+        got = (type(e.term).__name__, type(e.index).__name__, type(e.type).__name__, type(e.data).__name__)
+        assert got == ("int", "int", "EntryType", "bytes"), (
+            f"{where}: entry {e.index} has (term, index, type, data) of types {got}, "
+            f"not (int, int, EntryType, bytes)")

@@ -8,7 +8,7 @@ import pytest
 
 from keyval.raft.storage import Compacted, Unavailable, limit_size
 from keyval.raft.types import Entry, EntryType, HardState, Membership, SnapshotMeta
-from keyval.testing.storage_common import MEMBERS, entry, run
+from keyval.testing.storage_common import MEMBERS, assert_as_declared, entry, run
 
 
 class LogChecks:
@@ -41,11 +41,19 @@ class LogChecks:
         assert (store.first_index(), store.last_index()) == (1, 4)
         assert store.entries(1, 5) == batch
         assert [store.term(i) for i in range(0, 5)] == [0, 1, 1, 1, 2]
-        # The core tests `entry.type is EntryType.CONFIG` and hands data on as bytes.
-        for got in store.entries(1, 5):
-            assert isinstance(got.type, EntryType) and type(got.data) is bytes, got
-            assert type(got.index) is int and type(got.term) is int, got
+        assert_as_declared(store.entries(1, 5), "read back at once")
         assert Membership.decode(store.entries(2, 3)[0].data) == MEMBERS
+
+    def test_entries_keep_their_types_after_sync(self, store):
+        # A backend may read from its cache before a sync and from disk after it.
+        batch = [entry(1), Entry(1, 2, EntryType.CONFIG, MEMBERS.encode()), Entry(2, 3), entry(4, 2, 5000)]
+        store.append(batch)
+        store.sync()
+        assert store.entries(1, 5) == batch
+        assert_as_declared(store.entries(1, 5), "read back after sync()")
+        assert_as_declared(store.entries(2, 5, max_bytes=1), "read back after sync() with max_bytes")
+        assert [type(store.term(i)) for i in range(0, 5)] == [int] * 5
+        assert (type(store.first_index()), type(store.last_index())) == (int, int)
 
     def test_appends_in_batches_join_up(self, store):
         expected = []

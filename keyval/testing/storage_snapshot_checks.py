@@ -82,6 +82,41 @@ class SnapshotChecks:
         assert store.snapshot_meta().index == 8
         assert store.load_snapshot().data == b"eight"
 
+    def test_create_snapshot_below_the_newest_is_refused(self, store):
+        # A snapshot of an older state must never become the newest: a node restarting from
+        # it would apply entries it had already applied. The runtime never asks; a caller
+        # that does gets ValueError and nothing changes.
+        store.append(run(1, 30))
+        newest = store.create_snapshot(20, MEMBERS, b"state at 20")
+        with pytest.raises(ValueError):
+            store.create_snapshot(10, OTHER_MEMBERS, b"state at 10")
+        assert store.snapshot_meta() == newest
+        assert store.load_snapshot() == Snapshot(newest, b"state at 20")
+        assert [(i.index, i.term) for i in store.list_snapshots()][-1] == (20, 1)
+        assert store.snapshot_chunk(20, 0, 100) == b"state at 20"
+        # At the newest index itself: the same state again, so either copy will do.
+        again = store.create_snapshot(20, MEMBERS, b"state at 20")
+        assert again == newest and store.load_snapshot() == Snapshot(newest, b"state at 20")
+
+    def test_apply_snapshot_not_newer_than_the_newest_changes_nothing(self, store):
+        # A leader's snapshot that arrives late (ours is already past it) is ignored: the
+        # log, the snapshots and the compaction point stay as they are.
+        store.append(run(1, 30))
+        newest = store.create_snapshot(20, MEMBERS, b"state at 20")
+        store.compact(15)
+        before = (store.first_index(), store.last_index(), store.snapshot_meta(), store.list_snapshots(),
+                  store.config_indexes())
+        for stale in (Snapshot(SnapshotMeta(10, 1, OTHER_MEMBERS), b"state at 10"),
+                      Snapshot(SnapshotMeta(20, 1, OTHER_MEMBERS), b"state at 20, resent"),
+                      Snapshot(SnapshotMeta(12, 7, OTHER_MEMBERS), b"state at 12, another term")):
+            store.apply_snapshot(stale)
+            after = (store.first_index(), store.last_index(), store.snapshot_meta(), store.list_snapshots(),
+                     store.config_indexes())
+            assert after == before, f"apply_snapshot of {stale.meta} (not newer than {newest}) changed the storage"
+        assert store.load_snapshot() == Snapshot(newest, b"state at 20")
+        first = store.first_index()
+        assert store.entries(first, 31) == run(first, 30)
+
     # == compaction ======================================================================
     def test_compact_up_to_the_snapshot(self, store):
         store.append(run(1, 10) + run(11, 20, term=2))

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from keyval.testing.storage_conformance import StorageConformance
+from keyval.testing.storage_damage_checks import flip_a_byte_of_entry
 
 
 class TestMemory(StorageConformance):
@@ -24,6 +25,9 @@ class TestSegment(StorageConformance):
         raw = bytearray(newest.read_bytes())
         raw[-10] ^= 0xFF  # inside the compressed body
         newest.write_bytes(bytes(raw))
+
+    def corrupt_log(self, data_dir: str) -> None:
+        flip_a_byte_of_entry(sorted(Path(data_dir, "log").glob("*.seg")))
 
 
 class TestSegmentSmallSegments(TestSegment):

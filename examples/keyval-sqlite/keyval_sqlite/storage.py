@@ -16,6 +16,7 @@ import time
 import zlib
 from typing import Iterable, Sequence
 
+from keyval.errors import CorruptLog
 from keyval.raft.storage import Compacted, SnapshotUnavailable, Unavailable, limit_size
 from keyval.raft.types import Entry, EntryType, HardState, Membership, Snapshot, SnapshotMeta
 from keyval.plugin_api.storage import SnapshotInfo
@@ -58,12 +59,20 @@ class SqliteStorage:
         self.snapshots_keep = snapshots_keep
         self._lock = threading.RLock()
         os.makedirs(data_dir, exist_ok=True)
-        # isolation_level=None: we say BEGIN and COMMIT ourselves, so sync() decides when.
-        self._db = sqlite3.connect(os.path.join(data_dir, "keyval.sqlite3"), isolation_level=None,
-                                   check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(SCHEMA)
+        path = os.path.join(data_dir, "keyval.sqlite3")
+        try:
+            # isolation_level=None: we say BEGIN and COMMIT ourselves, so sync() decides when.
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(SCHEMA)
+            # A damaged page (a bad block) found now stops the node with where it is, rather
+            # than failing a read mid-run; SQLite checks page structure, not our bytes.
+            (verdict,) = self._db.execute("PRAGMA quick_check(1)").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise CorruptLog(path, 0, f"SQLite cannot read it: {exc}") from exc
+        if verdict != "ok":
+            raise CorruptLog(path, 0, f"SQLite quick_check: {verdict}")
         # Cached, since every read checks them; the database stays the source of truth.
         self._base_index, self._base_term = self._db.execute("SELECT base_index, base_term FROM state").fetchone()
         (last,) = self._db.execute("SELECT max(idx) FROM log").fetchone()

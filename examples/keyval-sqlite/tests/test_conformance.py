@@ -16,3 +16,12 @@ class TestSqliteConformance(StorageConformance):
             db.execute("UPDATE snapshots SET data = CAST(upper(data) AS BLOB) WHERE rowid = "
                        "(SELECT rowid FROM snapshots ORDER BY idx DESC, term DESC LIMIT 1)")
         db.close()
+
+    def corrupt_log(self, data_dir):
+        # A bad block: one page in the middle of the database file turned to garbage.
+        path = os.path.join(data_dir, "keyval.sqlite3")
+        page = 4096  # SQLite's default page size
+        middle = os.path.getsize(path) // page // 2 * page
+        with open(path, "r+b") as f:
+            f.seek(middle)
+            f.write(b"\xa5" * page)

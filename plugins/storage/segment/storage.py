@@ -303,8 +303,10 @@ class SegmentStorage:
     def create_snapshot(self, index: int, membership: Membership, data: bytes | Iterable[bytes]) -> SnapshotMeta:
         self._check_open()
         term = self.term(index)  # Compacted / Unavailable unless the index is held
-        if index <= self._snap_meta.index:
-            return self._snap_meta
+        if index < self._snap_meta.index:
+            raise ValueError(f"snapshot at {index} is older than the newest one, at {self._snap_meta.index}")
+        if index == self._snap_meta.index:
+            return self._snap_meta  # the same state: the one on disk will do
         meta = SnapshotMeta(index=index, term=term, membership=membership)
         self._snapshots.save(meta, data)
         self._snap_meta, self._sent = meta, None
