@@ -25,7 +25,7 @@ ENTRY_POINT_GROUPS = {"storage": "keyval.storage", "transport": "keyval.transpor
 DESCRIPTOR_TYPES = {"storage": StorageBackend, "transport": TransportBackend}
 # Built-in names stay stable: our own distribution's entry points register first, so a
 # third-party plugin reusing "memory" or "tcp" is reported rather than silently winning.
-OWN_DISTRIBUTION = "keyval"
+OWN_DISTRIBUTION = "keyval-raft"
 
 
 @dataclass(frozen=True)

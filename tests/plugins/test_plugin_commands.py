@@ -16,7 +16,7 @@ def test_keyval_plugins_lists_the_builtins(run_script):
     assert lines[0].split() == ["KIND", "NAME", "PACKAGE", "VERSION", "DESCRIPTION"]
     listed = [line.split()[:3] for line in lines[1:] if line.strip()]
     for kind, name in [("storage", "memory"), ("storage", "segment"), ("transport", "tcp"), ("transport", "udp")]:
-        assert [kind, name, "keyval"] in listed
+        assert [kind, name, "keyval-raft"] in listed
     assert "failed" not in result.stdout
 
 

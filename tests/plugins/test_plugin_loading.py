@@ -40,7 +40,7 @@ def storage_plugin(name: str, backend: str, factory=lambda data_dir, options: "o
 def test_builtins_are_found_through_entry_points():
     plugins = build_plugin_manager()
     rows, failures = list_plugins(plugins)
-    builtins = [r for r in rows if r["package"] == "keyval"]
+    builtins = [r for r in rows if r["package"] == "keyval-raft"]
     assert [(r["kind"], r["name"]) for r in builtins] == BUILTIN_ROWS
     assert all(r["version"] == keyval.__version__ and r["description"] for r in builtins)
     assert failures == []
@@ -92,7 +92,7 @@ def test_broken_third_party_plugin_is_one_line_and_does_not_stop_the_others(brok
         "ModuleNotFoundError: No module named 'no_such_module_for_keyval_tests'"
     ]
     assert [r.getMessage() for r in caplog.records] == failures
-    assert [(r["kind"], r["name"]) for r in rows if r["package"] == "keyval"] == BUILTIN_ROWS
+    assert [(r["kind"], r["name"]) for r in rows if r["package"] == "keyval-raft"] == BUILTIN_ROWS
 
 
 def test_working_third_party_plugin_is_listed_and_choosable(good_dist):
@@ -180,7 +180,7 @@ def test_third_party_cannot_take_over_a_builtin_name():
     assert choose_storage(plugins, "memory").factory(None, {}) != "impostor"
     assert list_plugins(plugins)[1] == [
         "plugin 'impostor' (registered directly) failed to load: storage backend 'memory' "
-        f"is already provided by plugin 'memory' (package keyval {keyval.__version__})"
+        f"is already provided by plugin 'memory' (package keyval-raft {keyval.__version__})"
     ]
 
 
