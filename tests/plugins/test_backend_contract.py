@@ -45,7 +45,7 @@ NO_META_PLUGIN = """
 
 
     def open_store(data_dir, options):
-        from plugins.storage.memory_storage import MemoryBackend
+        from keyval_plugins.storage.memory_storage import MemoryBackend
 
         return NoMetaStorage(MemoryBackend())
 
@@ -77,7 +77,7 @@ NO_STATS_PLUGIN = """
 
 
     def open_transport(options):
-        from plugins.transport.tcp import open_tcp
+        from keyval_plugins.transport.tcp import open_tcp
 
         return NoStatsTransport(open_tcp(options))
 
@@ -101,7 +101,7 @@ NO_META_SEGMENT_PLUGIN = """
 
 
     def open_store(data_dir, options):
-        from plugins.storage.segment.storage import SegmentStorage
+        from keyval_plugins.storage.segment.storage import SegmentStorage
 
         return NoMetaSegment(SegmentStorage(data_dir))
 
@@ -128,7 +128,7 @@ def test_serve_refuses_a_storage_without_snapshot_meta(run_script, make_dist, tm
 
 def test_recover_refuses_a_storage_without_snapshot_meta_as_serve_does(run_script, make_dist, tmp_path):
     from keyval.raft import Membership, bootstrap_state
-    from plugins.storage.segment.storage import SegmentStorage
+    from keyval_plugins.storage.segment.storage import SegmentStorage
 
     data_dir = str(tmp_path / "n1")
     store = SegmentStorage(data_dir)

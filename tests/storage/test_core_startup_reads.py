@@ -22,7 +22,7 @@ import pytest
 from keyval.raft import RaftCore
 from keyval.raft.config import RaftConfig
 from keyval.raft.types import Membership
-from plugins.storage.segment.storage import SegmentStorage
+from keyval_plugins.storage.segment.storage import SegmentStorage
 
 # Release 0.2.0 as it stood before config_indexes: named by commit, like tests/node's 0.1.0.
 RELEASE_0_2_0 = "fee4ad01b460b2d68e08563d541c202b043e1a1f"
@@ -34,7 +34,7 @@ LAST = 20_000
 # then opens it again and prints what the core of that tree makes of it.
 WRITER = """
 import json, random, sys
-from plugins.storage.segment.storage import SegmentStorage
+from keyval_plugins.storage.segment.storage import SegmentStorage
 from keyval.raft import RaftCore
 from keyval.raft.config import RaftConfig
 from keyval.raft.types import Entry, EntryType, HardState, Membership
