@@ -149,6 +149,9 @@ def release_tree(tmp_path_factory) -> Path:
         tar.extractall(tree, filter="data")
     assert '__version__ = "0.2.0"' in (tree / "keyval" / "__init__.py").read_text()
     assert "config_indexes" not in (tree / "plugins" / "storage" / "segment" / "storage.py").read_text()
+    # WRITER imports keyval_plugins; 0.2.0's built-ins were the top-level plugins/. Without
+    # this link it would write with this tree's segment storage (found through the install).
+    (tree / "keyval_plugins").symlink_to("plugins", target_is_directory=True)
     return tree
 
 
