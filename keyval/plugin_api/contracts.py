@@ -27,7 +27,7 @@ class IncompleteBackend(PluginError):
     declared: the node refuses to start."""
 
     def __init__(self, kind: str, name: str, plugin: str, backend: Any, missing: list[str],
-                 mismatched: list[str] = ()) -> None:
+                 mismatched: tuple[str, ...] | list[str] = ()) -> None:
         self.kind = kind
         self.name = name
         self.missing = missing
