@@ -34,9 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import msgspec  # noqa: E402
 
 from keyval.raft.types import Entry, Membership, SnapshotMeta  # noqa: E402
-from plugins.storage.segment.options import SegmentOptions  # noqa: E402
-from plugins.storage.segment.storage import SegmentStorage  # noqa: E402
-from plugins.storage.snapshots import SnapshotStore  # noqa: E402
+from keyval_plugins.storage.segment.options import SegmentOptions  # noqa: E402
+from keyval_plugins.storage.segment.storage import SegmentStorage  # noqa: E402
+from keyval_plugins.storage.snapshots import SnapshotStore  # noqa: E402
 
 ENTRY_SIZE = 100
 

@@ -1,6 +1,7 @@
 """The ``keyval`` command: the server and its offline tools.
 
-Exit codes: 0 success, 1 the operation failed, 2 bad usage (click's own and ours).
+Exit codes: 0 success, 1 the operation failed (for ``keyval plugins``: a plugin failed to load),
+2 bad usage (click's own and ours).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from keyval.config import NodeConfig, merge_settings, node_config
 from keyval.plugin_api.contracts import IncompleteBackend
 from keyval.errors import KeyvalError, StorageError
 from keyval.peer.secret import with_peer_secret
+from keyval.plugin_api import loading as plugin_loading
 from keyval.plugin_api.loading import build_plugin_manager, choose_storage, choose_transport, list_plugins
 
 USAGE_ERROR = 2
@@ -40,23 +42,31 @@ def cli() -> None:
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
-def plugins(as_json: bool) -> None:
-    """List the storage and transport plugins found, built-in and third-party."""
+@click.pass_context
+def plugins(ctx: click.Context, as_json: bool) -> None:
+    """List the storage and transport plugins found, built-in and third-party.
+
+    Exits 1 if any plugin failed to load (each is listed with its reason), else 0.
+    """
     # Failures are part of this command's output; don't repeat them as log warnings.
-    logging.getLogger("keyval.plugins").setLevel(logging.ERROR)
+    logging.getLogger(plugin_loading.__name__).setLevel(logging.ERROR)
     rows, failures = list_plugins(build_plugin_manager())
     if as_json:
         click.echo(json.dumps({"plugins": rows, "failures": failures}, indent=2))
-        return
-    columns = ("kind", "name", "package", "version", "description")
-    table = [[c.upper() for c in columns]] + [[row[c] for c in columns] for row in rows]
-    widths = [max(len(line[i]) for line in table) for i in range(len(columns) - 1)]
-    for line in table:
-        click.echo("  ".join(cell.ljust(w) for cell, w in zip(line, widths)) + "  " + line[-1])
+    else:
+        columns = ("kind", "name", "package", "version", "description")
+        table = [[c.upper() for c in columns]] + [[row[c] for c in columns] for row in rows]
+        widths = [max(len(line[i]) for line in table) for i in range(len(columns) - 1)]
+        for line in table:
+            click.echo("  ".join(cell.ljust(w) for cell, w in zip(line, widths)) + "  " + line[-1])
+        if failures:
+            click.echo(f"\n{len(failures)} plugin(s) failed to load:")
+            for failure in failures:
+                click.echo(f"  {failure}")
     if failures:
-        click.echo(f"\n{len(failures)} plugin(s) failed to load:")
-        for failure in failures:
-            click.echo(f"  {failure}")
+        # stdout may go to a parser: the exit code and this line say that something is wrong.
+        where = "in failures" if as_json else "above"
+        fail(ctx, f"{len(failures)} plugin(s) failed to load (listed {where})")
 
 
 @cli.command()

@@ -31,12 +31,23 @@ class PluginError(KeyvalError):
 class UnknownBackend(PluginError):
     """No plugin provides a backend of the requested name."""
 
-    def __init__(self, kind: str, name: str, available: list[str]) -> None:
+    def __init__(self, kind: str, name: str, available: list[str], failed: tuple[str, ...] | list[str] = (),
+                 failed_is_it: bool = False) -> None:
         self.kind = kind
         self.name = name
         self.available = sorted(available)
+        #: plugins of this kind that failed to load, one line each (``failed_is_it``: the one
+        #: plugin whose entry point has the wanted name)
+        self.failed = list(failed)
         names = ", ".join(self.available) or "none"
-        super().__init__(f"unknown {kind} backend {name!r}; available: {names}")
+        if failed_is_it:
+            message = f"{kind} backend {name!r} is unavailable: {'; '.join(failed)}; available: {names}"
+        elif failed:
+            message = (f"unknown {kind} backend {name!r}; available: {names}; it may be one of the "
+                       f"{kind} plugin(s) that failed to load: {'; '.join(failed)}")
+        else:
+            message = f"unknown {kind} backend {name!r}; available: {names}"
+        super().__init__(message)
 
 
 class CorruptLog(StorageError, KeyvalError):

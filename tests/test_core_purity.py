@@ -5,7 +5,7 @@ import pathlib
 import pytest
 
 CORE = pathlib.Path(__file__).resolve().parent.parent / "keyval" / "raft"
-FORBIDDEN = {"asyncio", "socket", "time", "os", "random", "threading", "selectors", "io", "pathlib", "plugins"}
+FORBIDDEN = {"asyncio", "socket", "time", "os", "random", "threading", "selectors", "io", "pathlib", "keyval_plugins", "plugins"}
 
 
 def _imports(tree: ast.Module):

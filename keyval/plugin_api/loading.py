@@ -25,7 +25,7 @@ ENTRY_POINT_GROUPS = {"storage": "keyval.storage", "transport": "keyval.transpor
 DESCRIPTOR_TYPES = {"storage": StorageBackend, "transport": TransportBackend}
 # Built-in names stay stable: our own distribution's entry points register first, so a
 # third-party plugin reusing "memory" or "tcp" is reported rather than silently winning.
-OWN_DISTRIBUTION = "keyval"
+OWN_DISTRIBUTION = "keyval-raft"
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,8 @@ class PluginFailure:
 
     source: PluginSource
     error: str
+    #: "storage" or "transport" (the entry-point group or the hook that failed); "-" if unknown
+    kind: str = "-"
 
     def __str__(self) -> str:
         return f"{self.source.describe()} failed to load: {self.error}"
@@ -71,8 +73,8 @@ class Plugins:
     #: (plugin name, event hook) -> how many times that plugin raised in it (see ``notify``)
     hook_failures: dict[tuple[str, str], int] = field(default_factory=dict)
 
-    def fail(self, source: PluginSource, error: str) -> None:
-        failure = PluginFailure(source, error)
+    def fail(self, source: PluginSource, error: str, kind: str = "-") -> None:
+        failure = PluginFailure(source, error, kind)
         self.failures.append(failure)
         log.warning("%s", failure)
 
@@ -150,7 +152,11 @@ def notify(plugins: Plugins, hook_name: str, **kwargs: Any) -> None:
 def _choose(plugins: Plugins, kind: str, name: str) -> StorageBackend | TransportBackend:
     found = plugins.backends.get(kind, {})
     if name not in found:
-        raise UnknownBackend(kind, name, list(found))
+        # The wanted backend may be one a failed plugin would have provided: an entry point of
+        # that name (the usual way) is named alone, else every failure of this kind.
+        failed = [f for f in plugins.failures if f.kind in (kind, "-")]
+        named = [f for f in failed if f.source.name == name]
+        raise UnknownBackend(kind, name, list(found), [str(f) for f in named or failed], bool(named))
     return found[name].backend
 
 
@@ -166,25 +172,26 @@ def _dist_name(ep: metadata.EntryPoint) -> str:
 def _load_entry_point(plugins: Plugins, ep: metadata.EntryPoint) -> None:
     version = ep.dist.version if ep.dist is not None else "-"
     source = PluginSource(ep.name, _dist_name(ep), version)
+    kind = next(k for k, group in ENTRY_POINT_GROUPS.items() if group == ep.group)
     try:
         obj = ep.load()
     except Exception as exc:  # noqa: BLE001 - a broken plugin must not stop the others
-        plugins.fail(source, _oneline(exc))
+        plugins.fail(source, _oneline(exc), kind)
         return
     if plugins.manager.is_registered(obj):
         return  # one module may serve both groups
-    _register(plugins, obj, source, name=f"{ep.group}:{ep.name}")
+    _register(plugins, obj, source, name=f"{ep.group}:{ep.name}", kind=kind)
 
 
-def _register(plugins: Plugins, obj: Any, source: PluginSource, name: str | None = None) -> None:
+def _register(plugins: Plugins, obj: Any, source: PluginSource, name: str | None = None, kind: str = "-") -> None:
     pm = plugins.manager
     try:
         registered = pm.register(obj, name=name)
     except Exception as exc:  # noqa: BLE001 - pluggy raises PluginValidationError and ValueError
-        plugins.fail(source, _oneline(exc))
+        plugins.fail(source, _oneline(exc), kind)
         return
     if registered is None:
-        plugins.fail(source, "it is blocked in this plugin manager")
+        plugins.fail(source, "it is blocked in this plugin manager", kind)
         return
     callers = pm.get_hookcallers(obj) or []
     unknown = sorted(c.name for c in callers if not c.has_spec() and not _all_optional(c, obj))
@@ -195,7 +202,7 @@ def _register(plugins: Plugins, obj: Any, source: PluginSource, name: str | None
             if unknown
             else "it defines no @keyval.hookimpl functions"
         )
-        plugins.fail(source, error)
+        plugins.fail(source, error, kind)
         return
     plugins.sources[registered] = source
 
@@ -213,17 +220,17 @@ def _collect(plugins: Plugins, kind: str) -> None:
         try:
             result = impl.function()
         except Exception as exc:  # noqa: BLE001 - a broken plugin must not stop the others
-            plugins.fail(source, f"{hook_name}() raised {_oneline(exc)}")
+            plugins.fail(source, f"{hook_name}() raised {_oneline(exc)}", kind)
             continue
         if not isinstance(result, (list, tuple)):
-            plugins.fail(source, f"{hook_name}() returned {type(result).__name__}, not a list")
+            plugins.fail(source, f"{hook_name}() returned {type(result).__name__}, not a list", kind)
             continue
         for backend in result:
             if not isinstance(backend, expected) or not backend.name or not callable(backend.factory):
-                plugins.fail(source, f"{hook_name}() returned {backend!r}, not a valid {expected.__name__}")
+                plugins.fail(source, f"{hook_name}() returned {backend!r}, not a valid {expected.__name__}", kind)
             elif backend.name in found:
                 other = found[backend.name].source.describe()
-                plugins.fail(source, f"{kind} backend {backend.name!r} is already provided by {other}")
+                plugins.fail(source, f"{kind} backend {backend.name!r} is already provided by {other}", kind)
             else:
                 found[backend.name] = BackendInfo(kind, backend, source)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from plugins.storage.segment.format import BLOCK_HEADER, scan_segment
+from keyval_plugins.storage.segment.format import BLOCK_HEADER, scan_segment
 
 
 def damage_last_segment(log_dir: Path, variant: float, where: float) -> str:

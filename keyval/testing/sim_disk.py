@@ -24,7 +24,7 @@ from typing import Any, Iterable, Protocol, Sequence
 
 from keyval.raft import Compacted, Entry, HardState, Membership, Snapshot, SnapshotMeta, Unavailable
 from keyval.plugin_api.storage import SnapshotInfo
-from plugins.storage.memory_storage import MemoryBackend
+from keyval_plugins.storage.memory_storage import MemoryBackend
 
 from .sim_loop import SimulatedCrash
 

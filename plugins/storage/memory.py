@@ -9,7 +9,7 @@ from keyval.plugin_api.backends import StorageBackend
 
 def open_memory(data_dir: str | None, options: dict[str, Any]):
     # Imported here so that listing plugins never imports the Raft core.
-    from plugins.storage.memory_storage import MemoryBackend
+    from keyval_plugins.storage.memory_storage import MemoryBackend
 
     return MemoryBackend(keep=int(options.get("snapshots_keep", 2)))
 

@@ -9,8 +9,8 @@ import contextlib
 
 from keyval.raft.types import Entry, Snapshot, SnapshotMeta
 from keyval_sqlite.storage import SqliteStorage
-from plugins.storage.memory_storage import MemoryBackend
-from plugins.storage.segment.storage import SegmentStorage
+from keyval_plugins.storage.memory_storage import MemoryBackend
+from keyval_plugins.storage.segment.storage import SegmentStorage
 
 
 class SqliteWithoutFsync(SqliteStorage):

@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 
 from fuzz_mutations import PROJECT_ERRORS, damaged, note, within
 from keyval.raft.types import Entry, EntryType, HardState, Membership, SnapshotMeta
-from plugins.storage.segment.options import SegmentOptions
-from plugins.storage.segment.storage import SegmentStorage
+from keyval_plugins.storage.segment.options import SegmentOptions
+from keyval_plugins.storage.segment.storage import SegmentStorage
 
 FUZZ = settings.get_profile("keyval-fuzz")
 OPTIONS = SegmentOptions(segment_size=128, snapshots_keep=2, cache_bytes=0)

@@ -19,10 +19,10 @@ from hypothesis import strategies as st
 from fuzz_mutations import damaged, note, strange_bytes, within
 from keyval.config import KEYS, LOG_LEVELS, PATH_KEYS, NodeConfig, load_node_config
 from keyval.errors import ConfigError
-from plugins.storage.segment.options import SegmentOptions, parse_options
-from plugins.transport.tcp_options import KNOWN as TCP_OPTIONS
-from plugins.transport.tcp_options import parse_tcp_options
-from plugins.transport.udp_options import UdpOptions
+from keyval_plugins.storage.segment.options import SegmentOptions, parse_options
+from keyval_plugins.transport.tcp_options import KNOWN as TCP_OPTIONS
+from keyval_plugins.transport.tcp_options import parse_tcp_options
+from keyval_plugins.transport.udp_options import UdpOptions
 
 FUZZ = settings.get_profile("keyval-fuzz")
 

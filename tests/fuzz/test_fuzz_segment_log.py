@@ -23,8 +23,8 @@ from fuzz_mutations import PROJECT_ERRORS, damaged, note, strange_bytes, within
 from keyval.errors import CorruptLog
 from keyval.raft.types import Entry, EntryType, HardState, Membership
 from keyval.wire_bounds import MAX_STORED_INT
-from plugins.storage.segment import hardstate
-from plugins.storage.segment.format import (
+from keyval_plugins.storage.segment import hardstate
+from keyval_plugins.storage.segment.format import (
     BLOCK_HEADER,
     SEGMENT_HEADER,
     SEGMENT_MAGIC,
@@ -32,7 +32,7 @@ from plugins.storage.segment.format import (
     scan_segment,
     segment_header,
 )
-from plugins.storage.segment.log import SegmentLog
+from keyval_plugins.storage.segment.log import SegmentLog
 
 FUZZ = settings.get_profile("keyval-fuzz")
 #: zeros kept after the last block of the active segment (the writer preallocates more;

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from fuzz_mutations import PROJECT_ERRORS, damaged, note, strange_bytes, within
 from keyval.errors import CorruptSnapshot
 from keyval.raft.types import Membership, Snapshot, SnapshotMeta
-from plugins.storage.snapshots import MAGIC, SnapshotStore, SnapshotTooNew
+from keyval_plugins.storage.snapshots import MAGIC, SnapshotStore, SnapshotTooNew
 
 FUZZ = settings.get_profile("keyval-fuzz")
 MEMBERS = Membership(frozenset({"n1", "n2", "n3"}), frozenset({"n4"}), (("n1", "10.0.0.1:7000"),), "c-1")

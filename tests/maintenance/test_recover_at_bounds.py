@@ -10,7 +10,7 @@ from keyval.plugin_api.loading import build_plugin_manager, choose_storage
 from keyval.raft import Entry, EntryType, HardState, Membership, Snapshot, SnapshotMeta
 from keyval.ops.recover import record_node_id
 from keyval.wire_bounds import MAX_WIRE_INT as B
-from plugins.storage.segment import hardstate
+from keyval_plugins.storage.segment import hardstate
 
 MEMBERS = Membership(frozenset({"n1", "n2", "n3"}), addresses=(("n2", "127.0.0.1:7002"),), cluster_id="abc")
 

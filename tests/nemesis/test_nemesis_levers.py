@@ -15,9 +15,9 @@ from keyval.testing.nemesis_clients import load_history, save_history
 from keyval.testing.nemesis_cluster import Cluster
 from keyval.testing.nemesis_disk import damage_last_segment
 from keyval.testing.nemesis_faults import DEFAULT_FAULTS
-from plugins.storage.segment.options import SegmentOptions
-from plugins.storage.segment.storage import SegmentStorage
-from plugins.transport.faulty_rules import parse_rules
+from keyval_plugins.storage.segment.options import SegmentOptions
+from keyval_plugins.storage.segment.storage import SegmentStorage
+from keyval_plugins.transport.faulty_rules import parse_rules
 
 
 def write_log(data_dir, batches: int) -> int:

@@ -15,9 +15,9 @@ import time
 import msgspec
 
 from keyval.peer.auth import Authenticator
-from plugins.transport import udp_wire
-from plugins.transport.tcp_hello import CHALLENGE_BYTES, decode_challenge, encode_hello
-from plugins.transport.tcp_session import FrameSealer, session_key
+from keyval_plugins.transport import udp_wire
+from keyval_plugins.transport.tcp_hello import CHALLENGE_BYTES, decode_challenge, encode_hello
+from keyval_plugins.transport.tcp_session import FrameSealer, session_key
 
 #: codec message tags (keyval/peer/codec.py TAGS)
 APPEND_ENTRIES, REQUEST_VOTE = 1, 3

@@ -49,6 +49,9 @@ def old_tree(tmp_path_factory) -> Path:
     with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
         tar.extractall(tree, filter="data")
     assert '__version__ = "0.1.0"' in (tree / "keyval" / "__init__.py").read_text()
+    # The entry points installed here load keyval_plugins.*; in 0.1.0 the built-ins were the
+    # top-level plugins/. Without this link the old node would run this tree's built-ins.
+    (tree / "keyval_plugins").symlink_to("plugins", target_is_directory=True)
     return tree
 
 

@@ -16,7 +16,7 @@ import os
 
 import pytest
 
-from plugins.storage.segment.format import BLOCK_HEADER, BLOCK_MAGIC, SEGMENT_HEADER
+from keyval_plugins.storage.segment.format import BLOCK_HEADER, BLOCK_MAGIC, SEGMENT_HEADER
 
 from .procs import LocalCluster
 from .test_node_stuck_member import health, http_health, set_faults, wait_until

@@ -23,8 +23,8 @@ from keyval.client import Client
 from keyval.errors import NoSpace
 from keyval.kv import KVStore
 from keyval.raft.types import EntryType
-from plugins.storage.segment.options import SegmentOptions
-from plugins.storage.segment.storage import SegmentStorage
+from keyval_plugins.storage.segment.options import SegmentOptions
+from keyval_plugins.storage.segment.storage import SegmentStorage
 
 from .procs import BackgroundWriter, LocalCluster
 from .small_fs import MiB, fill, small_filesystem

@@ -13,7 +13,7 @@ from pathlib import Path
 from keyval.kv import encode_put
 from keyval.raft import Entry
 from keyval.raft.messages import AppendEntries, Heartbeat, RequestVote
-from plugins.transport.tcp_transport import TcpTransport
+from keyval_plugins.transport.tcp_transport import TcpTransport
 
 from .procs import free_ports
 from .test_node_metrics import scrape

@@ -11,8 +11,8 @@ import os
 
 from keyval.raft.types import Entry, HardState
 from keyval.runtime.space import resource_errno
-from plugins.storage.segment.options import SegmentOptions
-from plugins.storage.segment.storage import SegmentStorage
+from keyval_plugins.storage.segment.options import SegmentOptions
+from keyval_plugins.storage.segment.storage import SegmentStorage
 
 from .small_fs import MiB, fill, small_filesystem
 

@@ -15,7 +15,7 @@ import pytest
 import keyval
 from keyval.plugin_api.backends import StorageBackend
 from keyval.config import NodeConfig
-from keyval.plugin_api.contracts import IncompleteBackend, missing_members, protocol_members
+from keyval.plugin_api.contracts import IncompleteBackend, mismatched_members, missing_members, protocol_members
 from keyval.runtime.node import Node
 from keyval.plugin_api.loading import build_plugin_manager
 from keyval.plugin_api.storage import Storage
@@ -45,7 +45,7 @@ NO_META_PLUGIN = """
 
 
     def open_store(data_dir, options):
-        from plugins.storage.memory_storage import MemoryBackend
+        from keyval_plugins.storage.memory_storage import MemoryBackend
 
         return NoMetaStorage(MemoryBackend())
 
@@ -77,7 +77,7 @@ NO_STATS_PLUGIN = """
 
 
     def open_transport(options):
-        from plugins.transport.tcp import open_tcp
+        from keyval_plugins.transport.tcp import open_tcp
 
         return NoStatsTransport(open_tcp(options))
 
@@ -101,7 +101,7 @@ NO_META_SEGMENT_PLUGIN = """
 
 
     def open_store(data_dir, options):
-        from plugins.storage.segment.storage import SegmentStorage
+        from keyval_plugins.storage.segment.storage import SegmentStorage
 
         return NoMetaSegment(SegmentStorage(data_dir))
 
@@ -109,6 +109,66 @@ NO_META_SEGMENT_PLUGIN = """
     @keyval.hookimpl
     def keyval_storage_backends():
         return [StorageBackend("nometaseg", open_store, "forgot snapshot_meta")]
+"""
+
+# Every member there, two of them wrong: an async sync (the node would never await it: no fsync,
+# no error) and an append that wants a second argument the node never passes.
+MISCALLED_PLUGIN = """
+    import keyval
+    from keyval.plugin_api.backends import StorageBackend
+
+
+    class MiscalledStorage:
+        def __init__(self, inner):
+            for name in dir(inner):
+                if not name.startswith("_") and name not in ("sync", "append"):
+                    setattr(self, name, getattr(inner, name))
+            self._inner = inner
+
+        async def sync(self):
+            self._inner.sync()
+
+        def append(self, entries, fsync_now):
+            self._inner.append(entries)
+
+
+    def open_store(data_dir, options):
+        from keyval_plugins.storage.memory_storage import MemoryBackend
+
+        return MiscalledStorage(MemoryBackend())
+
+
+    @keyval.hookimpl
+    def keyval_storage_backends():
+        return [StorageBackend("miscalled", open_store, "async sync, append with two arguments")]
+"""
+
+# A transport whose start is a plain function: the node would await its None.
+SYNC_START_PLUGIN = """
+    import keyval
+    from keyval.plugin_api.backends import TransportBackend
+
+
+    class SyncStartTransport:
+        def __init__(self, inner):
+            self._inner = inner
+            self.send, self.close, self.stats = inner.send, inner.close, inner.stats
+            self.set_cluster_id = inner.set_cluster_id
+            self.address = self.cluster_id = None
+
+        def start(self, node_id, address, deliver):
+            pass
+
+
+    def open_transport(options):
+        from keyval_plugins.transport.tcp import open_tcp
+
+        return SyncStartTransport(open_tcp(options))
+
+
+    @keyval.hookimpl
+    def keyval_transport_backends():
+        return [TransportBackend("syncstart", open_transport, "start is not async")]
 """
 
 SERVE = ("keyval", "serve", "--id", "n1", "--peer-addr", "127.0.0.1:0", "--client-addr", "127.0.0.1:0",
@@ -128,7 +188,7 @@ def test_serve_refuses_a_storage_without_snapshot_meta(run_script, make_dist, tm
 
 def test_recover_refuses_a_storage_without_snapshot_meta_as_serve_does(run_script, make_dist, tmp_path):
     from keyval.raft import Membership, bootstrap_state
-    from plugins.storage.segment.storage import SegmentStorage
+    from keyval_plugins.storage.segment.storage import SegmentStorage
 
     data_dir = str(tmp_path / "n1")
     store = SegmentStorage(data_dir)
@@ -162,6 +222,30 @@ def test_serve_refuses_a_transport_without_stats(run_script, make_dist, tmp_path
         "NoStatsTransport that is not a transport: missing stats (see keyval/plugin_api/transport.py); refusing to start")
 
 
+def test_serve_refuses_a_storage_it_would_call_wrongly(run_script, make_dist, tmp_path):
+    site = make_dist("miscalled-keyval", "1.0", {"keyval.storage": {"miscalled": "miscalled_mod"}},
+                     {"miscalled_mod": MISCALLED_PLUGIN})
+    result = run_script(*SERVE, "--storage", "miscalled", "--data-dir", str(tmp_path / "n1"), env=env_with_path(site))
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [
+        "keyval serve: storage backend 'miscalled' from plugin 'miscalled' (package miscalled-keyval 1.0) returned a "
+        "MiscalledStorage that is not a storage: append(entries, fsync_now) cannot be called with 1 argument(s) "
+        "(entries); sync is async def, but the node calls it without await (it would never run) "
+        "(see keyval/plugin_api/storage.py); refusing to start"]
+
+
+def test_serve_refuses_a_transport_whose_start_is_not_async(run_script, make_dist, tmp_path):
+    site = make_dist("syncstart-keyval", "1.0", {"keyval.transport": {"syncstart": "syncstart_mod"}},
+                     {"syncstart_mod": SYNC_START_PLUGIN})
+    result = run_script(*SERVE, "--storage", "memory", "--transport", "syncstart", "--data-dir", str(tmp_path / "n1"),
+                        env=env_with_path(site))
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines()[-1:] == [  # after the storage's log line
+        "keyval serve: transport backend 'syncstart' from plugin 'syncstart' (package syncstart-keyval 1.0) returned "
+        "a SyncStartTransport that is not a transport: start is not async def (the node awaits it) "
+        "(see keyval/plugin_api/transport.py); refusing to start"]
+
+
 def test_the_protocols_name_every_member():
     assert len(protocol_members(Storage)) == 18  # the 9 reads the core makes, 9 writes of the runtime
     assert protocol_members(Transport) == {"start": True, "address": False, "cluster_id": False,
@@ -176,7 +260,7 @@ def test_every_installed_storage_keeps_the_whole_contract(name):
     with tempfile.TemporaryDirectory() as data_dir:
         storage = plugins.backends["storage"][name].backend.factory(data_dir, {})
         try:
-            assert missing_members(storage, Storage) == []
+            assert missing_members(storage, Storage) == [] == mismatched_members(storage, Storage)
         finally:
             storage.close()
 
@@ -184,7 +268,7 @@ def test_every_installed_storage_keeps_the_whole_contract(name):
 @pytest.mark.parametrize("name", ["tcp", "udp", "faulty"])
 def test_every_builtin_transport_keeps_the_whole_contract(name):
     transport = build_plugin_manager().backends["transport"][name].backend.factory({})
-    assert missing_members(transport, Transport) == []
+    assert missing_members(transport, Transport) == [] == mismatched_members(transport, Transport)
 
 
 @pytest.mark.parametrize("name", ["tcp", "udp", "faulty"])

@@ -40,7 +40,7 @@ def storage_plugin(name: str, backend: str, factory=lambda data_dir, options: "o
 def test_builtins_are_found_through_entry_points():
     plugins = build_plugin_manager()
     rows, failures = list_plugins(plugins)
-    builtins = [r for r in rows if r["package"] == "keyval"]
+    builtins = [r for r in rows if r["package"] == "keyval-raft"]
     assert [(r["kind"], r["name"]) for r in builtins] == BUILTIN_ROWS
     assert all(r["version"] == keyval.__version__ and r["description"] for r in builtins)
     assert failures == []
@@ -92,7 +92,34 @@ def test_broken_third_party_plugin_is_one_line_and_does_not_stop_the_others(brok
         "ModuleNotFoundError: No module named 'no_such_module_for_keyval_tests'"
     ]
     assert [r.getMessage() for r in caplog.records] == failures
-    assert [(r["kind"], r["name"]) for r in rows if r["package"] == "keyval"] == BUILTIN_ROWS
+    assert [(r["kind"], r["name"]) for r in rows if r["package"] == "keyval-raft"] == BUILTIN_ROWS
+
+
+def test_unknown_backend_names_the_failed_plugins_of_its_kind(make_dist):
+    # A hook that raises: the backend names it would have given are unknown, so every storage
+    # failure is named; the entry point's own name ("onfire") is named alone.
+    make_dist("onfire-keyval", "3.1", {"keyval.storage": {"onfire": "onfire_mod"}}, {"onfire_mod": """
+        import keyval
+
+        @keyval.hookimpl
+        def keyval_storage_backends():
+            raise OSError("disk on fire")
+    """})
+    plugins = build_plugin_manager()
+    failure = ("plugin 'onfire' (package onfire-keyval 3.1) failed to load: "
+               "keyval_storage_backends() raised OSError: disk on fire")
+    assert [(f.kind, str(f)) for f in plugins.failures] == [("storage", failure)]
+    names = ", ".join(backend_names(plugins, "storage"))
+    with pytest.raises(UnknownBackend) as err:
+        choose_storage(plugins, "onfire")
+    assert str(err.value) == f"storage backend 'onfire' is unavailable: {failure}; available: {names}"
+    with pytest.raises(UnknownBackend) as err:
+        choose_storage(plugins, "fire")
+    assert str(err.value) == (f"unknown storage backend 'fire'; available: {names}; it may be one of the storage "
+                              f"plugin(s) that failed to load: {failure}")
+    assert err.value.failed == [failure]
+    with pytest.raises(UnknownBackend, match=r"^unknown transport backend 'onfire'; available: faulty, tcp, udp$"):
+        choose_transport(plugins, "onfire")
 
 
 def test_working_third_party_plugin_is_listed_and_choosable(good_dist):
@@ -180,7 +207,7 @@ def test_third_party_cannot_take_over_a_builtin_name():
     assert choose_storage(plugins, "memory").factory(None, {}) != "impostor"
     assert list_plugins(plugins)[1] == [
         "plugin 'impostor' (registered directly) failed to load: storage backend 'memory' "
-        f"is already provided by plugin 'memory' (package keyval {keyval.__version__})"
+        f"is already provided by plugin 'memory' (package keyval-raft {keyval.__version__})"
     ]
 
 

@@ -22,7 +22,7 @@ import pytest
 from keyval.raft import RaftCore
 from keyval.raft.config import RaftConfig
 from keyval.raft.types import Membership
-from plugins.storage.segment.storage import SegmentStorage
+from keyval_plugins.storage.segment.storage import SegmentStorage
 
 # Release 0.2.0 as it stood before config_indexes: named by commit, like tests/node's 0.1.0.
 RELEASE_0_2_0 = "fee4ad01b460b2d68e08563d541c202b043e1a1f"
@@ -34,7 +34,7 @@ LAST = 20_000
 # then opens it again and prints what the core of that tree makes of it.
 WRITER = """
 import json, random, sys
-from plugins.storage.segment.storage import SegmentStorage
+from keyval_plugins.storage.segment.storage import SegmentStorage
 from keyval.raft import RaftCore
 from keyval.raft.config import RaftConfig
 from keyval.raft.types import Entry, EntryType, HardState, Membership
@@ -149,6 +149,9 @@ def release_tree(tmp_path_factory) -> Path:
         tar.extractall(tree, filter="data")
     assert '__version__ = "0.2.0"' in (tree / "keyval" / "__init__.py").read_text()
     assert "config_indexes" not in (tree / "plugins" / "storage" / "segment" / "storage.py").read_text()
+    # WRITER imports keyval_plugins; 0.2.0's built-ins were the top-level plugins/. Without
+    # this link it would write with this tree's segment storage (found through the install).
+    (tree / "keyval_plugins").symlink_to("plugins", target_is_directory=True)
     return tree
 
 

@@ -26,8 +26,8 @@ import time
 from pathlib import Path
 
 from keyval.raft.types import Entry
-from plugins.storage.segment.options import SegmentOptions
-from plugins.storage.segment.storage import SegmentStorage
+from keyval_plugins.storage.segment.options import SegmentOptions
+from keyval_plugins.storage.segment.storage import SegmentStorage
 
 ROOT = Path(__file__).resolve().parents[2]
 SEGMENT_SIZE = 256 * 1024
@@ -35,8 +35,8 @@ SEGMENT_SIZE = 256 * 1024
 CHILD = r"""
 import random, sys
 from keyval.raft.types import Entry
-from plugins.storage.segment.options import SegmentOptions
-from plugins.storage.segment.storage import SegmentStorage
+from keyval_plugins.storage.segment.options import SegmentOptions
+from keyval_plugins.storage.segment.storage import SegmentStorage
 
 def data_for(index, term):
     label = b"%d/%d;" % (index, term)

@@ -11,10 +11,10 @@ import pytest
 
 from keyval.raft.storage import Compacted, Unavailable, limit_size
 from keyval.raft.types import Entry, EntryType, HardState, Membership, Snapshot, SnapshotMeta
-from plugins.storage.segment.format import SEGMENT_HEADER, decode_segment_header
-from plugins.storage.segment.hardstate import HardStateFile
-from plugins.storage.segment.options import SegmentOptions
-from plugins.storage.segment.storage import SegmentStorage
+from keyval_plugins.storage.segment.format import SEGMENT_HEADER, decode_segment_header
+from keyval_plugins.storage.segment.hardstate import HardStateFile
+from keyval_plugins.storage.segment.options import SegmentOptions
+from keyval_plugins.storage.segment.storage import SegmentStorage
 
 MEMBERS = Membership(frozenset({"a", "b", "c"}))
 
@@ -68,7 +68,7 @@ def test_append_read_and_term(tmp_path):
 
 
 def test_group_commit_one_fdatasync_for_many_appends(tmp_path, monkeypatch):
-    import plugins.storage.segment.log as segment_log
+    import keyval_plugins.storage.segment.log as segment_log
 
     store = open_store(tmp_path)
     calls = []

@@ -14,8 +14,8 @@ import pytest
 
 from keyval.raft.storage import MemoryStorage
 from keyval.raft.types import Entry, EntryType, Membership, Snapshot, SnapshotMeta
-from plugins.storage.segment.options import SegmentOptions
-from plugins.storage.segment.storage import SegmentStorage
+from keyval_plugins.storage.segment.options import SegmentOptions
+from keyval_plugins.storage.segment.storage import SegmentStorage
 
 MEMBERS = Membership(frozenset({"a", "b"}))
 #: more for a longer standalone run: SEGMENT_MODEL_SEEDS=100 pytest ...

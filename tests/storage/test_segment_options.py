@@ -6,7 +6,7 @@ import pytest
 from keyval.errors import ConfigError
 from keyval.plugin_api.loading import build_plugin_manager, choose_storage
 from keyval.raft.types import Entry
-from plugins.storage.segment.options import SegmentOptions, parse_options
+from keyval_plugins.storage.segment.options import SegmentOptions, parse_options
 
 
 def test_opened_by_name_through_the_plugin_manager(tmp_path):

@@ -30,7 +30,7 @@ def test_a_crashed_writer_leaves_zeros_that_reopen_as_a_clean_end(tmp_path, capl
     raw = file.read_bytes()
     assert len(raw) > end and raw[end:] == bytes(len(raw) - end), "the tail should be preallocated zeros"
     # No close: the process "died" here.
-    with caplog.at_level(logging.INFO, logger="plugins.storage.segment"):
+    with caplog.at_level(logging.INFO, logger="keyval_plugins.storage.segment"):
         reopened = open_store(tmp_path)
     assert reopened.last_index() == 200
     assert reopened.entries(1, 201) == run(1, 200)
@@ -51,7 +51,7 @@ def test_garbage_after_the_zeros_is_still_a_torn_tail(tmp_path, caplog):
         f.seek(0, os.SEEK_END)
         f.write(os.urandom(300))
     size = file.stat().st_size
-    with caplog.at_level(logging.INFO, logger="plugins.storage.segment"):
+    with caplog.at_level(logging.INFO, logger="keyval_plugins.storage.segment"):
         reopened = open_store(tmp_path)
     assert reopened.entries(1, 11) == run(1, 10)
     [line] = [r.getMessage() for r in caplog.records if "torn" in r.getMessage()]

@@ -18,10 +18,10 @@ import pytest
 
 from keyval.errors import CorruptLog, StorageError
 from keyval.raft.types import Entry, EntryType, HardState, Membership, SnapshotMeta
-from plugins.storage.segment.format import BLOCK_HEADER, BLOCK_MAGIC, SEGMENT_HEADER, UnsupportedFormat
-from plugins.storage.segment.options import SegmentOptions
-from plugins.storage.segment.storage import SegmentStorage
-from plugins.storage.snapshots import SnapshotStore
+from keyval_plugins.storage.segment.format import BLOCK_HEADER, BLOCK_MAGIC, SEGMENT_HEADER, UnsupportedFormat
+from keyval_plugins.storage.segment.options import SegmentOptions
+from keyval_plugins.storage.segment.storage import SegmentStorage
+from keyval_plugins.storage.snapshots import SnapshotStore
 
 MEMBERS = Membership(frozenset({"a"}))
 
@@ -76,7 +76,7 @@ def test_a_torn_tail_is_cut_with_one_log_line(tmp_path, caplog, garbage):
         f.seek(0, os.SEEK_END)
         f.write(garbage)
     size = file.stat().st_size
-    with caplog.at_level(logging.INFO, logger="plugins.storage.segment"):
+    with caplog.at_level(logging.INFO, logger="keyval_plugins.storage.segment"):
         store = open_store(tmp_path)
     assert store.last_index() == 20
     assert store.entries(1, 21) == run(1, 10) + run(11, 20)
@@ -102,7 +102,7 @@ def test_unsynced_blocks_persisted_out_of_order_are_a_torn_tail(tmp_path, caplog
     with open(file, "r+b") as f:
         f.seek(second)
         f.write(b"\x00" * (third - second))
-    with caplog.at_level(logging.WARNING, logger="plugins.storage.segment"):
+    with caplog.at_level(logging.WARNING, logger="keyval_plugins.storage.segment"):
         store = open_store(tmp_path)
     assert store.last_index() == 10
     assert any("cut a torn tail" in r.getMessage() for r in caplog.records)
@@ -114,7 +114,7 @@ def test_unsynced_blocks_persisted_out_of_order_are_a_torn_tail(tmp_path, caplog
 # -- damage: the log is cut before it, the rest set aside, and the loss reported ----------------
 def open_damaged(path, caplog, **options) -> tuple[SegmentStorage, str]:
     """Open a damaged log; the store and the one ERROR line that describes the damage."""
-    with caplog.at_level(logging.WARNING, logger="plugins.storage.segment"):
+    with caplog.at_level(logging.WARNING, logger="keyval_plugins.storage.segment"):
         store = open_store(path, **options)
     [line] = [r.getMessage() for r in caplog.records if "the Raft log is damaged" in r.getMessage()]
     return store, line
@@ -254,7 +254,7 @@ def test_a_crash_while_installing_a_snapshot_is_finished_on_open(tmp_path, caplo
     write_log(tmp_path, [run(1, 30)])
     # The snapshot was saved, then the crash came before the log was reset.
     SnapshotStore(str(tmp_path / "snapshots")).save(SnapshotMeta(20, 7, MEMBERS), b"leader")
-    with caplog.at_level(logging.WARNING, logger="plugins.storage.segment"):
+    with caplog.at_level(logging.WARNING, logger="keyval_plugins.storage.segment"):
         store = open_store(tmp_path)
     assert (store.first_index(), store.last_index(), store.term(20)) == (21, 20, 7)
     assert any("discarding log entries 1..30" in r.getMessage() for r in caplog.records)

@@ -13,8 +13,8 @@ import zstandard
 
 from keyval.errors import CorruptSnapshot
 from keyval.raft.types import Membership, SnapshotMeta
-from plugins.storage import snapshots
-from plugins.storage.snapshots import FORMAT_VERSION, SnapshotStore, SnapshotTooNew
+from keyval_plugins.storage import snapshots
+from keyval_plugins.storage.snapshots import FORMAT_VERSION, SnapshotStore, SnapshotTooNew
 
 MEMBERS = Membership(frozenset({"n1", "n2", "n3"}), frozenset({"n4"}), (("n1", "10.0.0.1:7000"),), "cluster-1")
 

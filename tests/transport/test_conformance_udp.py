@@ -7,7 +7,7 @@ from __future__ import annotations
 import itertools
 
 from keyval.testing.transport_conformance import TransportConformance
-from plugins.transport import udp_wire as wire
+from keyval_plugins.transport import udp_wire as wire
 
 _seq = itertools.count(1)
 

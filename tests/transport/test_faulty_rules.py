@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from plugins.transport.faulty_rules import (
+from keyval_plugins.transport.faulty_rules import (
     Partition,
     RuleError,
     Rules,

@@ -11,7 +11,7 @@ import pytest
 
 from keyval.errors import ConfigError
 from keyval.plugin_api.loading import build_plugin_manager, choose_transport
-from plugins.transport.faulty import FaultyTransport
+from keyval_plugins.transport.faulty import FaultyTransport
 from test_udp_support import Sink, hb, run, wait_until
 
 
@@ -173,7 +173,7 @@ def test_malformed_control_file_keeps_previous_rules_and_is_logged_once(inner, t
         assert a.rules.partitions
         await close(a, b)
 
-    with caplog.at_level(logging.WARNING, logger="plugins.transport.faulty"):
+    with caplog.at_level(logging.WARNING, logger="keyval_plugins.transport.faulty"):
         run(go())
     malformed = [r for r in caplog.records if "malformed" in r.getMessage()]
     assert len(malformed) == 4  # two bad versions, seen by each of the two transports

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 
-from plugins.transport.peer_identity import ClusterIdentity, PeerAddresses
+from keyval_plugins.transport.peer_identity import ClusterIdentity, PeerAddresses
 
 log = logging.getLogger("test.peer_identity")
 

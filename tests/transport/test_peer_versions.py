@@ -10,8 +10,8 @@ from keyval.peer import codec
 from keyval.peer.codec import Advert, decode_envelope, encode_message
 from keyval.peer.versions import PeerVersion, PeerVersions
 from keyval.raft.messages import Heartbeat
-from plugins.transport.tcp_transport import TcpTransport
-from plugins.transport.udp import UdpTransport
+from keyval_plugins.transport.tcp_transport import TcpTransport
+from keyval_plugins.transport.udp import UdpTransport
 
 
 def test_a_peer_not_heard_from_is_written_the_oldest_version():

@@ -17,12 +17,12 @@ from keyval.errors import ConfigError
 from keyval.plugin_api.loading import build_plugin_manager, choose_transport, list_plugins
 from keyval.raft.messages import Heartbeat, Message, TimeoutNow
 from keyval.testing.transport_conformance import Net, Node, host_port, unused_address
-from plugins.transport.tcp_hello import CHALLENGE_BYTES, PREAUTH_FRAME_BYTES, decode_challenge, encode_challenge, encode_hello
-from plugins.transport.tcp_options import parse_tcp_options
-from plugins.transport.tcp_peer import Peer
-from plugins.transport.tcp_session import FrameSealer, framed, session_key
-from plugins.transport.tcp_stats import Stats
-from plugins.transport.tcp_transport import TcpTransport
+from keyval_plugins.transport.tcp_hello import CHALLENGE_BYTES, PREAUTH_FRAME_BYTES, decode_challenge, encode_challenge, encode_hello
+from keyval_plugins.transport.tcp_options import parse_tcp_options
+from keyval_plugins.transport.tcp_peer import Peer
+from keyval_plugins.transport.tcp_session import FrameSealer, framed, session_key
+from keyval_plugins.transport.tcp_stats import Stats
+from keyval_plugins.transport.tcp_transport import TcpTransport
 
 LOGGER = "keyval.transport.tcp"
 

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from keyval.peer.codec import DecodeError, decode_message, encode_message
 from keyval.raft.messages import TimeoutNow
 from keyval.testing.transport_conformance import HYPOTHESIS
-from plugins.transport import tcp_hello as hello_format
-from plugins.transport.tcp_hello import (HelloError, as_seen, decode_challenge, decode_hello, encode_challenge,
+from keyval_plugins.transport import tcp_hello as hello_format
+from keyval_plugins.transport.tcp_hello import (HelloError, as_seen, decode_challenge, decode_hello, encode_challenge,
                                          encode_hello, peek_hello)
 from test_tcp import RawDialler, frame, net  # noqa: F401 - net is a fixture
 

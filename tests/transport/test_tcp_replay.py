@@ -12,7 +12,7 @@ import pytest
 
 from keyval.raft.messages import Heartbeat, TimeoutNow
 from keyval.testing.transport_conformance import RecordingProxy, host_port
-from plugins.transport.tcp_hello import PREAUTH_FRAME_BYTES
+from keyval_plugins.transport.tcp_hello import PREAUTH_FRAME_BYTES
 from test_tcp import RawDialler, net  # noqa: F401 - net is a fixture
 
 SECRET = b"the cluster secret"

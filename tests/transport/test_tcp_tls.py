@@ -21,7 +21,7 @@ from keyval.errors import ConfigError
 from keyval.raft.messages import Heartbeat, InstallSnapshot, TimeoutNow
 from keyval.raft.types import Membership, SnapshotMeta
 from keyval.testing.transport_conformance import Net, host_port
-from plugins.transport.tcp_transport import TcpTransport
+from keyval_plugins.transport.tcp_transport import TcpTransport
 
 # In CI a missing openssl is a setup failure (scripts/setup installs it), not a reason to skip.
 pytestmark = pytest.mark.skipif(

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from plugins.transport.udp_fragment import (
+from keyval_plugins.transport.udp_fragment import (
     FRAGMENT_OVERHEAD,
     MESSAGE_OVERHEAD,
     Reassembler,

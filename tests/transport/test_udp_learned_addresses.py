@@ -4,8 +4,8 @@ from __future__ import annotations
 import asyncio
 
 from keyval.peer.codec import encode_message
-from plugins.transport import udp_wire as wire
-from plugins.transport.udp import UdpTransport
+from keyval_plugins.transport import udp_wire as wire
+from keyval_plugins.transport.udp import UdpTransport
 from test_udp_support import Sink, addr_tuple, hb, raw_udp_socket, run, wait_until, write_secret
 
 

@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 
 from keyval.peer.codec import encode_message
 from keyval.raft.messages import Heartbeat
-from plugins.transport import udp_wire as wire
-from plugins.transport.udp import UdpTransport
-from plugins.transport.udp_fragment import FRAGMENT_OVERHEAD, MESSAGE_OVERHEAD, Reassembler, split
+from keyval_plugins.transport import udp_wire as wire
+from keyval_plugins.transport.udp import UdpTransport
+from keyval_plugins.transport.udp_fragment import FRAGMENT_OVERHEAD, MESSAGE_OVERHEAD, Reassembler, split
 from test_codec import messages
 from test_codec_bounds import assert_within_bounds
 from test_udp_support import Sink, addr_tuple, run, wait_until
@@ -79,7 +79,7 @@ def good_datagram(seq: int) -> bytes:
 @given(st.lists(datagrams(), max_size=25))
 def test_any_datagrams_only_counted_drops_and_memory_under_the_caps(sequence):
     escaped = _Escaped()
-    logging.getLogger("plugins.transport.udp").addHandler(escaped)
+    logging.getLogger("keyval_plugins.transport.udp").addHandler(escaped)
 
     async def go():
         t, sink = UdpTransport(dict(CAPS)), Sink()
@@ -103,7 +103,7 @@ def test_any_datagrams_only_counted_drops_and_memory_under_the_caps(sequence):
     try:
         run(go())
     finally:
-        logging.getLogger("plugins.transport.udp").removeHandler(escaped)
+        logging.getLogger("keyval_plugins.transport.udp").removeHandler(escaped)
     assert escaped.lines == []
 
 
@@ -161,7 +161,7 @@ def test_reassembly_caps_are_validated_settings():
     import pytest
 
     from keyval.errors import ConfigError
-    from plugins.transport.udp_options import UdpOptions
+    from keyval_plugins.transport.udp_options import UdpOptions
 
     assert UdpOptions.parse({}).reassembly_max_per_sender == 512
     for bad in ({"reassembly_max_per_sender": 0}, {"reassembly_max_messages": 4, "reassembly_max_per_sender": 5},

@@ -4,7 +4,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from plugins.transport.udp_replay import ReplayGuard, ReplayWindow
+from keyval_plugins.transport.udp_replay import ReplayGuard, ReplayWindow
 
 
 def test_increasing_sequence_numbers_are_accepted_once():

@@ -9,7 +9,7 @@ import asyncio
 
 import pytest
 
-from plugins.transport import udp_wire as wire
+from keyval_plugins.transport import udp_wire as wire
 from test_udp_support import addr_tuple, hb, raw_udp_socket, run, wait_until, write_secret
 from test_udp_transport import close, pair
 

@@ -17,8 +17,8 @@ from keyval.errors import ConfigError
 from keyval.plugin_api.loading import build_plugin_manager, choose_transport
 from keyval.raft.messages import AppendEntries, InstallSnapshot
 from keyval.raft.types import Entry, Membership, SnapshotMeta
-from plugins.transport import udp_wire as wire
-from plugins.transport.udp import UdpTransport
+from keyval_plugins.transport import udp_wire as wire
+from keyval_plugins.transport.udp import UdpTransport
 from test_udp_support import Sink, addr_tuple, hb, raw_udp_socket, run, wait_until, write_secret
 
 #: A snapshot always carries a configuration with a voter; peers refuse one without.
@@ -236,7 +236,7 @@ def test_send_never_raises_and_full_queues_are_counted():
 
 def test_unauthenticated_start_is_logged_once(caplog):
     async def go():
-        with caplog.at_level(logging.WARNING, logger="plugins.transport.udp"):
+        with caplog.at_level(logging.WARNING, logger="keyval_plugins.transport.udp"):
             a, b, _, _ = await pair()
             await close(a, b)
     run(go())

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from plugins.transport import udp_wire as wire
+from keyval_plugins.transport import udp_wire as wire
 
 
 def datagram(*records: bytes, sender: bytes = b"n1", flags: int = 0) -> bytes:

@@ -57,7 +57,7 @@ class SegmentStorage:
         self.data_dir = data_dir
         make_dirs_durably(data_dir)
         if snapshots is None:
-            from plugins.storage.snapshots import SnapshotStore
+            from keyval_plugins.storage.snapshots import SnapshotStore
 
             make_dirs_durably(os.path.join(data_dir, "snapshots"))
             snapshots = SnapshotStore(os.path.join(data_dir, "snapshots"), options.snapshots_keep, options.snapshot_level)
