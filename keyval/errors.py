@@ -79,6 +79,13 @@ class Timeout(ClientError):
     code = "timeout"
 
 
+class NoLeader(Timeout):
+    """No answer in time, and every node that answered said it does not lead (no quorum, or
+    an election under way): the request was taken by no leader, so a write did not apply."""
+
+    code = "no_leader"
+
+
 class RequestRefused(ClientError):
     """The cluster answered and said no; the message says why."""
 
