@@ -13,7 +13,6 @@ from typing import Any, Callable
 
 import click
 
-from keyval.client.protocol import DENIED_MESSAGE, PERMISSION_DENIED
 from keyval.errors import ClientError, RequestRefused, Timeout, Unreachable
 
 DEFAULT_TIMEOUT = 5.0
@@ -56,6 +55,10 @@ class Failure(Exception):
 
 
 def from_client_error(exc: ClientError) -> Failure:
+    # The wire protocol (msgspec, asyncio) is loaded by whatever raised exc; `kvctl --version`
+    # and `--help`, which load this module, need none of it.
+    from keyval.client.protocol import DENIED_MESSAGE, PERMISSION_DENIED
+
     if isinstance(exc, Unreachable):
         return Failure(str(exc), UNREACHABLE, exc.code)
     if isinstance(exc, Timeout):
