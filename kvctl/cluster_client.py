@@ -1,9 +1,9 @@
 """How ``kvctl cluster`` commands reach the cluster: the leader's operations, within a budget.
 
 Membership and status operations run on the leader: a follower sends the client on to it
-(``kvctl.route``), as for the data commands. An operation
-that ran out of time on the server comes back as a result marked ``timeout`` (not as an
-error the client would retry): that becomes exit 3, like any timeout.
+(``kvctl.route``), as for the data commands. An operation that ran out of time on the server
+comes back as a result marked ``timeout`` (not as an error the client would retry): that
+becomes exit 3, like any timeout.
 
 ``--timeout`` bounds the whole command: finding the leader, the operation and its reply all
 fit in it (the server is given what is left minus a small margin for the reply).
