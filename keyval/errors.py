@@ -5,7 +5,7 @@ from __future__ import annotations
 # (``Compacted``, ``Unavailable``, ``SnapshotUnavailable``) to damaged data. It lives in the
 # core because the core may import nothing outside ``keyval.raft``; it is re-exported here,
 # where plugins have always imported it from.
-from keyval.raft.storage import StorageError  # noqa: F401 - re-exported
+from keyval.raft.storage_errors import StorageError  # noqa: F401 - re-exported
 
 
 class KeyvalError(Exception):

@@ -3,8 +3,8 @@
 See docs/architecture.md for the batch-of-work (Ready) contract.
 
 The names below load their module on first use: ``keyval.errors`` imports
-``keyval.raft.storage`` for StorageError, and what imports only that (kvctl, the client
-library, plugins) must not pay for loading the whole core.
+``keyval.raft.storage_errors`` for StorageError, and what imports only that (kvctl, the
+client library, plugins) must not pay for loading the whole core.
 """
 from __future__ import annotations
 
