@@ -15,9 +15,9 @@ timed is what an installed kvctl costs, not compiling its sources.
   the cluster's ``.keyval``, so kvctl finds it the way the README's dev cluster is found.
 
 Targets (issue 16): ``kvctl --version`` under 80 ms, ``kvctl put`` under 120 ms. The kvctl
-timed is the one installed beside this interpreter (``--kvctl`` for another); the cluster is
-started with this interpreter's ``keyval``, so running this file with an older checkout's
-venv measures that checkout. Not a test: it asserts nothing but that every command succeeds.
+timed is the one installed beside this interpreter; ``--kvctl PATH``, repeated, times several
+in the same turns (an older checkout's venv beside this one: a before/after that a busy
+machine slows alike). Not a test: it asserts nothing but that every command succeeds.
 """
 from __future__ import annotations
 
@@ -49,14 +49,19 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="benchmarks/kvctl_bench.py", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=20, help="runs of each command (default 20)")
-    ap.add_argument("--kvctl", default=str(Path(sys.executable).parent / "kvctl"),
-                    help="the kvctl to time (default: the one beside this interpreter)")
+    ap.add_argument("--kvctl", action="append", metavar="PATH",
+                    help="a kvctl to time; repeat to compare several in the same turns "
+                         "(default: the one beside this interpreter)")
     ap.add_argument("--storage", default="segment")
     a = ap.parse_args(argv)
     if a.runs < 1:
         ap.error("--runs must be at least 1")
-    if not os.access(a.kvctl, os.X_OK):
-        ap.error(f"--kvctl: {a.kvctl} is not an executable")
+    kvctls = a.kvctl or [str(Path(sys.executable).parent / "kvctl")]
+    for path in kvctls:
+        if not os.access(path, os.X_OK):
+            ap.error(f"--kvctl: {path} is not an executable")
+    # With several, each line names its kvctl by number: "[1] kvctl put".
+    tags = [f"[{n}] " if len(kvctls) > 1 else "" for n in range(1, len(kvctls) + 1)]
 
     where = Path(tempfile.mkdtemp(prefix="kvctl-bench-"))
     # Only the cluster in `where` may be found: no endpoints from the caller's environment.
@@ -65,12 +70,13 @@ def main(argv: list[str] | None = None) -> int:
     cluster = BenchCluster(str(where / ".keyval"), 3, a.storage, "tcp")
     try:
         cluster.up()
-        commands = {
-            "python -c pass": [sys.executable, "-c", "pass"],
-            "kvctl --version": [a.kvctl, "--version"],
-            "kvctl put": [a.kvctl, "put", "bench/key", "value"],
-            "kvctl get": [a.kvctl, "get", "bench/key"],
-        }
+        commands = {"python -c pass": [sys.executable, "-c", "pass"]}
+        for tag, path in zip(tags, kvctls):
+            commands.update({
+                f"{tag}kvctl --version": [path, "--version"],
+                f"{tag}kvctl put": [path, "put", "bench/key", "value"],
+                f"{tag}kvctl get": [path, "get", "bench/key"],
+            })
         for command in commands.values():  # bytecode caches written, page cache and cluster warm
             timed(command, where, env)
         times: dict[str, list[float]] = {name: [] for name in commands}
@@ -81,14 +87,16 @@ def main(argv: list[str] | None = None) -> int:
         cluster.down()
         shutil.rmtree(where, ignore_errors=True)
 
-    print(f"# {a.runs} runs each, in turns; kvctl: {a.kvctl}; 3 nodes, {a.storage} storage, tcp; "
-          f"load average {_loadavg()}")
-    print(f"{'command':<18}{'min ms':>9}{'median ms':>11}{'max ms':>9}  target")
+    print(f"# {a.runs} runs each, in turns; 3 nodes, {a.storage} storage, tcp; load average {_loadavg()}")
+    for tag, path in zip(tags, kvctls):
+        print(f"# {tag or 'kvctl: '}{path}")
+    width = max(map(len, times)) + 2
+    print(f"{'command':<{width}}{'min ms':>9}{'median ms':>11}{'max ms':>9}  target")
     for name, runs in times.items():
         ms = [t * 1000 for t in runs]
-        target = TARGETS_MS.get(name)
+        target = TARGETS_MS.get(name.rpartition("] ")[2])
         verdict = "" if target is None else f"< {target:g} ms: {'met' if statistics.median(ms) < target else 'NOT met'} (median)"
-        print(f"{name:<18}{min(ms):>9.1f}{statistics.median(ms):>11.1f}{max(ms):>9.1f}  {verdict}")
+        print(f"{name:<{width}}{min(ms):>9.1f}{statistics.median(ms):>11.1f}{max(ms):>9.1f}  {verdict}")
     return 0
 
 
