@@ -5,7 +5,7 @@ from __future__ import annotations
 # (``Compacted``, ``Unavailable``, ``SnapshotUnavailable``) to damaged data. It lives in the
 # core because the core may import nothing outside ``keyval.raft``; it is re-exported here,
 # where plugins have always imported it from.
-from keyval.raft.storage import StorageError  # noqa: F401 - re-exported
+from keyval.raft.storage_errors import StorageError  # noqa: F401 - re-exported
 
 
 class KeyvalError(Exception):
@@ -88,6 +88,13 @@ class Timeout(ClientError):
     """No answer in time; a write may still have been applied."""
 
     code = "timeout"
+
+
+class NoLeader(Timeout):
+    """No answer in time, and every node that answered said it does not lead (no quorum, or
+    an election under way): the request was taken by no leader, so a write did not apply."""
+
+    code = "no_leader"
 
 
 class RequestRefused(ClientError):

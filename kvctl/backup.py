@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import sys
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -24,11 +23,10 @@ from keyval import __version__
 from keyval.ops.backup import ArchiveError, ArchiveWriter, Manifest, iso_time, read_archive
 from keyval.client import AsyncClient
 from keyval.errors import ClientError
-from kvctl import connect
 from kvctl.maintenance import human_size, run_on_cluster
 from kvctl.options import arg, command, opt
 from kvctl.output import Failure, emit, handles_errors, settings
-from kvctl.route import leader_first
+from kvctl.route import to_leader
 
 #: Below this the transfer is over before a bar could tell anything.
 PROGRESS_FROM = 8 << 20
@@ -38,11 +36,6 @@ def _progress(size: int, label: str):
     if size < PROGRESS_FROM or not sys.stderr.isatty():  # no terminal: no bar (not even its label)
         return contextlib.nullcontext(None)
     return click.progressbar(length=size, label=label, file=sys.stderr, show_pos=False, show_percent=True)
-
-
-async def _leader_client(endpoints: list[str], timeout: float) -> AsyncClient:
-    order = await leader_first(endpoints, time.monotonic() + settings().request_timeout())
-    return connect.client(order, timeout=timeout)
 
 
 # -- backup --------------------------------------------------------------------------------
@@ -57,7 +50,7 @@ def backup(path: str, force: bool) -> None:
         raise Failure(f"{path} already exists; choose another name, or pass --force to replace it")
 
     async def work(endpoints: list[str], timeout: float) -> tuple[Manifest, int]:
-        async with await _leader_client(endpoints, timeout) as client:
+        async with to_leader(endpoints, timeout) as client:
             info = await client.admin("backup_begin", timeout=timeout)
             manifest = Manifest(cluster_id=info["cluster_id"], node=info["node"], index=info["index"],
                                 term=info["term"], revision=info["revision"], keys=info["keys"], size=info["size"],
@@ -114,7 +107,7 @@ def restore(path: str, yes: bool) -> None:
             raise Failure("restore cancelled; nothing changed", code="cancelled")
 
     async def work(endpoints: list[str], timeout: float) -> dict[str, Any]:
-        async with await _leader_client(endpoints, timeout) as client:
+        async with to_leader(endpoints, timeout) as client:
             here = await client.status()
             if here.get("cluster_id") and m.cluster_id != here["cluster_id"]:
                 click.echo(f"note: the backup comes from cluster {m.cluster_id}; this cluster is "

@@ -1,9 +1,9 @@
 """How ``kvctl cluster`` commands reach the cluster: the leader's operations, within a budget.
 
-Membership and status operations run on the leader (a follower sends the client on to it),
-so kvctl looks the leader up first, as the data commands do (``kvctl.route``). An operation
-that ran out of time on the server comes back as a result marked ``timeout`` (not as an
-error the client would retry): that becomes exit 3, like any timeout.
+Membership and status operations run on the leader: a follower sends the client on to it
+(``kvctl.route``), as for the data commands. An operation that ran out of time on the server
+comes back as a result marked ``timeout`` (not as an error the client would retry): that
+becomes exit 3, like any timeout.
 
 ``--timeout`` bounds the whole command: finding the leader, the operation and its reply all
 fit in it (the server is given what is left minus a small margin for the reply).
@@ -20,7 +20,7 @@ from keyval.wire_bounds import parse_address, parse_node_id
 from kvctl import connect
 from kvctl.endpoints import Endpoints, resolve
 from kvctl.output import UNREACHABLE, USAGE, Failure, settings
-from kvctl.route import leader_first
+from kvctl.route import to_leader
 
 T = TypeVar("T")
 #: what a reply may take beyond the time the server was given (at most this share of what is left)
@@ -39,9 +39,7 @@ def run(call: Callable[[AsyncClient, float], Awaitable[T]], budget: float) -> T:
 
     async def go() -> T:
         deadline = time.monotonic() + budget
-        order = await leader_first(where.addresses, deadline)
-        remaining = max(0.05, deadline - time.monotonic())
-        async with connect.client(order, timeout=remaining) as client:
+        async with to_leader(where.addresses, budget) as client:
             return await call(client, deadline)
 
     try:

@@ -6,18 +6,16 @@ UTF-8 text, with backslash escapes for bytes that aren't valid UTF-8.
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Awaitable, Callable, TypeVar
 
 import click
 
 from keyval.client import AsyncClient
 from keyval.errors import Unreachable
-from kvctl import connect
 from kvctl.endpoints import resolve
 from kvctl.options import arg, command, opt
 from kvctl.output import UNREACHABLE, Failure, emit, handles_errors, raw, settings, text
-from kvctl.route import leader_first
+from kvctl.route import to_leader
 
 T = TypeVar("T")
 
@@ -29,10 +27,7 @@ def with_client(call: Callable[[AsyncClient], Awaitable[T]]) -> T:
     timeout = s.request_timeout()
 
     async def run() -> T:
-        deadline = time.monotonic() + timeout
-        order = await leader_first(endpoints.addresses, deadline)
-        remaining = max(0.1, deadline - time.monotonic())
-        async with connect.client(order, timeout=remaining) as client:
+        async with to_leader(endpoints.addresses, timeout) as client:
             return await call(client)
 
     try:

@@ -28,8 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from keyval.errors import ConfigError
-from keyval.peer.secret import create_secret
-from kvctl import processes, secure_files
+from kvctl import processes
 from kvctl.output import Failure
 
 FORMAT = 1
@@ -152,6 +151,10 @@ class LocalCluster:
         """The dev cluster's one secret, made on first use (a cluster made before secrets
         existed gets one too: every node is started with the same file)."""
         if not self.secret_file.exists():
+            # Here, not at the top: the data commands read this module, and the secret's
+            # module brings the node's config (yaml) with it.
+            from keyval.peer.secret import create_secret
+
             self.root.mkdir(parents=True, exist_ok=True)
             try:
                 create_secret(self.secret_file)
@@ -194,6 +197,8 @@ class LocalCluster:
             # A node with data ignores it and resumes, so a restart may pass it again.
             argv += ["--bootstrap", spec.bootstrap()]
         if spec.secure:
+            from kvctl import secure_files  # cryptography: only for the nodes of a secure cluster
+
             secure_files.ensure_node(self, node.id)
             argv += ["--tokens-file", str(self.tokens_file),
                      "--client-cert", str(self.cert_file(node.id)), "--client-key", str(self.key_file(node.id)),

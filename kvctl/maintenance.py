@@ -20,7 +20,7 @@ from kvctl import connect
 from kvctl.endpoints import resolve
 from kvctl.options import command, group, opt
 from kvctl.output import FAILED, UNREACHABLE, Failure, emit, handles_errors, settings, table
-from kvctl.route import leader_first
+from kvctl.route import find_leader
 
 T = TypeVar("T")
 #: Snapshots of a large store take a while; --timeout overrides.
@@ -42,10 +42,7 @@ def run_on_cluster(work: Callable[[list[str], float], Awaitable[T]]) -> T:
 
 async def leader_status(endpoints: list[str]) -> tuple[str, dict[str, Any]]:
     """The leader's client address and its status (members, their client addresses)."""
-    deadline = time.monotonic() + settings().request_timeout()
-    address = (await leader_first(endpoints, deadline))[0]
-    async with connect.client([address], timeout=settings().request_timeout()) as client:
-        return address, await client.status(address)
+    return await find_leader(endpoints, time.monotonic() + settings().request_timeout())
 
 
 def members_of(status: dict[str, Any]) -> list[str]:

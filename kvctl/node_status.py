@@ -15,6 +15,7 @@ import click
 
 from kvctl import connect
 from kvctl.cluster_client import endpoints
+from kvctl.options import command
 from kvctl.output import UNREACHABLE, Failure, emit, handles_errors, settings, table
 
 
@@ -49,3 +50,8 @@ def status() -> None:
             rows.append([d["endpoint"], d["id"], d["role"], str(d["term"]), d["leader"] or "-",
                          str(d["commit_index"]), str(d["applied_index"]), d["version"] or "-"])
     click.echo(table(rows))
+
+
+def add_status_command(cli: click.Group) -> None:
+    cli.add_command(command("status", "Each endpoint's own status: role, term, indexes, its version and its "
+                            "peers' versions (--json: the nodes' status documents).", status))

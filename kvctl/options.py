@@ -12,7 +12,6 @@ from typing import Callable
 import click
 from click.core import ParameterSource
 
-from kvctl.endpoints import parse_list
 from kvctl.output import DEFAULT_TIMEOUT, settings
 
 
@@ -25,6 +24,8 @@ def _remember(ctx: click.Context, param: click.Parameter, value):
 def _endpoints(ctx: click.Context, param: click.Parameter, value: str | None):
     if value is None:
         return None
+    from kvctl.endpoints import parse_list  # only when given: `kvctl --version` reads no endpoints
+
     try:
         endpoints = parse_list(value, "--endpoints")
     except ValueError as exc:

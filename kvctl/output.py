@@ -9,12 +9,12 @@ from __future__ import annotations
 import functools
 import json
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import click
 
-from keyval.client.protocol import DENIED_MESSAGE, PERMISSION_DENIED
-from keyval.errors import ClientError, RequestRefused, Timeout, Unreachable
+if TYPE_CHECKING:
+    from keyval.errors import ClientError
 
 DEFAULT_TIMEOUT = 5.0
 
@@ -56,6 +56,11 @@ class Failure(Exception):
 
 
 def from_client_error(exc: ClientError) -> Failure:
+    # Here, not at the top: `kvctl --version` and `--help` load this module and talk to no
+    # node; a command that does has loaded these (and the wire protocol's msgspec) already.
+    from keyval.client.protocol import DENIED_MESSAGE, PERMISSION_DENIED
+    from keyval.errors import RequestRefused, Timeout, Unreachable
+
     if isinstance(exc, Unreachable):
         return Failure(str(exc), UNREACHABLE, exc.code)
     if isinstance(exc, Timeout):
@@ -80,6 +85,8 @@ def handles_errors(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        from keyval.errors import ClientError  # see from_client_error
+
         ctx = click.get_current_context()
         try:
             return fn(*args, **kwargs)

@@ -1,27 +1,92 @@
-"""Find the leader before a request, so kvctl's one request goes straight to it.
+"""How kvctl's requests reach the leader.
 
-Why: right after a leader change, AsyncClient's redirect-following can bounce between
-followers until its deadline, without pausing (in ``_call`` the ``not_leader`` target is
-inserted at an index computed before the insert, so once the attempt count has wrapped
-around the list the next try is a neighbour, not the leader). Asking every endpoint for its
-status is cheap (any node answers it locally) and tells which node leads now; its client
-address goes first, and the client's first try hits it. It also lets kvctl tell "nothing
-answers" (unreachable) from "nodes answer but none leads" (no_leader); both exit 3.
+A request goes to the endpoints in the order given; a follower answers ``not_leader`` with
+the leader's client address and the client sends the request there next (the client goes to
+the address named, keyval/client/client.py ``_call``), so a request to a follower costs one
+more round trip, and nothing is asked before it. ``to_leader`` wraps that client and tells
+"nothing answers" (Unreachable, worded by the caller) from "nodes answer but none leads"
+(no_leader); both exit 3.
+
+``find_leader`` is for the commands that need the leader's own status (its members' client
+addresses): it asks one endpoint at a time, going where a follower points.
 """
 from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator
 
 from keyval.client import AsyncClient
 from keyval.client.protocol import PERMISSION_DENIED
-from keyval.errors import RequestRefused, Unreachable
+from keyval.errors import NoLeader, RequestRefused, Unreachable
 from kvctl import connect
 from kvctl.output import UNREACHABLE, Failure
 
 PROBE_TIMEOUT = 1.0
 RETRY_PAUSE = 0.1
+NO_LEADER_MESSAGE = "the cluster has no leader right now (is a majority of its nodes running?)"
+
+
+def no_leader() -> Failure:
+    return Failure(NO_LEADER_MESSAGE, UNREACHABLE, "no_leader")
+
+
+@asynccontextmanager
+async def to_leader(endpoints: list[str], timeout: float) -> AsyncIterator[AsyncClient]:
+    """A client for ``endpoints`` whose requests end up at the leader; what it raises inside
+    becomes kvctl's failures (Unreachable is left to the caller, which knows where the
+    endpoints came from)."""
+    async with connect.client(list(endpoints), timeout=timeout) as client:
+        try:
+            yield client
+        except NoLeader:
+            raise no_leader() from None
+        except Unreachable as exc:
+            failure = _tls_failure(exc)
+            if failure is None:
+                raise
+            raise failure from None
+
+
+def _tls_failure(exc: Unreachable) -> Failure | None:
+    """Say what is wrong with TLS, not just "no answer" (the client's reason for the last
+    endpoint tried ends its message: "TLS with HOST:PORT failed: ...")."""
+    reason = str(exc).partition("TLS with ")[2]
+    if not reason:
+        return None
+    return Failure(f"cannot connect to {reason.partition(' failed')[0]}: TLS with {reason}", UNREACHABLE, "tls")
+
+
+async def find_leader(endpoints: list[str], deadline: float) -> tuple[str, dict[str, Any]]:
+    """(the leader's client address, its status), waiting until ``deadline`` for one."""
+    answered = False
+    async with connect.client(list(endpoints), timeout=PROBE_TIMEOUT) as probe:
+        while True:
+            queue = list(endpoints)
+            asked: set[str] = set()
+            while queue:
+                endpoint = queue.pop(0)
+                if endpoint in asked:
+                    continue
+                asked.add(endpoint)
+                timeout = max(0.05, min(PROBE_TIMEOUT, deadline - time.monotonic()))
+                status = await _status(probe, endpoint, timeout)
+                if status is None:
+                    continue
+                answered = True
+                if status["role"] == "leader":
+                    return endpoint, status
+                # A follower names the leader and knows its client address: ask it next.
+                hint = status["client_addresses"].get(status["leader"]) if status.get("leader") else None
+                if hint:
+                    queue.insert(0, hint)
+            if time.monotonic() + RETRY_PAUSE >= deadline:
+                break
+            await asyncio.sleep(RETRY_PAUSE)
+    if not answered:
+        raise Unreachable(f"no KeyVal node answered at {', '.join(endpoints)}")  # worded by the caller
+    raise no_leader()
 
 
 async def _status(client: AsyncClient, endpoint: str, timeout: float) -> dict[str, Any] | None:
@@ -32,35 +97,9 @@ async def _status(client: AsyncClient, endpoint: str, timeout: float) -> dict[st
             raise
         return None
     except Unreachable as exc:
-        reason = str(exc).rpartition(f"{endpoint}: ")[2]
-        if "TLS" in reason or "certificate" in reason.lower():  # say what is wrong, not just "no answer"
-            raise Failure(f"cannot connect to {endpoint}: {reason}", UNREACHABLE, "tls") from None
+        failure = _tls_failure(exc)
+        if failure is not None:
+            raise failure from None
         return None
-    except Exception:  # refused, reset, timed out, refused by the node: all mean "no answer"
+    except Exception:  # refused, reset, timed out: all mean "no answer"
         return None
-
-
-async def leader_first(endpoints: list[str], deadline: float) -> list[str]:
-    """``endpoints`` with the leader's client address first (added if it wasn't listed).
-    Waits, until ``deadline``, for a node that says it is the leader."""
-    answered = False
-    async with connect.client(list(endpoints), timeout=PROBE_TIMEOUT) as probe:
-        candidates = list(endpoints)
-        while True:
-            timeout = max(0.05, min(PROBE_TIMEOUT, deadline - time.monotonic()))
-            replies = await asyncio.gather(*(_status(probe, e, timeout) for e in candidates))
-            for endpoint, status in zip(candidates, replies):
-                if status is not None and status["role"] == "leader":
-                    return [endpoint] + [e for e in endpoints if e != endpoint]
-            known = [s for s in replies if s is not None]
-            answered = answered or bool(known)
-            # A follower names the leader and knows its client address: ask it next round.
-            hints = [s["client_addresses"].get(s["leader"]) for s in known if s.get("leader")]
-            candidates = list(dict.fromkeys([*endpoints, *filter(None, hints)]))
-            if time.monotonic() + RETRY_PAUSE >= deadline:
-                break
-            await asyncio.sleep(RETRY_PAUSE)
-    if not answered:
-        raise Unreachable(f"no KeyVal node answered at {', '.join(endpoints)}")  # worded by the caller
-    raise Failure("the cluster has no leader right now (is a majority of its nodes running?)",
-                  UNREACHABLE, "no_leader")

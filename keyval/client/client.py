@@ -18,10 +18,12 @@ from typing import Any
 
 from keyval.client import protocol as p
 from keyval.wire_bounds import parse_address
-from keyval.errors import ConfigError, NoSpace, RequestRefused, RevisionMismatch, Timeout, Unreachable
+from keyval.errors import ConfigError, NoLeader, NoSpace, RequestRefused, RevisionMismatch, Timeout, Unreachable
 from keyval.runtime.event_loop import loop_factory
 
 RETRYABLE = {p.NOT_LEADER, p.NO_LEADER, p.UNAVAILABLE, p.TIMEOUT}
+#: a node's answer that it does not lead: the request was not taken
+NOT_LEADING = {p.NOT_LEADER, p.NO_LEADER}
 #: operations that change nothing (a timeout of any other may still have its effect)
 READ_ONLY_OPERATIONS = frozenset({"cluster_status", "cluster_health", "membership", "removal_check",
                                   "snapshot_list", "backup_begin", "backup_chunk", "backup_end"})
@@ -82,7 +84,7 @@ class _Connection:
     def _open(self) -> bool:
         return self._transport is not None and not self._transport.is_closing()
 
-    async def _ensure(self, timeout: float) -> None:
+    async def connect(self, timeout: float) -> None:
         if self._open():
             return
         async with self._connecting:
@@ -127,7 +129,7 @@ class _Connection:
     async def call(self, body, timeout: float, attempt: float | None = None):
         """``timeout``: what is left of the caller's deadline; ``attempt``: the most to wait
         for this reply (default ``timeout``)."""
-        await self._ensure(timeout)
+        await self.connect(timeout)
         if not self._open():  # closed by the node as soon as it was made (at its limit)
             raise ConnectionError(f"connection to {self.endpoint} closed")
         request_id = next(self._ids)
@@ -306,7 +308,8 @@ class AsyncClient:
         failed round so a leaderless cluster is not flooded. One attempt waits at most
         ``attempt`` (default ATTEMPT_TIMEOUT) so an endpoint that never answers does not use
         up the deadline while others would. ``write``: the request may change data (then a
-        timeout says it may still apply)."""
+        timeout says it may still apply). When every node that answered said it does not lead
+        and no attempt may have been taken, the deadline raises NoLeader."""
         limit = timeout or self.timeout
         deadline = time.monotonic() + limit
         attempt = ATTEMPT_TIMEOUT if attempt is None else attempt
@@ -315,12 +318,16 @@ class AsyncClient:
         redirect: str | None = None
         failures = 0
         last_error = ""
+        last_code = ""  # of the last refusal a node answered with
         reached_any = False
+        taken = False  # a write may have been taken by a node that did not say what became of it
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 if not reached_any:
                     raise Unreachable(f"no KeyVal node answered at {', '.join(self.endpoints)}: {last_error or 'no reply'}")
+                if last_code in NOT_LEADING and not taken:
+                    raise NoLeader(f"no answer within {_seconds(limit)}s ({last_error})")  # and nothing to warn of
                 raise Timeout(f"no answer within {_seconds(limit)}s ({last_error or 'no reply'})"
                               + ("; the write may still apply" if write else ""))
             if redirect is not None:
@@ -328,9 +335,14 @@ class AsyncClient:
             else:
                 endpoint = rotation[turn % len(rotation)]
                 turn += 1
+            connection = self._connection(endpoint)
+            connected = False
             try:
-                reply = await self._connection(endpoint).call(body, remaining, attempt)
+                await connection.connect(remaining)
+                connected = True
+                reply = await connection.call(body, remaining, attempt)
             except (OSError, ConnectionError, asyncio.TimeoutError) as exc:
+                taken = taken or (write and connected)
                 last_error = _reason(endpoint, exc)
                 failures += 1
                 if turn % len(rotation) == 0:
@@ -343,6 +355,8 @@ class AsyncClient:
             if reply.code not in RETRYABLE or (not follow_leader and reply.code == p.NOT_LEADER):
                 raise _refused(reply)
             last_error = reply.message
+            last_code = reply.code
+            taken = taken or (write and reply.code not in NOT_LEADING)
             failures += 1
             if reply.code == p.NOT_LEADER and _well_formed(reply.leader_address) and reply.leader_address != endpoint:
                 if reply.leader_address not in rotation:

@@ -8,25 +8,8 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from typing import Protocol
 
+from .storage_errors import Compacted, SnapshotUnavailable, StorageError, Unavailable  # noqa: F401 - re-exported
 from .types import Entry, EntryType, HardState, Snapshot, SnapshotMeta
-
-
-class StorageError(Exception):
-    """Storage cannot do what was asked: the base of every storage failure, the read errors
-    below and a backend's damaged data alike (``keyval.errors`` re-exports it, and adds the
-    damaged-data ones: ``CorruptLog``, ``CorruptSnapshot``)."""
-
-
-class Compacted(StorageError):
-    """The requested index is below the first index: it was compacted into a snapshot."""
-
-
-class Unavailable(StorageError):
-    """The requested index is beyond the last index."""
-
-
-class SnapshotUnavailable(StorageError):
-    """The snapshot asked for is no longer the current one (a newer one replaced it)."""
 
 
 #: Bytes counted per entry on top of its data, for batching by size.

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from keyval.client import AsyncClient
-from keyval.errors import Timeout, Unreachable
+from keyval.errors import NoLeader, Timeout, Unreachable
 from kvctl_harness import kvctl, ok
 
 
@@ -44,22 +44,36 @@ def test_an_endpoint_that_never_answers_is_named_with_a_reason(silent_endpoint):
     assert message.endswith(f"{silent_endpoint}: no reply (timed out)"), message
 
 
-def test_timeout_messages_round_give_a_reason_and_only_warn_for_writes(new_cluster):
+def test_timeout_messages_round_give_a_reason_and_only_warn_for_writes(new_cluster, silent_endpoint):
     c = new_cluster(3)
     for node in ("node2", "node3"):  # node1 answers, but no leader can be elected
         ok(c.kvctl("local", "stop", node))
 
-    async def attempt(call):
-        async with AsyncClient([c.endpoint(1)], timeout=2.0 - 0.00149) as client:
+    async def attempt(endpoints, call):
+        async with AsyncClient(endpoints, timeout=2.0 - 0.00149) as client:
             with pytest.raises(Timeout) as caught:
                 await call(client)
-        return str(caught.value)
+        return caught.value
 
-    read = asyncio.run(attempt(lambda client: client.get("k")))
-    assert read.startswith("no answer within 2s (") and "()" not in read, read
-    assert "may still apply" not in read, read
-    write = asyncio.run(attempt(lambda client: client.put("k", "v")))
-    assert write.startswith("no answer within 2s (") and write.endswith("; the write may still apply"), write
+    def read(client):
+        return client.get("k")
+
+    def write(client):
+        return client.put("k", "v")
+
+    # node1 answers that it does not lead (naming a stopped leader, or none): NoLeader, and a
+    # write was refused, not left pending.
+    for call in (read, write):
+        error = asyncio.run(attempt([c.endpoint(1)], call))
+        assert isinstance(error, NoLeader) and error.code == "no_leader", repr(error)
+        assert str(error).startswith("no answer within 2s (") and "()" not in str(error), error
+        assert "may still apply" not in str(error), error
+    # A node that took the write and never answered: it may still apply, and the message says so.
+    taken = asyncio.run(attempt([c.endpoint(1), silent_endpoint], write))
+    assert not isinstance(taken, NoLeader), repr(taken)
+    assert str(taken).startswith("no answer within 2s (") and str(taken).endswith("; the write may still apply"), taken
+    unanswered_read = asyncio.run(attempt([c.endpoint(1), silent_endpoint], read))
+    assert "()" not in str(unanswered_read) and "may still apply" not in str(unanswered_read), unanswered_read
 
 
 def test_a_frozen_endpoint_does_not_stop_commands_that_others_answer(shared_cluster, silent_endpoint):
